@@ -1,0 +1,103 @@
+"""One error hierarchy for everything that touches a host.
+
+Every error carries the evidence a user needs to act without re-running: the host, the command (secrets
+masked), the exit code and the tail of stderr, or PVE's own message and the task log tail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+TAIL_LINES = 10
+
+
+def tail(text: str, lines: int = TAIL_LINES) -> str:
+    """The last ``lines`` non-empty lines of ``text``: ``"a\\nb\\n\\nc" -> "b\\nc"`` for lines=2."""
+    kept = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+class PhoenixError(Exception):
+    """Base of every error Phoenix raises on purpose."""
+
+
+class ConfigError(PhoenixError):
+    """The declarative config is invalid. ``problems`` holds one ``file: json.path: message`` per mistake."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid config:\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+class HostError(PhoenixError):
+    """Something went wrong on a named host."""
+
+    def __init__(self, host: str, message: str) -> None:
+        self.host = host
+        super().__init__(f"{host}: {message}")
+
+
+class SshConnectError(HostError):
+    """The SSH connection could not be made (refused, auth failed, dropped)."""
+
+
+class HostKeyMismatchError(SshConnectError):
+    """The host presented a key other than the pinned one. Never accepted automatically."""
+
+    def __init__(self, host: str, expected: str, got: str) -> None:
+        self.expected, self.got = expected, got
+        super().__init__(
+            host,
+            f"host key mismatch: pinned {expected}, host presented {got}. "
+            "If the host was reinstalled, verify the new key out of band and update the pinned fingerprint.",
+        )
+
+
+class RemoteCommandError(HostError):
+    """A command exited non-zero (or could not finish). ``argv`` is already masked."""
+
+    def __init__(self, host: str, argv: str, exit_status: int | None, stderr: str, what: str = "") -> None:
+        self.argv, self.exit_status, self.stderr_tail = argv, exit_status, tail(stderr)
+        status = "did not finish" if exit_status is None else f"exited {exit_status}"
+        head = f"{what}: " if what else ""
+        detail = f"\n--- stderr (tail) ---\n{self.stderr_tail}" if self.stderr_tail else ""
+        super().__init__(host, f"{head}`{argv}` {status}{detail}")
+
+
+class CommandTimeoutError(RemoteCommandError):
+    """A command ran past its deadline; the remote process was killed."""
+
+    def __init__(self, host: str, argv: str, timeout: float, stderr: str = "") -> None:
+        self.timeout = timeout
+        super().__init__(host, argv, None, stderr, what=f"timed out after {timeout:g}s")
+
+
+class PveError(HostError):
+    """The PVE API refused a call. ``message`` is PVE's own wording."""
+
+    def __init__(self, host: str, message: str, *, status: int | None = None, path: str = "") -> None:
+        self.status, self.path, self.pve_message = status, path, message
+        where = f"{path}: " if path else ""
+        code = f" (HTTP {status})" if status else ""
+        super().__init__(host, f"{where}{message}{code}")
+
+
+class PvePermissionError(PveError):
+    """An operation PVE reserves for root@pam was attempted with an API token (or another user)."""
+
+
+class PveLockedError(PveError):
+    """The guest stayed locked (``CT is locked`` / ``can't lock file``) past the retry budget."""
+
+
+class PveTaskError(PveError):
+    """A PVE task (UPID) ended in ``TASK ERROR`` or ran past its deadline."""
+
+    def __init__(self, host: str, upid: str, status: str, log_tail: str, *, step: str = "") -> None:
+        self.upid, self.task_status, self.log_tail = upid, status, log_tail
+        head = f"{step}: " if step else ""
+        super().__init__(host, f"{head}task {upid} ended with {status!r}\n--- task log (tail) ---\n{log_tail}")
+
+
+class PveTaskTimeoutError(PveTaskError):
+    """A PVE task did not finish before its deadline (it may still be running on the host)."""

@@ -1,0 +1,7 @@
+"""Shared fixtures. Lab fixtures live in tests/lab/* and are registered here as plugins."""
+
+pytest_plugins = [
+    "tests.lab.sshd",
+    "tests.lab.zfs",
+    "tests.lab.pve",
+]

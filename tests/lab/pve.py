@@ -1,0 +1,1 @@
+"""Lab fixture: pve (see tests/lab/requirements.py for skip rules)."""

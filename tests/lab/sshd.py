@@ -1,0 +1,1 @@
+"""Lab fixture: sshd (see tests/lab/requirements.py for skip rules)."""

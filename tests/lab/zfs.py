@@ -1,0 +1,1 @@
+"""Lab fixture: zfs (see tests/lab/requirements.py for skip rules)."""
