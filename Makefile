@@ -1,0 +1,60 @@
+# The single entry point. `make setup` once, then `make test`, `make lint`, `make bench`, `make preview`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STACK ?= dev
+
+.PHONY: setup lab-deps test test-fast lint format schema validate graph plan preview up bench bench-quick clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+setup: $(BIN)/python ## Python virtualenv with Phoenix and its test tools
+	$(BIN)/pip install -q -e '.[test]'
+
+lab-deps: ## Debian packages the lab needs (root)
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server zfs-fuse apparmor lxc debootstrap shellcheck rsync
+
+test: ## the full suite: unit, mocks, provider host and the lab
+	$(BIN)/pytest
+
+test-fast: ## everything but the lab
+	$(BIN)/pytest -m "not lab"
+
+lint: ## ruff and mypy, both must be clean
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format:
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+schema: ## regenerate config/schema/*.json from the models
+	$(BIN)/phoenix schema --write
+
+validate:
+	$(BIN)/phoenix validate
+
+graph:
+	$(BIN)/phoenix graph
+
+plan:
+	$(BIN)/phoenix plan --stack $(STACK)
+
+preview: ## pulumi preview when the CLI is installed, else the offline validate/graph/plan view
+	$(BIN)/phoenix preview --stack $(STACK)
+
+up:
+	PULUMI_PYTHON_CMD=$(BIN)/python pulumi up --stack $(STACK)
+
+bench: ## benchmarks; each prints its measured ratios
+	$(BIN)/python -m bench
+
+bench-quick:
+	$(BIN)/python -m bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .lab
