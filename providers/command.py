@@ -73,7 +73,7 @@ class CommandResult:
 
 
 class Executor(Protocol):
-    """Runs argv commands on one host. Implementations: :class:`providers.ssh.SshExecutor`, :class:`LocalExecutor`."""
+    """Runs argv commands on one host (SSH in production, :class:`LocalExecutor` locally)."""
 
     @property
     def host(self) -> str: ...

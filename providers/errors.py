@@ -96,7 +96,8 @@ class PveTaskError(PveError):
     def __init__(self, host: str, upid: str, status: str, log_tail: str, *, step: str = "") -> None:
         self.upid, self.task_status, self.log_tail = upid, status, log_tail
         head = f"{step}: " if step else ""
-        super().__init__(host, f"{head}task {upid} ended with {status!r}\n--- task log (tail) ---\n{log_tail}")
+        message = f"{head}task {upid} ended with {status!r}"
+        super().__init__(host, f"{message}\n--- task log (tail) ---\n{log_tail}")
 
 
 class PveTaskTimeoutError(PveTaskError):

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pulumi.dynamic import ConfigureRequest, ResourceProvider
-
-if TYPE_CHECKING:
-    from providers.pve import PveClient
-    from providers.ssh import SshExecutor
 
 
 @dataclass(frozen=True)
@@ -83,8 +79,8 @@ class Credentials:
 class HostProvider(ResourceProvider):
     """Base for providers that act on one Proxmox host.
 
-    Subclasses call :meth:`ssh` / :meth:`pve` inside CRUD methods; both return process-wide shared
-    clients (one SSH connection per host per provider process).
+    Holds targets (plain data) and, inside the provider host only, the credentials read at configure.
+    The shared SSH/PVE clients opened from these arrive with the host-channels issue.
     """
 
     ssh_target: SshTarget | None = None
@@ -108,17 +104,3 @@ class HostProvider(ResourceProvider):
         if self._credentials is None:  # e.g. called outside a provider host, by local tooling
             self._credentials = Credentials.from_sources()
         return self._credentials
-
-    def ssh(self) -> SshExecutor:
-        from providers.ssh import executor_for
-
-        if self.ssh_target is None:
-            raise ValueError(f"{type(self).__name__} has no SSH target")
-        return executor_for(self.ssh_target, self.credentials)
-
-    def pve(self) -> PveClient:
-        from providers.pve import client_for
-
-        if self.api_target is None:
-            raise ValueError(f"{type(self).__name__} has no API target")
-        return client_for(self.api_target, self.credentials)

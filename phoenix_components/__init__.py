@@ -1,0 +1,1 @@
+"""Phoenix's Pulumi components, config models and the offline CLI."""
