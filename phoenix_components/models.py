@@ -1,0 +1,504 @@
+"""The declarative config as frozen pydantic models: one model per JSON file, checked field by field.
+
+Three files describe one environment (see config/README.md):
+
+- ``config/chain.json``                 the template chain, shared by every environment so layer keys match
+                                         across dev → staging → prod;
+- ``config/environments/<env>/host.json``   the Proxmox host: API, SSH, storage, vmid ranges, GPUs, driver;
+- ``config/environments/<env>/guests.json`` LXC containers, VMs and data datasets.
+
+Everything here is shape and single-record rules. Facts that relate records (unique vmids, a layer's parent
+exists, GPU memory per GPU ≤ 1.0, …) live in :mod:`phoenix_components.config`, which names the file and JSON
+path of every mistake. ``extra="forbid"`` everywhere: a typo in a key is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+# Names that end up in shell commands, ZFS dataset names, hostnames and Pulumi URNs: a strict alphabet
+# means none of them ever needs more than the single quoting providers/command.py already does.
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+Hostname = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+VmId = Annotated[int, Field(ge=100, le=999_999_999)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.:+~_-]{0,63}$")]
+Mac = Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")]
+ZfsName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9][A-Za-z0-9_.:-]*)*$")
+]
+AbsPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/-]*$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+HttpsUrl = Annotated[str, StringConstraints(pattern=r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$")]
+StorageId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]*$")]
+Fingerprint = Annotated[str, StringConstraints(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")]
+
+# AppArmor profiles PVE itself provides; anything else must be one the host config loads.
+PVE_BUILTIN_PROFILES = frozenset({"lxc-container-default-cgns", "lxc-container-default-with-nesting"})
+UNCONFINED = "unconfined"
+
+
+class Model(BaseModel):
+    """Frozen, strict about unknown keys, and tolerant of the ``$schema`` key editors use."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Document(Model):
+    schema_ref: str | None = Field(default=None, alias="$schema", description="JSON Schema for editors")
+
+
+# ---------------------------------------------------------------- host.json
+
+
+class Api(Model):
+    """The PVE API. ``password`` = root@pam ticket login (needed for devN, bind mounts, keyctl/fuse/mknod)."""
+
+    endpoint: HttpsUrl
+    auth: Literal["password", "token"] = "password"
+    user: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+$")] = "root@pam"
+    token_id: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+![A-Za-z0-9._-]+$")] | None
+    ) = None
+    verify_tls: bool | AbsPath = Field(default=True, description="true, false (lab only) or a CA bundle path")
+
+    @model_validator(mode="after")
+    def _token_matches_auth(self) -> Api:
+        if self.auth == "token" and self.token_id is None:
+            raise ValueError("auth 'token' needs token_id (user@realm!name)")
+        if self.auth == "password" and self.token_id is not None:
+            raise ValueError("token_id is set but auth is 'password'; set auth to 'token' or drop token_id")
+        return self
+
+
+class Ssh(Model):
+    """SSH to the host, for what the API cannot do. The host key is pinned; nothing is learnt on first use."""
+
+    host: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.:-]+$")]
+    port: Port = 22
+    user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]*$")] = "root"
+    host_key: Fingerprint = Field(description="`ssh-keyscan HOST | ssh-keygen -lf -` prints it")
+
+
+class Storage(Model):
+    rootfs: StorageId = Field(default="local-zfs", description="zfspool storage for container disks")
+    zfs_pool: ZfsName = Field(default="rpool/data", description="the dataset that storage points at")
+    templates: StorageId = Field(default="local", description="storage with vztmpl/iso content")
+    snippets: StorageId = Field(default="local", description="storage with snippets content (cloud-init)")
+    vm_disks: StorageId = "local-zfs"
+
+
+class VmidRange(Model):
+    start: VmId
+    end: VmId
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VmidRange:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is below start {self.start}")
+        return self
+
+    def __contains__(self, vmid: object) -> bool:
+        return isinstance(vmid, int) and self.start <= vmid <= self.end
+
+    def overlaps(self, other: VmidRange) -> bool:
+        return self.start <= other.end and other.start <= self.end
+
+
+class VmidRanges(Model):
+    layers: VmidRange
+    guests: VmidRange
+
+
+class Gpu(Model):
+    index: Annotated[int, Field(ge=0, le=15)]
+    model: str
+    memory_mib: Annotated[int, Field(gt=0)]
+
+
+class NvidiaDriver(Model):
+    """The host driver. Plain http is accepted for a local mirror: the pinned sha256 is what is trusted."""
+
+    version: Annotated[str, StringConstraints(pattern=r"^[0-9]{3}\.[0-9]{2,3}(\.[0-9]{2,3})?$")]
+    runfile_url: Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[^\s]*$")]
+    sha256: Sha256
+    uninstall_on_delete: bool = False
+
+    @model_validator(mode="after")
+    def _url_names_version(self) -> NvidiaDriver:
+        if self.version not in self.runfile_url:
+            raise ValueError(f"runfile_url does not mention version {self.version}")
+        return self
+
+
+class OsTemplate(Model):
+    """A container OS template on the host's template storage, downloaded by Phoenix when missing."""
+
+    file: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._+-]+\.tar\.(gz|xz|zst)$")]
+    url: HttpsUrl | None = None
+    sha512: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")] | None = None
+
+
+class CloudImage(Model):
+    """A VM cloud image (qcow2/img) downloaded to the host, cloned into VMs."""
+
+    file: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._+-]+\.(img|qcow2|raw)$")]
+    url: HttpsUrl
+    checksum: Sha256 | None = Field(default=None, description="sha256 of the image")
+
+
+class Bridge(Model):
+    name: Annotated[str, StringConstraints(pattern=r"^vmbr[0-9]{1,4}$")]
+    cidr: str = Field(description="the bridge's subnet, e.g. 10.0.0.0/24")
+    gateway: str | None = None
+    vlan_aware: bool = False
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            ipaddress.IPv4Network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"not an IPv4 network in CIDR form: {exc}") from None
+        return value
+
+
+class Host(Document):
+    node: Hostname
+    api: Api
+    ssh: Ssh
+    storage: Storage = Storage()
+    vmid_ranges: VmidRanges
+    bridges: Annotated[list[Bridge], Field(min_length=1)]
+    gpus: list[Gpu] = []
+    nvidia: NvidiaDriver | None = None
+    os_templates: dict[Name, OsTemplate] = {}
+    cloud_images: dict[Name, CloudImage] = {}
+    apparmor_profiles: list[Name] = Field(default=[], description="files under apparmor/ to load on the host")
+    max_parallel_tasks: Annotated[int, Field(ge=1, le=32)] = Field(
+        default=4, description="PVE tasks (clones, starts) in flight at once on this host"
+    )
+
+
+# ---------------------------------------------------------------- chain.json
+
+
+class LayerBuild(Model):
+    """Resources of the build container while a layer's features run."""
+
+    cores: Annotated[int, Field(ge=1, le=512)] = 2
+    memory_mib: Annotated[int, Field(ge=256)] = 2048
+    disk_gib: Annotated[int, Field(ge=1, le=4096)] = 16
+    nesting: bool = Field(default=False, description="needed for Docker inside the container")
+    gpus: bool = Field(default=False, description="pass the host's GPUs in while building (smoke test)")
+
+
+class Layer(Model):
+    """One step of the template chain: a parent (or an OS template) + ordered features + pinned versions."""
+
+    parent: Name | None = None
+    os_template: Name | None = Field(default=None, description="key into host.os_templates")
+    features: Annotated[list[Name], Field(min_length=1)]
+    versions: dict[Name, Version] = {}
+    smoke_test: Annotated[list[str], Field(min_length=1)] = Field(
+        description="argv run with `pct exec` after the features; exit 0 = the layer is verified"
+    )
+    build: LayerBuild = LayerBuild()
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> Layer:
+        if (self.parent is None) == (self.os_template is None):
+            raise ValueError("a layer has exactly one of `parent` (another layer) or `os_template`")
+        return self
+
+
+class Chain(Document):
+    layers: Annotated[dict[Name, Layer], Field(min_length=1)]
+
+
+# ---------------------------------------------------------------- guests.json
+
+
+class Network(Model):
+    bridge: Annotated[str, StringConstraints(pattern=r"^vmbr[0-9]{1,4}$")] = "vmbr0"
+    ip: str = Field(description="`dhcp` or an address in CIDR form, e.g. 10.0.0.21/24")
+    gateway: str | None = None
+    mac: Mac | None = Field(default=None, description="fixed MAC; PVE generates one when absent")
+    vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
+    firewall: bool = True
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        if value == "dhcp":
+            return value
+        try:
+            ipaddress.IPv4Interface(value)
+        except ValueError as exc:
+            raise ValueError(f"`dhcp` or an IPv4 address with prefix (10.0.0.21/24): {exc}") from None
+        if "/" not in value:
+            raise ValueError("give the prefix length too, e.g. 10.0.0.21/24")
+        return value
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.IPv4Address(value)
+            except ValueError as exc:
+                raise ValueError(f"not an IPv4 address: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _gateway_in_subnet(self) -> Network:
+        if self.ip == "dhcp":
+            if self.gateway is not None:
+                raise ValueError("a gateway with `dhcp` is ignored by PVE; drop it")
+            return self
+        interface = ipaddress.IPv4Interface(self.ip)
+        if interface.ip in (interface.network.network_address, interface.network.broadcast_address):
+            raise ValueError(f"{self.ip} is the network or broadcast address of its subnet")
+        if self.gateway is not None and ipaddress.IPv4Address(self.gateway) not in interface.network:
+            raise ValueError(f"gateway {self.gateway} is outside {interface.network}")
+        return self
+
+    @property
+    def address(self) -> str | None:
+        return None if self.ip == "dhcp" else str(ipaddress.IPv4Interface(self.ip).ip)
+
+
+PortSpec = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,5}(:[0-9]{1,5})?$")]
+
+
+class FirewallRule(Model):
+    direction: Literal["in", "out"]
+    action: Literal["ACCEPT", "DROP", "REJECT"]
+    proto: Literal["tcp", "udp", "icmp"] | None = None
+    dport: PortSpec | None = None
+    source: str | None = None
+    dest: str | None = None
+    comment: Annotated[str, StringConstraints(pattern=r"^[^\n\r#]{0,120}$")] | None = None
+
+    @field_validator("source", "dest")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.IPv4Network(value, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not an IPv4 address or CIDR: {exc}") from None
+        return value
+
+    @field_validator("dport")
+    @classmethod
+    def _ports(cls, value: str | None) -> str | None:
+        if value is not None:
+            bounds = [int(p) for p in value.split(":")]
+            if not all(1 <= p <= 65535 for p in bounds) or bounds != sorted(bounds):
+                raise ValueError(f"ports 1-65535, a range low:high; got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _port_needs_proto(self) -> FirewallRule:
+        if self.dport is not None and self.proto not in ("tcp", "udp"):
+            raise ValueError("dport needs proto tcp or udp")
+        return self
+
+
+class Firewall(Model):
+    enabled: bool = True
+    policy_in: Literal["ACCEPT", "DROP", "REJECT"] = "DROP"
+    policy_out: Literal["ACCEPT", "DROP", "REJECT"] = "ACCEPT"
+    rules: list[FirewallRule] = []
+
+
+class ServicePort(Model):
+    """A port a guest listens on besides vLLM's; used for clash checks and firewall generation."""
+
+    name: Name
+    port: Port
+    proto: Literal["tcp", "udp"] = "tcp"
+
+
+class VolumeMount(Model):
+    """A new volume on a PVE storage, mounted with ``mpN``."""
+
+    type: Literal["volume"]
+    path: AbsPath
+    storage: StorageId = "local-zfs"
+    size_gib: Annotated[int, Field(ge=1, le=65536)]
+    backup: bool = False
+
+
+class DatasetCloneMount(Model):
+    """A writable ZFS clone of a data dataset's snapshot (e.g. model weights), mounted with ``mpN``.
+
+    The clone is made per guest in O(1) by the ZfsClone provider; mounting a host dataset is a bind mount,
+    which PVE allows only to root@pam.
+    """
+
+    type: Literal["dataset_clone"]
+    path: AbsPath
+    dataset: Name = Field(description="key into guests.datasets")
+    read_only: bool = False
+
+
+class BindMount(Model):
+    """A host directory bind-mounted into the guest (root@pam only)."""
+
+    type: Literal["bind"]
+    path: AbsPath
+    host_path: AbsPath
+    read_only: bool = True
+
+
+Mount = Annotated[VolumeMount | DatasetCloneMount | BindMount, Field(discriminator="type")]
+
+
+class ModelSection(Model):
+    model: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]+$")]
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto"
+    max_model_len: Annotated[int, Field(ge=128)] | None = None
+    trust_remote_code: bool = False
+    revision: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]+$")] | None = None
+
+
+class CacheSection(Model):
+    quantization: (
+        Literal["awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "bitsandbytes", "gguf"] | None
+    ) = None
+    gpu_memory_utilization: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] | None = None
+
+
+class ParallelSection(Model):
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=16)] = 1
+
+
+class ServerSection(Model):
+    host: str = "0.0.0.0"
+    port: Port = 8000
+    served_model_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError as exc:
+            raise ValueError(f"an IPv4 address to listen on: {exc}") from None
+        return value
+
+
+ExtraArg = Annotated[
+    str, StringConstraints(pattern=r"^--?[A-Za-z0-9][A-Za-z0-9_-]*(=[^\s]*)?$|^[^\s-][^\s]*$")
+]
+
+
+class VllmEngine(Model):
+    """vLLM engine config; each section flattens to CLI flags of `vllm serve` (see VllmService)."""
+
+    model: ModelSection
+    cache: CacheSection = CacheSection()
+    parallel: ParallelSection = ParallelSection()
+    server: ServerSection
+    extra_args: list[ExtraArg] = []
+    startup_timeout_s: Annotated[int, Field(ge=10, le=7200)] = 900
+
+
+class Insecure(Model):
+    """Named, reasoned opt-outs from Phoenix's safe defaults. Each value is the reason, kept in the config."""
+
+    privileged: Annotated[str, StringConstraints(min_length=10)] | None = None
+    unconfined_apparmor: Annotated[str, StringConstraints(min_length=10)] | None = None
+
+
+class PveFeatures(Model):
+    nesting: bool = False
+    keyctl: bool = False
+    fuse: bool = False
+    mknod: bool = False
+
+    def root_only(self) -> list[str]:
+        """Feature flags PVE lets only root@pam set (everything but nesting)."""
+        return [name for name in ("keyctl", "fuse", "mknod") if getattr(self, name)]
+
+
+class Container(Model):
+    """A workload LXC container: a linked clone of a template layer."""
+
+    vmid: VmId
+    hostname: Hostname
+    layer: Name
+    description: Annotated[str, StringConstraints(max_length=500)] = ""
+    cores: Annotated[int, Field(ge=1, le=512)] = 2
+    memory_mib: Annotated[int, Field(ge=64)] = 2048
+    swap_mib: Annotated[int, Field(ge=0)] = 0
+    disk_gib: Annotated[int, Field(ge=1, le=65536)] | None = Field(
+        default=None, description="grow the cloned rootfs to this size; absent = the layer's size"
+    )
+    unprivileged: bool = True
+    pve_features: PveFeatures = PveFeatures()
+    network: Network
+    gpus: list[Annotated[int, Field(ge=0, le=15)]] = []
+    features: list[Name] = Field(default=[], description="extra feature scripts run on top of the layer")
+    apparmor_profile: Name = "lxc-container-default-cgns"
+    mounts: list[Mount] = []
+    firewall: Firewall = Firewall()
+    ports: list[ServicePort] = []
+    vllm: VllmEngine | None = None
+    start_on_boot: bool = True
+    snapshot_before_update: bool = False
+    insecure: Insecure = Insecure()
+
+    @field_validator("gpus")
+    @classmethod
+    def _unique_gpus(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"GPU indices listed twice: {value}")
+        return value
+
+
+class CloudInit(Model):
+    user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]*$")] = "phoenix"
+    ssh_authorized_keys: list[Annotated[str, StringConstraints(pattern=r"^(ssh-|ecdsa-)[^\n]+$")]] = []
+
+
+class Vm(Model):
+    """A QEMU VM cloned from a cloud image; feature scripts run through cloud-init."""
+
+    vmid: VmId
+    name: Hostname
+    image: Name = Field(description="key into host.cloud_images")
+    description: Annotated[str, StringConstraints(max_length=500)] = ""
+    cores: Annotated[int, Field(ge=1, le=512)] = 2
+    memory_mib: Annotated[int, Field(ge=256)] = 4096
+    disk_gib: Annotated[int, Field(ge=1, le=65536)] = 32
+    network: Network
+    gpus: list[Annotated[int, Field(ge=0, le=15)]] = Field(
+        default=[], description="PCI passthrough (hostpci)"
+    )
+    features: list[Name] = []
+    firewall: Firewall = Firewall()
+    ports: list[ServicePort] = []
+    cloud_init: CloudInit = CloudInit()
+    start_on_boot: bool = True
+
+
+class DataDataset(Model):
+    """A ZFS dataset for data (model weights), snapshotted once and cloned per guest."""
+
+    dataset: ZfsName = Field(description="full ZFS name, e.g. rpool/data/models")
+    snapshot: Name = Field(description="the snapshot guests clone, e.g. v1")
+    quota_gib: Annotated[int, Field(ge=1)] | None = None
+    compression: Literal["on", "off", "lz4", "zstd", "gzip"] = "lz4"
+
+
+class Guests(Document):
+    containers: list[Container] = []
+    vms: list[Vm] = []
+    datasets: dict[Name, DataDataset] = {}
