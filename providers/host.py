@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pulumi.dynamic import ConfigureRequest, ResourceProvider
+
+if TYPE_CHECKING:
+    from providers.pve import PveClient
 
 
 @dataclass(frozen=True)
@@ -104,3 +107,12 @@ class HostProvider(ResourceProvider):
         if self._credentials is None:  # e.g. called outside a provider host, by local tooling
             self._credentials = Credentials.from_sources()
         return self._credentials
+
+    def pve(self) -> PveClient:
+        """The process-wide PVE API client of this provider's host (one login per host per process)."""
+        from providers.errors import ConfigError
+        from providers.pve import client_for  # late: providers.pve imports this module
+
+        if self.api_target is None:
+            raise ConfigError([f"{type(self).__name__}: no api_target, so no PVE API client can be opened"])
+        return client_for(self.api_target, self.credentials)
