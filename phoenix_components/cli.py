@@ -1,7 +1,10 @@
-"""`phoenix`: the offline companion to the Pulumi CLI.
+"""`phoenix`: the offline companion to the Pulumi CLI. No credentials, no network, nothing executed.
 
-Only ``preview`` exists so far: it runs ``pulumi preview`` when the Pulumi CLI is installed and says
-clearly when it is not. ``validate``, ``graph`` and ``plan`` arrive with the config models (issue 2).
+phoenix validate [--config DIR] [--env ENV]   check the config; exit 2 with `file: json.path: message`
+phoenix plan     [--stack S | --env ENV]      per resource, the API calls and host commands of an up
+phoenix graph    [--format mermaid|dot]       the chain and guests as a graph
+phoenix schema   [--write]                    regenerate / check config/schema/*.json
+phoenix preview  [--stack S]                  `pulumi preview`, or the offline view when the CLI is missing
 """
 
 from __future__ import annotations
@@ -12,32 +15,145 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from phoenix_components.config import Environment, environment_names, load_environment
+from phoenix_components.plan import build_plan, render_dot, render_mermaid, render_plan
+from phoenix_components.schema import stale, write
+from phoenix_components.stacks import stack_environment
+from providers.errors import ConfigError
+
+EXIT_INVALID = 2
+EXIT_STALE = 1
 
 NO_CLI = (
     "The Pulumi CLI (`pulumi`) is not on PATH, so `pulumi preview` cannot run here.\n"
-    "Install it from https://www.pulumi.com/docs/install/ on a machine that can reach the internet,\n"
-    "then run `make preview STACK={stack}` again."
+    "Install it from https://www.pulumi.com/docs/install/ (it is not on PyPI), then run\n"
+    "`make preview STACK={stack}` again. Meanwhile, here is the offline view of stack {stack!r}:\n"
+    "`phoenix validate`, `phoenix plan` and `phoenix graph` (no credentials, nothing executed)."
 )
 
 
-def _preview(stack: str) -> int:
+def _project_dir() -> Path:
+    """The directory with Pulumi.yaml: the working directory when it has one, else this checkout."""
+    cwd = Path.cwd()
+    return cwd if (cwd / "Pulumi.yaml").is_file() else Path(__file__).resolve().parents[1]
+
+
+def _print_problems(error: ConfigError) -> int:
+    print(
+        f"invalid config ({len(error.problems)} problem{'s' if len(error.problems) != 1 else ''}):",
+        file=sys.stderr,
+    )
+    for problem in error.problems:
+        print(problem, file=sys.stderr)
+    return EXIT_INVALID
+
+
+def _environment(args: argparse.Namespace) -> Environment:
+    env = args.env or stack_environment(_project_dir(), args.stack)
+    return load_environment(args.config, env)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    names = [args.env] if args.env else environment_names(args.config)
+    if not names:
+        raise ConfigError([f"{args.config}: $: no environments/<env>/host.json found"])
+    problems: list[str] = []
+    for name in names:
+        try:
+            env = load_environment(args.config, name)
+        except ConfigError as error:
+            problems.extend(error.problems)
+            continue
+        counts = (len(env.chain.layers), len(env.guests.containers), len(env.guests.vms))
+        print(
+            f"{name}: ok ({counts[0]} layers, {counts[1]} containers, {counts[2]} VMs, node {env.host.node})"
+        )
+    if problems:
+        raise ConfigError(problems)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    env = _environment(args)
+    print(render_plan(env, build_plan(env)), end="")
+    return 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    resources = build_plan(_environment(args))
+    print(render_dot(resources) if args.format == "dot" else render_mermaid(resources), end="")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    schema_dir = args.config / "schema"
+    if args.write:
+        changed = write(schema_dir)
+        print(f"wrote {', '.join(changed)}" if changed else "schemas are up to date")
+        return 0
+    outdated = stale(schema_dir)
+    if outdated:
+        print(f"stale: {', '.join(outdated)}; run `make schema`", file=sys.stderr)
+        return EXIT_STALE
+    print("schemas are up to date")
+    return 0
+
+
+def _preview(args: argparse.Namespace) -> int:
     pulumi = shutil.which("pulumi")
-    if pulumi is None:
-        print(NO_CLI.format(stack=stack), file=sys.stderr)
-        return 3
-    env = {**os.environ, "PULUMI_PYTHON_CMD": sys.executable}
-    return subprocess.run([pulumi, "preview", "--stack", stack], env=env, check=False).returncode
+    if pulumi is not None:
+        env = {**os.environ, "PULUMI_PYTHON_CMD": sys.executable}
+        return subprocess.run([pulumi, "preview", "--stack", args.stack], env=env, check=False).returncode
+    print(NO_CLI.format(stack=args.stack), file=sys.stderr)
+    environment = _environment(args)
+    print(f"\n== phoenix validate: {environment.name}: ok\n")
+    resources = build_plan(environment)
+    print("== phoenix plan\n")
+    print(render_plan(environment, resources))
+    print("== phoenix graph (Mermaid)\n")
+    print(render_mermaid(resources), end="")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="phoenix",
+        description=(__doc__ or "").splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    sub = root.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--config", type=Path, default=_project_dir() / "config", help="config directory")
+        p.add_argument("--stack", default="dev", help="Pulumi stack; its file names the environment")
+        p.add_argument("--env", help="environment under config/environments (overrides --stack)")
+        return p
+
+    command("validate", "check the config (every environment unless --env)").set_defaults(run=_validate)
+    command("plan", "what an up would call and run, per resource, in order").set_defaults(run=_plan)
+    graph = command("graph", "the resource graph as Mermaid or DOT")
+    graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    graph.set_defaults(run=_graph)
+    schema = command("schema", "check (or --write) config/schema/*.json against the models")
+    schema.add_argument("--write", action="store_true")
+    schema.set_defaults(run=_schema)
+    command("preview", "pulumi preview, or the offline view when the CLI is missing").set_defaults(
+        run=_preview
+    )
+    return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="phoenix", description=__doc__.splitlines()[0] if __doc__ else None)
-    sub = parser.add_subparsers(dest="command", required=True)
-    preview = sub.add_parser("preview", help="pulumi preview, or a clear message when the CLI is missing")
-    preview.add_argument("--stack", default="dev")
-    args = parser.parse_args(argv)
-    if args.command == "preview":
-        return _preview(args.stack)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except ConfigError as error:
+        return _print_problems(error)
+    return code
 
 
 if __name__ == "__main__":

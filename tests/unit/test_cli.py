@@ -1,10 +1,61 @@
-"""`phoenix preview` without the Pulumi CLI: a clear message and a non-zero exit, not a traceback."""
+"""The `phoenix` console script: exit codes and output, run in-process and as the installed script."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from phoenix_components.cli import main
 
+ROOT = Path(__file__).resolve().parents[2]
 
-def test_preview_without_pulumi_cli_says_so(monkeypatch, capsys) -> None:
-    monkeypatch.setenv("PATH", "/nonexistent")
-    assert main(["preview", "--stack", "dev"]) == 3
-    err = capsys.readouterr().err
-    assert "Pulumi CLI" in err and "not on PATH" in err
+
+def test_validate_reports_every_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--config", str(ROOT / "config")]) == 0
+    out = capsys.readouterr().out
+    for env in ("dev", "staging", "prod", "lab"):
+        assert f"{env}: ok" in out
+
+
+def test_plan_and_graph_follow_the_stack_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--stack", "prod"]) == 0
+    assert "Plan for environment 'prod' on node pve-prod" in capsys.readouterr().out
+    assert main(["graph", "--format", "dot", "--stack", "staging"]) == 0
+    assert "digraph phoenix" in capsys.readouterr().out
+
+
+def test_unknown_stack_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--stack", "qa"]) == 2
+    assert "Pulumi.qa.yaml: $: no such stack file" in capsys.readouterr().err
+
+
+def test_preview_without_the_pulumi_cli_says_so_and_shows_the_offline_view(tmp_path: Path) -> None:
+    """The README's main command on a machine without the CLI: a clear message, no traceback."""
+    script = Path(sys.executable).parent / "phoenix"
+    env = {**os.environ, "PATH": str(tmp_path)}  # an empty PATH dir: no `pulumi` anywhere
+    assert shutil.which("pulumi", path=env["PATH"]) is None
+    proc = subprocess.run(
+        [str(script), "preview", "--stack", "dev"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "The Pulumi CLI (`pulumi`) is not on PATH" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "phoenix validate: dev: ok" in proc.stdout
+    assert "Plan for environment 'dev'" in proc.stdout
+    assert "flowchart LR" in proc.stdout
+
+
+def test_schema_check_passes_on_the_shipped_schemas(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    assert "up to date" in capsys.readouterr().out

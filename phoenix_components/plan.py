@@ -1,0 +1,486 @@
+"""What ``pulumi up`` would do to a host, resource by resource, without doing it: ``phoenix plan``/``graph``.
+
+The plan is derived from the validated :class:`~phoenix_components.config.Environment` alone — no
+credentials, no network. Each :class:`PlannedResource` has the stable name the Pulumi program gives it
+(from vmid, layer or profile name, never list order), its dependencies, and the API calls (``api``) and
+host commands (``ssh``) its provider makes on create. vmids of layers are allocated from the layer range
+at build time, so they appear as ``$vmid(layer)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from phoenix_components.config import Environment
+from phoenix_components.models import (
+    BindMount,
+    Container,
+    DatasetCloneMount,
+    Firewall,
+    Network,
+    Vm,
+    VolumeMount,
+)
+from phoenix_components.vllm import engine_args
+from providers.command import display, write_file_argv
+
+LAYER_VMID = "$vmid({})"
+
+
+@dataclass(frozen=True)
+class Step:
+    channel: str  # "api" or "ssh"
+    action: str
+
+    def __str__(self) -> str:
+        return f"{self.channel:3}  {self.action}"
+
+
+@dataclass(frozen=True)
+class PlannedResource:
+    name: str
+    kind: str
+    depends_on: tuple[str, ...] = ()
+    steps: tuple[Step, ...] = ()
+    group: str = "host"
+    label: str = ""
+
+    @property
+    def title(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+@dataclass
+class _Builder:
+    env: Environment
+    resources: list[PlannedResource] = field(default_factory=list)
+
+    def add(
+        self, name: str, kind: str, depends_on: list[str], steps: list[Step], group: str, label: str = ""
+    ) -> str:
+        self.resources.append(
+            PlannedResource(name, kind, tuple(depends_on), tuple(steps), group, label or name)
+        )
+        return name
+
+
+def _api(method: str, path: str, **params: object) -> Step:
+    args = " ".join(f"{k}={v}" for k, v in params.items() if v is not None)
+    return Step("api", f"{method} /api2/json/{path}" + (f" {args}" if args else ""))
+
+
+def _ssh(*argv: str, stdin: str | None = None) -> Step:
+    return Step("ssh", display(argv) + (f"  < {stdin}" if stdin else ""))
+
+
+def _short_sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _net0(net: Network) -> str:
+    parts = ["name=eth0", f"bridge={net.bridge}", f"ip={net.ip}"]
+    parts += [f"gw={net.gateway}"] if net.gateway else []
+    parts += [f"hwaddr={net.mac.upper()}"] if net.mac else []
+    parts += [f"tag={net.vlan}"] if net.vlan else []
+    parts += ["firewall=1"] if net.firewall else []
+    return ",".join(parts)
+
+
+def build_plan(env: Environment) -> list[PlannedResource]:
+    """Every resource the program declares for ``env``, parents before the resources that need them."""
+    b = _Builder(env)
+    host, node = env.host, env.host.node
+
+    profiles: dict[str, str] = {}
+    for name, text in env.apparmor_profiles.items():
+        path = f"/etc/apparmor.d/{name}"
+        profiles[name] = b.add(
+            f"apparmor-{name}",
+            "AppArmorProfile",
+            [],
+            [
+                _ssh(*write_file_argv(path), stdin=f"apparmor/{name} (sha256 {_short_sha(text)})"),
+                _ssh("apparmor_parser", "-r", "-W", path),
+            ],
+            "host",
+        )
+
+    driver = None
+    if host.nvidia is not None:
+        nv = host.nvidia
+        runfile = f"/var/cache/phoenix/NVIDIA-Linux-x86_64-{nv.version}.run"
+        driver = b.add(
+            f"nvidia-driver-{node}",
+            "NvidiaHostDriver",
+            [],
+            [
+                _ssh("nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"),
+                Step("ssh", f"(only when the driver is not {nv.version}:)"),
+                _ssh("curl", "-fsSL", "--retry", "3", "-o", runfile, nv.runfile_url),
+                _ssh("sha256sum", "-c", "-", stdin=f"'{nv.sha256}  {runfile}'"),
+                _ssh("sh", runfile, "--dkms", "--silent", "--no-questions", "--ui=none"),
+                _ssh("cat", "/proc/devices"),
+                _ssh(
+                    "nvidia-smi", "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"
+                ),
+            ],
+            "host",
+            f"NVIDIA {nv.version}",
+        )
+
+    templates: dict[str, str] = {}
+    for key, tmpl in host.os_templates.items():
+        templates[key] = b.add(
+            f"os-template-{key}",
+            "download.File",
+            [],
+            [
+                _api(
+                    "POST",
+                    f"nodes/{node}/storage/{host.storage.templates}/download-url",
+                    content="vztmpl",
+                    filename=tmpl.file,
+                    url=tmpl.url,
+                )
+            ],
+            "host",
+            tmpl.file,
+        )
+
+    datasets: dict[str, str] = {}
+    for key, data in env.guests.datasets.items():
+        ds = b.add(
+            f"dataset-{key}",
+            "ZfsDataset",
+            [],
+            [
+                _ssh(
+                    "zfs",
+                    "create",
+                    "-p",
+                    "-o",
+                    f"compression={data.compression}",
+                    *(["-o", f"quota={data.quota_gib}G"] if data.quota_gib else []),
+                    data.dataset,
+                )
+            ],
+            "host",
+        )
+        datasets[key] = b.add(
+            f"dataset-{key}-{data.snapshot}",
+            "ZfsSnapshot",
+            [ds],
+            [_ssh("zfs", "snapshot", f"{data.dataset}@{data.snapshot}")],
+            "host",
+            f"{data.dataset}@{data.snapshot}",
+        )
+
+    layers = _plan_layers(b, env, templates, driver)
+    for ct in env.guests.containers:
+        _plan_container(b, env, ct, layers, profiles, datasets, driver)
+    images: dict[str, str] = {}
+    for vm in env.guests.vms:
+        if vm.image not in images:
+            image = host.cloud_images[vm.image]
+            images[vm.image] = b.add(
+                f"cloud-image-{vm.image}",
+                "download.File",
+                [],
+                [
+                    _api(
+                        "POST",
+                        f"nodes/{node}/storage/{host.storage.templates}/download-url",
+                        content="iso",
+                        filename=image.file,
+                        url=image.url,
+                    )
+                ],
+                "host",
+                image.file,
+            )
+        _plan_vm(b, env, vm, images[vm.image])
+    return b.resources
+
+
+def _plan_layers(
+    b: _Builder, env: Environment, templates: dict[str, str], driver: str | None
+) -> dict[str, str]:
+    host, node = env.host, env.host.node
+    pool = host.storage.zfs_pool
+    layers: dict[str, str] = {}
+    for name in env.layer_order():
+        layer = env.chain.layers[name]
+        key = env.layer_key(name)
+        vmid = LAYER_VMID.format(name)
+        deps: list[str] = []
+        steps: list[Step] = []
+        if layer.parent is None:
+            assert layer.os_template is not None
+            deps.append(templates[layer.os_template])
+            tmpl = host.os_templates[layer.os_template].file
+            steps.append(
+                _api(
+                    "POST",
+                    f"nodes/{node}/lxc",
+                    vmid=vmid,
+                    hostname=f"layer-{name}-{key[:8]}",
+                    ostemplate=f"{host.storage.templates}:vztmpl/{tmpl}",
+                    rootfs=f"{host.storage.rootfs}:{layer.build.disk_gib}",
+                    unprivileged=1,
+                )
+            )
+        else:
+            deps.append(layers[layer.parent])
+            parent_vmid = LAYER_VMID.format(layer.parent)
+            steps.append(
+                _api(
+                    "POST",
+                    f"nodes/{node}/lxc/{parent_vmid}/clone",
+                    newid=vmid,
+                    hostname=f"layer-{name}-{key[:8]}",
+                    full=0,
+                )
+            )
+        if layer.build.gpus and driver is not None:
+            deps.append(driver)
+        config: dict[str, object] = {"cores": layer.build.cores, "memory": layer.build.memory_mib}
+        if layer.build.nesting:
+            config["features"] = "nesting=1"
+        steps.append(_api("PUT", f"nodes/{node}/lxc/{vmid}/config", **config))
+        if layer.build.gpus:
+            steps.append(Step("api", "PUT .../config dev0..devN = /dev/nvidia* (root@pam) while building"))
+        steps.append(_api("POST", f"nodes/{node}/lxc/{vmid}/status/start"))
+        for feature in layer.features:
+            steps.append(_ssh("pct", "exec", vmid, "--", "bash", "-s", stdin=f"features/{feature}.sh"))
+        steps.append(_ssh("pct", "exec", vmid, "--", *layer.smoke_test))
+        steps.append(_api("POST", f"nodes/{node}/lxc/{vmid}/status/shutdown"))
+        steps.append(_api("POST", f"nodes/{node}/lxc/{vmid}/template"))
+        if layer.parent is not None:
+            steps.append(_ssh("zfs", "get", "-H", "-o", "value", "origin", f"{pool}/basevol-{vmid}-disk-0"))
+            steps.append(
+                Step("ssh", f"(must be {pool}/basevol-{LAYER_VMID.format(layer.parent)}-disk-0@__base__)")
+            )
+        layers[name] = b.add(f"layer-{name}", "TemplateLayer", deps, steps, "chain", f"{name} ({key})")
+    return layers
+
+
+def _plan_firewall(
+    b: _Builder, env: Environment, owner: str, kind: str, vmid: int, fw: Firewall, group: str
+) -> None:
+    if not fw.enabled:
+        return
+    base = f"nodes/{env.host.node}/{kind}/{vmid}/firewall"
+    steps = [_api("PUT", f"{base}/options", enable=1, policy_in=fw.policy_in, policy_out=fw.policy_out)]
+    for rule in fw.rules:
+        steps.append(
+            _api(
+                "POST",
+                f"{base}/rules",
+                type=rule.direction,
+                action=rule.action,
+                proto=rule.proto,
+                dport=rule.dport,
+                source=rule.source,
+                dest=rule.dest,
+                enable=1,
+            )
+        )
+    b.add(f"{owner}-firewall", "firewall.Rules", [owner], steps, group)
+
+
+def _plan_container(
+    b: _Builder,
+    env: Environment,
+    ct: Container,
+    layers: dict[str, str],
+    profiles: dict[str, str],
+    datasets: dict[str, str],
+    driver: str | None,
+) -> None:
+    node, pool = env.host.node, env.host.storage.zfs_pool
+    name = f"ct-{ct.vmid}"
+    deps = [layers[ct.layer]]
+    if ct.apparmor_profile in profiles:
+        deps.append(profiles[ct.apparmor_profile])
+    if ct.gpus and driver is not None:
+        deps.append(driver)
+    config: dict[str, object] = {
+        "cores": ct.cores,
+        "memory": ct.memory_mib,
+        "swap": ct.swap_mib,
+        "net0": _net0(ct.network),
+        "onboot": int(ct.start_on_boot),
+    }
+    if ct.pve_features.model_dump(exclude_defaults=True):
+        config["features"] = ",".join(f"{k}=1" for k, v in ct.pve_features.model_dump().items() if v)
+    for i, gpu in enumerate(ct.gpus):
+        config[f"dev{i}"] = f"/dev/nvidia{gpu}"
+    extra = len(ct.gpus)
+    for i, dev in enumerate(
+        ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools") if ct.gpus else ()
+    ):
+        config[f"dev{extra + i}"] = dev
+    clones: list[str] = []
+    for i, mount in enumerate(ct.mounts):
+        if isinstance(mount, DatasetCloneMount):
+            data = env.guests.datasets[mount.dataset]
+            target = f"{data.dataset}-ct{ct.vmid}"
+            clones.append(
+                b.add(
+                    f"{name}-{mount.dataset}",
+                    "ZfsClone",
+                    [datasets[mount.dataset]],
+                    [_ssh("zfs", "clone", f"{data.dataset}@{data.snapshot}", target)],
+                    "guests",
+                )
+            )
+            config[f"mp{i}"] = f"/{target},mp={mount.path}" + (",ro=1" if mount.read_only else "")
+        elif isinstance(mount, BindMount):
+            config[f"mp{i}"] = f"{mount.host_path},mp={mount.path}" + (",ro=1" if mount.read_only else "")
+        elif isinstance(mount, VolumeMount):
+            config[f"mp{i}"] = f"{mount.storage}:{mount.size_gib},mp={mount.path},backup={int(mount.backup)}"
+    steps = [
+        _api(
+            "POST",
+            f"nodes/{node}/lxc/{LAYER_VMID.format(ct.layer)}/clone",
+            newid=ct.vmid,
+            hostname=ct.hostname,
+            full=0,
+        ),
+        _api("PUT", f"nodes/{node}/lxc/{ct.vmid}/config", **config),
+        _ssh(
+            *write_file_argv(f"/etc/pve/lxc/{ct.vmid}.conf"),
+            stdin=f"the config with `lxc.apparmor.profile: {ct.apparmor_profile}` (before the first start)",
+        ),
+        _ssh("zfs", "get", "-H", "-o", "value", "origin", f"{pool}/subvol-{ct.vmid}-disk-0"),
+    ]
+    if ct.disk_gib is not None:
+        steps.insert(
+            2, _api("PUT", f"nodes/{node}/lxc/{ct.vmid}/resize", disk="rootfs", size=f"{ct.disk_gib}G")
+        )
+    steps += [
+        _ssh("pct", "exec", str(ct.vmid), "--", "bash", "-s", stdin=f"features/{f}.sh") for f in ct.features
+    ]
+    steps.append(_api("POST", f"nodes/{node}/lxc/{ct.vmid}/status/start"))
+    b.add(name, "LxcGuest", deps + clones, steps, "guests", f"{ct.hostname} ({ct.vmid})")
+    _plan_firewall(b, env, name, "lxc", ct.vmid, ct.firewall, "guests")
+    if ct.vllm is not None:
+        server = ct.vllm.server
+        b.add(
+            f"vllm-{ct.vmid}",
+            "VllmService",
+            [name],
+            [
+                _ssh(
+                    "pct",
+                    "exec",
+                    str(ct.vmid),
+                    "--",
+                    *write_file_argv("/etc/systemd/system/vllm.service"),
+                    stdin="unit: ExecStart=" + display(engine_args(ct.vllm)),
+                ),
+                _ssh("pct", "exec", str(ct.vmid), "--", "systemctl", "enable", "--now", "vllm.service"),
+                Step(
+                    "ssh",
+                    f"wait ≤ {ct.vllm.startup_timeout_s}s: GET http://127.0.0.1:{server.port}/health = 200, "
+                    f"/v1/models lists {server.served_model_name}",
+                ),
+            ],
+            "guests",
+            server.served_model_name,
+        )
+
+
+def _plan_vm(b: _Builder, env: Environment, vm: Vm, image: str) -> None:
+    node, storage = env.host.node, env.host.storage
+    name = f"vm-{vm.vmid}"
+    snippet = b.add(
+        f"{name}-cloud-init",
+        "FileLegacy",
+        [],
+        [
+            _api(
+                "POST",
+                f"nodes/{node}/storage/{storage.snippets}/upload",
+                content="snippets",
+                filename=f"phoenix-{vm.vmid}-user-data.yaml",
+            )
+        ],
+        "guests",
+        f"cloud-init running {', '.join(vm.features) or 'no features'}",
+    )
+    net = vm.network
+    disk_image = f"{storage.templates}:iso/{env.host.cloud_images[vm.image].file}"
+    nic = ["virtio", f"bridge={net.bridge}"] + ([f"macaddr={net.mac.upper()}"] if net.mac else [])
+    nic += ([f"tag={net.vlan}"] if net.vlan else []) + (["firewall=1"] if net.firewall else [])
+    config: dict[str, object] = {
+        "vmid": vm.vmid,
+        "name": vm.name,
+        "cores": vm.cores,
+        "memory": vm.memory_mib,
+        "scsi0": f"{storage.vm_disks}:0,import-from={disk_image}",
+        "net0": ",".join(nic),
+        "ipconfig0": f"ip={net.ip}" + (f",gw={net.gateway}" if net.gateway else ""),
+        "agent": 1,
+        "cicustom": f"user={storage.snippets}:snippets/phoenix-{vm.vmid}-user-data.yaml",
+    }
+    for i, gpu in enumerate(vm.gpus):
+        config[f"hostpci{i}"] = f"gpu{gpu},pcie=1"
+    b.add(
+        name,
+        "VmLegacy",
+        [image, snippet],
+        [
+            _api("POST", f"nodes/{node}/qemu", **config),
+            _api("PUT", f"nodes/{node}/qemu/{vm.vmid}/resize", disk="scsi0", size=f"{vm.disk_gib}G"),
+            _api("POST", f"nodes/{node}/qemu/{vm.vmid}/status/start"),
+        ],
+        "guests",
+        f"{vm.name} ({vm.vmid})",
+    )
+    _plan_firewall(b, env, name, "qemu", vm.vmid, vm.firewall, "guests")
+
+
+def render_plan(env: Environment, resources: list[PlannedResource]) -> str:
+    lines = [
+        f"Plan for environment {env.name!r} on node {env.host.node} ({len(resources)} resources, "
+        "in dependency order; nothing is executed)",
+        "",
+    ]
+    for i, res in enumerate(resources, 1):
+        after = f"  (after {', '.join(res.depends_on)})" if res.depends_on else ""
+        lines.append(f"{i:3}. {res.title}{after}")
+        lines += [f"       {step}" for step in res.steps]
+    return "\n".join(lines) + "\n"
+
+
+def _node_id(name: str) -> str:
+    return name.replace("-", "_").replace(".", "_")
+
+
+def render_mermaid(resources: list[PlannedResource]) -> str:
+    lines = ["flowchart LR"]
+    for group, title in (("host", "host"), ("chain", "template chain"), ("guests", "guests")):
+        members = [r for r in resources if r.group == group]
+        if not members:
+            continue
+        lines.append(f'  subgraph {group}["{title}"]')
+        lines += [f'    {_node_id(r.name)}["{r.kind}<br/>{r.label}"]' for r in members]
+        lines.append("  end")
+    for r in resources:
+        lines += [f"  {_node_id(d)} --> {_node_id(r.name)}" for d in r.depends_on]
+    return "\n".join(lines) + "\n"
+
+
+def render_dot(resources: list[PlannedResource]) -> str:
+    lines = ["digraph phoenix {", "  rankdir=LR;", "  node [shape=box];"]
+    for group in ("host", "chain", "guests"):
+        members = [r for r in resources if r.group == group]
+        if members:
+            lines.append(f'  subgraph cluster_{group} {{ label="{group}";')
+            lines += [f'    "{r.name}" [label="{r.kind}\\n{r.label}"];' for r in members]
+            lines.append("  }")
+    for r in resources:
+        lines += [f'  "{d}" -> "{r.name}";' for d in r.depends_on]
+    return "\n".join(lines) + "\n}\n"

@@ -1,0 +1,28 @@
+"""The vLLM engine config as the command line of ``vllm serve``; pure, so plan, the unit and tests agree."""
+
+from __future__ import annotations
+
+from phoenix_components.models import VllmEngine
+
+VLLM_BIN = "/opt/vllm/bin/vllm"  # where features/vllm.sh installs it
+
+
+def engine_args(engine: VllmEngine) -> list[str]:
+    """``vllm serve`` argv: the model first, then every section flattened to ``--kebab-case`` flags.
+
+    ``True`` becomes a bare flag, ``False`` and unset values are left out (vLLM's defaults apply), and
+    ``extra_args`` come last so they can add what the sections do not model.
+    """
+    argv = [VLLM_BIN, "serve", engine.model.model]
+    for section in (engine.model, engine.cache, engine.parallel, engine.server):
+        for name, value in section.model_dump().items():
+            if section is engine.model and name == "model":
+                continue
+            flag = "--" + name.replace("_", "-")
+            if value is True:
+                argv.append(flag)
+            elif value is False or value is None:
+                continue
+            else:
+                argv += [flag, str(value)]
+    return argv + list(engine.extra_args)

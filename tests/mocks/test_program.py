@@ -1,0 +1,143 @@
+"""The Pulumi program under mocks, for every stack file: components, names, parents, dependencies, exports."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+
+from phoenix_components.config import load_environment
+from phoenix_components.program import build
+from phoenix_components.stacks import stack_environment, stack_names
+from tests.support.recording import install
+
+ROOT = Path(__file__).resolve().parents[2]
+STACKS = stack_names(ROOT)
+
+
+def run_program(fn: Callable[[], Any]) -> None:
+    """Run ``fn`` as a Pulumi program under the installed mocks and wait for every registration."""
+
+    @pulumi.runtime.test
+    def program() -> Any:
+        fn()
+        return pulumi.Output.from_input(True)
+
+    program()
+
+
+def stack_outputs() -> dict[str, Any]:
+    outputs: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def collect() -> Any:
+        root = pulumi.runtime.get_root_resource()
+        assert root is not None
+        keys = sorted(root.outputs)
+        return pulumi.Output.all(*[root.outputs[k] for k in keys]).apply(
+            lambda values: outputs.update(zip(keys, values, strict=True))
+        )
+
+    collect()
+    return outputs
+
+
+def test_every_environment_has_a_stack_file() -> None:
+    assert {"dev", "staging", "prod", "lab"} <= set(STACKS)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_main_builds_for_every_stack(stack: str) -> None:
+    env_name = stack_environment(ROOT, stack)
+    env = load_environment(ROOT / "config", env_name)
+    monitor = install(stack, {"phoenix:environment": env_name})
+
+    run_program(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"))
+
+    regs = monitor.by_name()
+    chain = regs["chain"]
+    assert chain.type == "phoenix:chain:TemplateChain"
+    for name in env.layer_order():
+        layer = regs[f"layer-{name}"]
+        assert layer.type == "phoenix:chain:TemplateLayer"
+        assert layer.parent == chain.urn, f"layer-{name} must be a child of the chain"
+        # Components have no custom children yet, so Pulumi records no dependency edges between them
+        # (depends_on a component means "its children"); the lineage each layer registers is the link.
+        assert monitor.outputs[layer.urn]["lineage"] == env.layer_lineage(name)
+        assert monitor.outputs[layer.urn]["key"] == env.layer_key(name)
+    for ct in env.guests.containers:
+        guest = regs[f"ct-{ct.vmid}"]
+        assert guest.type == "phoenix:guest:LxcGuest"
+        assert guest.parent == f"urn:pulumi:{stack}::phoenix::pulumi:pulumi:Stack::phoenix-{stack}"
+        assert monitor.outputs[guest.urn]["layer_key"] == env.layer_key(ct.layer)
+        assert monitor.outputs[guest.urn]["gpus"] == ct.gpus
+    for vm in env.guests.vms:
+        assert regs[f"vm-{vm.vmid}"].type == "phoenix:guest:VmGuest"
+
+    outputs = stack_outputs()
+    assert outputs["environment"] == env_name
+    assert outputs["node"] == env.host.node
+    assert outputs["layers"] == {name: env.layer_key(name) for name in env.layer_order()}
+    served = {ct.vllm.server.served_model_name for ct in env.guests.containers if ct.vllm}
+    assert set(outputs["vllm_endpoints"]) == served
+    assert all(
+        url.startswith("http://") and url.endswith("/v1") for url in outputs["vllm_endpoints"].values()
+    )
+
+
+def test_layer_keys_are_the_same_in_every_environment() -> None:
+    """Promotion compares keys: the shared chain must hash identically for every host."""
+    keys = {
+        name: tuple(env.layer_key(layer) for layer in env.layer_order())
+        for name in ("dev", "staging", "prod")
+        for env in [load_environment(ROOT / "config", name)]
+    }
+    assert len(set(keys.values())) == 1, keys
+
+
+def _urns_for(config_dir: Path) -> set[str]:
+    monitor = install("dev", {"phoenix:environment": "dev"})
+    env = load_environment(config_dir, "dev")
+    run_program(lambda: build(env))
+    return {r.urn for r in monitor.registrations}
+
+
+def test_names_come_from_identity_not_list_order(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    shutil.copytree(ROOT / "apparmor", tmp_path / "apparmor")
+    before = _urns_for(tmp_path / "config")
+
+    guests_file = tmp_path / "config/environments/dev/guests.json"
+    guests = json.loads(guests_file.read_text())
+    guests["containers"].reverse()
+    guests_file.write_text(json.dumps(guests))
+    chain_file = tmp_path / "config/chain.json"
+    chain = json.loads(chain_file.read_text())
+    chain["layers"] = dict(reversed(list(chain["layers"].items())))
+    chain_file.write_text(json.dumps(chain))
+
+    assert len(guests["containers"]) > 1
+    assert _urns_for(tmp_path / "config") == before
+
+
+def test_invalid_config_stops_the_program_before_any_resource(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    shutil.copytree(ROOT / "apparmor", tmp_path / "apparmor")
+    guests_file = tmp_path / "config/environments/dev/guests.json"
+    guests = json.loads(guests_file.read_text())
+    guests["containers"][1]["vmid"] = guests["containers"][0]["vmid"]
+    guests_file.write_text(json.dumps(guests))
+
+    from phoenix_components.program import stack_environment as program_environment
+
+    monitor = install("dev", {"phoenix:environment": "dev"})
+    with pytest.raises(pulumi.RunError) as raised:
+        program_environment(tmp_path / "config")
+    assert "environments/dev/guests.json: containers[1].vmid: vmid" in str(raised.value)
+    assert monitor.registrations == []
