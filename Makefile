@@ -35,13 +35,13 @@ format:
 schema: ## regenerate config/schema/*.json from the models
 	$(BIN)/phoenix schema --write
 
-validate:
+validate: ## check every environment's config offline (exit 2 lists every mistake)
 	$(BIN)/phoenix validate
 
-graph:
-	$(BIN)/phoenix graph
+graph: ## the resource graph as Mermaid (phoenix graph --format dot for Graphviz)
+	$(BIN)/phoenix graph --stack $(STACK)
 
-plan:
+plan: ## per resource, the API calls and host commands an up would make; nothing runs
 	$(BIN)/phoenix plan --stack $(STACK)
 
 preview: ## pulumi preview when the CLI is installed, else the offline validate/graph/plan view
