@@ -470,6 +470,9 @@ class PveClient:
                 verify=self.target.verify,
                 timeout=self.policy.request_timeout,
             )
+        except AuthenticationError:
+            # proxmoxer renews an hour-old ticket with the ticket itself; refused, it is a 401 like any other.
+            raise _Failure(401, "ticket renewal refused") from None
         except requests.exceptions.SSLError as error:
             raise PveError(self.host, self._tls_hint(error), path=f"{method} /{path}") from None
         except requests.RequestException as error:

@@ -51,6 +51,38 @@ def test_password_login_once_then_reads_on_the_ticket(fresh_pve: PveLab) -> None
     assert len(fresh_pve.requests("POST", "/access/ticket")) == 1
 
 
+def test_one_kept_alive_connection_per_client(fresh_pve: PveLab) -> None:
+    client = fresh_pve.client()
+    client.get("version")
+    session, _auth = client._ensure_session()  # internals on purpose: the connection pool is the claim
+    for _ in range(20):
+        client.get("version")
+    assert client._ensure_session()[0] is session
+    pools = session.get_adapter(fresh_pve.url).poolmanager.pools
+    # The login POST goes out on its own; all 21 reads share one TLS connection.
+    assert [pools[key].num_connections for key in pools.keys()] == [1]  # noqa: SIM118 - no __iter__
+
+
+def test_concurrent_callers_share_one_relogin(fresh_pve: PveLab) -> None:
+    client = fresh_pve.client()
+    client.get("version")
+    fresh_pve.call(fresh_pve.pve.revoke_tickets)
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            client.get("nodes")
+        except PveError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == [] and client.stats.logins == 2 and client.stats.reads >= 9
+
+
 def test_expired_ticket_logs_in_again_once(fresh_pve: PveLab) -> None:
     client = fresh_pve.client()
     client.get("version")
@@ -59,6 +91,16 @@ def test_expired_ticket_logs_in_again_once(fresh_pve: PveLab) -> None:
     assert client.stats.logins == 2
     assert len(fresh_pve.requests("GET", "/version")) == 3  # ok, 401, ok after the new login
     assert client.stats.mutations == 0  # the CSRF-protected login is not counted as a mutation
+
+
+def test_refused_ticket_renewal_falls_back_to_the_password(fresh_pve: PveLab) -> None:
+    client = fresh_pve.client()
+    client.get("version")
+    session, auth = client._ensure_session()
+    auth.renew_age = 0  # proxmoxer now renews the ticket before every request, with the ticket itself
+    fresh_pve.call(fresh_pve.pve.revoke_tickets)  # ... which PVE refuses once the ticket is gone
+    assert client.get("version")["version"]
+    assert client.stats.logins == 2 and client._ensure_session()[0] is session
 
 
 def test_wrong_password_is_a_permission_error_without_the_password(fresh_pve: PveLab) -> None:
