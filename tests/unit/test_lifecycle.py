@@ -1,0 +1,51 @@
+"""The shared diff rules every provider uses: identity replaces, the rest updates, unknowns are changes."""
+
+from __future__ import annotations
+
+import pytest
+from pulumi.output import Unknown
+
+from providers.lifecycle import as_int, changed, diff_inputs, require
+
+OLD = {"pool": "rpool", "name": "data", "quota": 10, "version": "1", "__provider": "old-pickle"}
+
+
+def test_no_change_is_no_change_even_with_floats_and_a_new_provider_pickle() -> None:
+    news = {**OLD, "quota": 10.0, "__provider": "new-pickle"}
+    result = diff_inputs(OLD, news, replace_on=["pool", "name"], update_on=["quota"])
+    assert (result.changes, result.replaces) == (False, [])
+
+
+def test_identity_change_replaces_and_property_change_updates() -> None:
+    renamed = diff_inputs(OLD, {**OLD, "name": "other"}, replace_on=["pool", "name"], update_on=["quota"])
+    assert (renamed.changes, renamed.replaces) == (True, ["name"])
+    resized = diff_inputs(OLD, {**OLD, "quota": 20}, replace_on=["pool", "name"], update_on=["quota"])
+    assert (resized.changes, resized.replaces) == (True, [])
+
+
+def test_a_version_bump_is_an_update() -> None:
+    result = diff_inputs(OLD, {**OLD, "version": "2"}, replace_on=["pool"], update_on=[])
+    assert (result.changes, result.replaces) == (True, [])
+
+
+def test_unknown_values_at_preview_count_as_changes() -> None:
+    assert changed(OLD, {**OLD, "name": Unknown()}, ["name", "pool"]) == ["name"]
+
+
+def test_delete_before_replace_only_when_replacing() -> None:
+    kwargs = {"replace_on": ["name"], "update_on": ["quota"], "delete_before_replace": True}
+    assert diff_inputs(OLD, {**OLD, "quota": 1}, **kwargs).delete_before_replace is False  # type: ignore[arg-type]
+    assert diff_inputs(OLD, {**OLD, "name": "x"}, **kwargs).delete_before_replace is True  # type: ignore[arg-type]
+
+
+def test_require_lets_unknowns_through_and_names_missing_keys() -> None:
+    failures = require({"a": Unknown(), "b": None}, ["a", "b", "c"])
+    assert [f.property for f in failures] == ["b", "c"]
+
+
+def test_as_int() -> None:
+    assert as_int(8.0) == 8
+    with pytest.raises(ValueError):
+        as_int(8.5)
+    with pytest.raises(ValueError):
+        as_int(True)
