@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pulumi.dynamic import ConfigureRequest, ResourceProvider
 
 if TYPE_CHECKING:
+    from providers.command import Executor
     from providers.pve import PveClient
 
 
@@ -107,6 +108,15 @@ class HostProvider(ResourceProvider):
         if self._credentials is None:  # e.g. called outside a provider host, by local tooling
             self._credentials = Credentials.from_sources()
         return self._credentials
+
+    def ssh(self) -> Executor:
+        """The process-wide SSH executor of this provider's host (one connection per host per process)."""
+        from providers.errors import ConfigError
+        from providers.ssh import executor_for  # late: keeps paramiko out of processes that never use SSH
+
+        if self.ssh_target is None:
+            raise ConfigError([f"{type(self).__name__}: no ssh_target, so no SSH connection can be opened"])
+        return executor_for(self.ssh_target, self.credentials)
 
     def pve(self) -> PveClient:
         """The process-wide PVE API client of this provider's host (one login per host per process)."""
