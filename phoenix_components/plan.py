@@ -13,16 +13,15 @@ import hashlib
 from dataclasses import dataclass, field
 
 from phoenix_components.config import Environment
+from phoenix_components.features import exec_argv, feature_env
+from phoenix_components.lxc_config import clone_dataset, container_params, raw_lines
 from phoenix_components.models import (
-    BindMount,
     Container,
     DatasetCloneMount,
     Firewall,
-    Network,
     Vm,
-    VolumeMount,
 )
-from phoenix_components.vllm import engine_args
+from phoenix_components.vllm import UNIT_PATH, engine_args
 from providers.command import display, write_file_argv
 
 LAYER_VMID = "$vmid({})"
@@ -76,15 +75,6 @@ def _ssh(*argv: str, stdin: str | None = None) -> Step:
 
 def _short_sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _net0(net: Network) -> str:
-    parts = ["name=eth0", f"bridge={net.bridge}", f"ip={net.ip}"]
-    parts += [f"gw={net.gateway}"] if net.gateway else []
-    parts += [f"hwaddr={net.mac.upper()}"] if net.mac else []
-    parts += [f"tag={net.vlan}"] if net.vlan else []
-    parts += ["firewall=1"] if net.firewall else []
-    return ",".join(parts)
 
 
 def build_plan(env: Environment) -> list[PlannedResource]:
@@ -252,7 +242,9 @@ def _plan_layers(
             steps.append(Step("api", "PUT .../config dev0..devN = /dev/nvidia* (root@pam) while building"))
         steps.append(_api("POST", f"nodes/{node}/lxc/{vmid}/status/start"))
         for feature in layer.features:
-            steps.append(_ssh("pct", "exec", vmid, "--", "bash", "-s", stdin=f"features/{feature}.sh"))
+            steps.append(
+                _ssh(*exec_argv(vmid, feature_env(env, [feature], "lxc")), stdin=f"features/{feature}.sh")
+            )
         steps.append(_ssh("pct", "exec", vmid, "--", *layer.smoke_test))
         steps.append(_api("POST", f"nodes/{node}/lxc/{vmid}/status/shutdown"))
         steps.append(_api("POST", f"nodes/{node}/lxc/{vmid}/template"))
@@ -305,27 +297,15 @@ def _plan_container(
         deps.append(profiles[ct.apparmor_profile])
     if ct.gpus and driver is not None:
         deps.append(driver)
-    config: dict[str, object] = {
-        "cores": ct.cores,
-        "memory": ct.memory_mib,
-        "swap": ct.swap_mib,
-        "net0": _net0(ct.network),
-        "onboot": int(ct.start_on_boot),
-    }
-    if ct.pve_features.model_dump(exclude_defaults=True):
-        config["features"] = ",".join(f"{k}=1" for k, v in ct.pve_features.model_dump().items() if v)
-    for i, gpu in enumerate(ct.gpus):
-        config[f"dev{i}"] = f"/dev/nvidia{gpu}"
-    extra = len(ct.gpus)
-    for i, dev in enumerate(
-        ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools") if ct.gpus else ()
-    ):
-        config[f"dev{extra + i}"] = dev
     clones: list[str] = []
-    for i, mount in enumerate(ct.mounts):
-        if isinstance(mount, DatasetCloneMount):
+    mountpoints: dict[str, str] = {}
+    for mount in ct.mounts:
+        if isinstance(mount, DatasetCloneMount) and mount.dataset not in mountpoints:
             data = env.guests.datasets[mount.dataset]
-            target = f"{data.dataset}-ct{ct.vmid}"
+            target = clone_dataset(data.dataset, ct.vmid)
+            mountpoints[mount.dataset] = (
+                f"/{target}"  # the default mountpoint; the clone reports the real one
+            )
             clones.append(
                 b.add(
                     f"{name}-{mount.dataset}",
@@ -335,11 +315,8 @@ def _plan_container(
                     "guests",
                 )
             )
-            config[f"mp{i}"] = f"/{target},mp={mount.path}" + (",ro=1" if mount.read_only else "")
-        elif isinstance(mount, BindMount):
-            config[f"mp{i}"] = f"{mount.host_path},mp={mount.path}" + (",ro=1" if mount.read_only else "")
-        elif isinstance(mount, VolumeMount):
-            config[f"mp{i}"] = f"{mount.storage}:{mount.size_gib},mp={mount.path},backup={int(mount.backup)}"
+    config = container_params(ct, mountpoints)
+    config.pop("hostname")  # set by the clone call
     steps = [
         _api(
             "POST",
@@ -351,7 +328,7 @@ def _plan_container(
         _api("PUT", f"nodes/{node}/lxc/{ct.vmid}/config", **config),
         _ssh(
             *write_file_argv(f"/etc/pve/lxc/{ct.vmid}.conf"),
-            stdin=f"the config with `lxc.apparmor.profile: {ct.apparmor_profile}` (before the first start)",
+            stdin=f"the config plus `{'`, `'.join(raw_lines(ct))}` (before the first start)",
         ),
         _ssh("zfs", "get", "-H", "-o", "value", "origin", f"{pool}/subvol-{ct.vmid}-disk-0"),
     ]
@@ -359,9 +336,8 @@ def _plan_container(
         steps.insert(
             2, _api("PUT", f"nodes/{node}/lxc/{ct.vmid}/resize", disk="rootfs", size=f"{ct.disk_gib}G")
         )
-    steps += [
-        _ssh("pct", "exec", str(ct.vmid), "--", "bash", "-s", stdin=f"features/{f}.sh") for f in ct.features
-    ]
+    variables = feature_env(env, list(ct.features), "lxc")
+    steps += [_ssh(*exec_argv(ct.vmid, variables), stdin=f"features/{f}.sh") for f in ct.features]
     steps.append(_api("POST", f"nodes/{node}/lxc/{ct.vmid}/status/start"))
     b.add(name, "LxcGuest", deps + clones, steps, "guests", f"{ct.hostname} ({ct.vmid})")
     _plan_firewall(b, env, name, "lxc", ct.vmid, ct.firewall, "guests")
@@ -377,8 +353,8 @@ def _plan_container(
                     "exec",
                     str(ct.vmid),
                     "--",
-                    *write_file_argv("/etc/systemd/system/vllm.service"),
-                    stdin="unit: ExecStart=" + display(engine_args(ct.vllm)),
+                    *write_file_argv(UNIT_PATH),
+                    stdin="unit with ExecStart=" + display(engine_args(ct.vllm)),
                 ),
                 _ssh("pct", "exec", str(ct.vmid), "--", "systemctl", "enable", "--now", "vllm.service"),
                 Step(

@@ -26,3 +26,39 @@ def engine_args(engine: VllmEngine) -> list[str]:
             else:
                 argv += [flag, str(value)]
     return argv + list(engine.extra_args)
+
+
+UNIT_PATH = "/etc/systemd/system/vllm.service"
+
+
+def systemd_quote(arg: str) -> str:
+    """One ExecStart argument: systemd expands ``%`` specifiers and ``$`` variables, so both are escaped."""
+    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return f'"{escaped}"'
+
+
+def render_unit(engine: VllmEngine, *, environment: dict[str, str] | None = None) -> str:
+    """The systemd unit that runs ``vllm serve`` for ``engine`` inside the guest."""
+    env_lines = [f"Environment={systemd_quote(f'{k}={v}')}" for k, v in sorted((environment or {}).items())]
+    return "\n".join(
+        [
+            "# Managed by Phoenix (VllmService); edits are overwritten by the next `pulumi up`.",
+            "[Unit]",
+            f"Description=vLLM serving {engine.server.served_model_name}",
+            "After=network-online.target",
+            "Wants=network-online.target",
+            "",
+            "[Service]",
+            "Type=simple",
+            *env_lines,
+            "ExecStart=" + " ".join(systemd_quote(a) for a in engine_args(engine)),
+            "Restart=on-failure",
+            "RestartSec=5",
+            # Loading a large model takes minutes; readiness is judged by the health check, not systemd.
+            "TimeoutStartSec=infinity",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
+            "",
+        ]
+    )

@@ -1,0 +1,48 @@
+"""Feature scripts as data: which script, with which pinned versions, in which environment variables.
+
+The same script runs in an LXC layer (``pct exec``), a VM (cloud-init) and on EC2 (user-data); only
+``PHOENIX_TARGET`` and the environment below differ. Versions are pinned once, on the layer of the chain
+that introduces a feature, and named ``PHOENIX_<NAME>_VERSION`` (``nvidia_container_toolkit`` →
+``PHOENIX_NVIDIA_CONTAINER_TOOLKIT_VERSION``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from phoenix_components.config import Environment
+
+Target = Literal["lxc", "vm", "ec2"]
+
+
+def version_variable(name: str) -> str:
+    return f"PHOENIX_{name.upper()}_VERSION"
+
+
+def feature_versions(env: Environment) -> dict[str, dict[str, str]]:
+    """For each feature in the chain, the versions pinned by the layer that introduces it."""
+    pinned: dict[str, dict[str, str]] = {}
+    for name in env.layer_order():
+        layer = env.chain.layers[name]
+        for feature in layer.features:
+            pinned.setdefault(feature, dict(layer.versions))
+    return pinned
+
+
+def feature_env(env: Environment, features: list[str], target: Target) -> dict[str, str]:
+    """Environment for running ``features`` on ``target``: pinned versions plus the host driver source."""
+    variables: dict[str, str] = {"PHOENIX_TARGET": target}
+    pinned = feature_versions(env)
+    for feature in features:
+        for name, version in pinned.get(feature, {}).items():
+            variables[version_variable(name)] = version
+    if "nvidia" in features and env.host.nvidia is not None:
+        variables["PHOENIX_NVIDIA_VERSION"] = env.host.nvidia.version
+        variables["PHOENIX_NVIDIA_RUNFILE_URL"] = env.host.nvidia.runfile_url
+        variables["PHOENIX_NVIDIA_SHA256"] = env.host.nvidia.sha256
+    return dict(sorted(variables.items()))
+
+
+def exec_argv(vmid: int | str, variables: dict[str, str]) -> list[str]:
+    """``pct exec`` of a script read from stdin, with its environment passed as argv (quoted once)."""
+    return ["pct", "exec", str(vmid), "--", "env", *(f"{k}={v}" for k, v in variables.items()), "bash", "-s"]

@@ -1,0 +1,99 @@
+"""Pure rendering shared by the providers and `phoenix plan`: PVE params, raw lines, feature env, the unit."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from phoenix_components.config import load_environment
+from phoenix_components.features import exec_argv, feature_env, feature_versions
+from phoenix_components.lxc_config import container_params, net0, raw_lines
+from phoenix_components.models import Network, VllmEngine
+from phoenix_components.vllm import render_unit, systemd_quote
+from providers.command import render
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = load_environment(ROOT / "config", "dev")
+
+
+def test_net0_keeps_the_configured_mac_vlan_and_firewall() -> None:
+    net = Network(ip="10.0.10.5/24", gateway="10.0.10.1", mac="bc:24:11:00:00:05", vlan=20)
+    assert (
+        net0(net)
+        == "name=eth0,bridge=vmbr0,ip=10.0.10.5/24,gw=10.0.10.1,hwaddr=BC:24:11:00:00:05,tag=20,firewall=1"
+    )
+    assert net0(Network(ip="dhcp", firewall=False)) == "name=eth0,bridge=vmbr0,ip=dhcp"
+
+
+def test_gpu_container_params_pass_its_gpu_and_the_control_devices_only() -> None:
+    ct = ENV.guests.containers[1]  # vllm-granite on GPU 1
+    params = container_params(ct, {"models": "/mnt/models-ct202"})
+    devices = sorted(v for k, v in params.items() if k.startswith("dev"))
+    assert devices == sorted(
+        f"{d},mode=0666"
+        for d in ("/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
+    )
+    assert params["mp0"] == "/mnt/models-ct202,mp=/models"
+    assert params["features"] == "nesting=1"
+    assert "unprivileged" not in params  # inherited from the layer: a linked clone cannot change it
+
+
+def test_a_container_without_gpus_gets_no_devices() -> None:
+    ct = ENV.guests.containers[0].model_copy(update={"gpus": [], "vllm": None, "mounts": []})
+    assert not [k for k in container_params(ct, {}) if k.startswith(("dev", "mp"))]
+
+
+def test_the_apparmor_profile_is_a_raw_line() -> None:
+    assert raw_lines(ENV.guests.containers[0]) == ["lxc.apparmor.profile: phoenix-lxc-gpu-docker"]
+
+
+def test_feature_env_carries_the_versions_pinned_by_the_introducing_layer() -> None:
+    assert feature_versions(ENV)["docker"]["nvidia_container_toolkit"] == "1.17.8-1"
+    variables = feature_env(ENV, ["docker", "vllm"], "vm")
+    assert variables["PHOENIX_TARGET"] == "vm"
+    assert variables["PHOENIX_DOCKER_VERSION"] == "5:28.2.2-1~debian.12~bookworm"
+    assert variables["PHOENIX_NVIDIA_CONTAINER_TOOLKIT_VERSION"] == "1.17.8-1"
+    assert variables["PHOENIX_VLLM_VERSION"] == "0.10.1.1"
+    assert "PHOENIX_NVIDIA_SHA256" not in variables
+    nvidia = feature_env(ENV, ["nvidia"], "lxc")
+    assert ENV.host.nvidia is not None
+    assert nvidia["PHOENIX_NVIDIA_VERSION"] == ENV.host.nvidia.version
+
+
+def test_every_feature_script_reads_exactly_the_variables_it_is_given() -> None:
+    for feature in feature_versions(ENV):
+        script = (ROOT / "config/features" / f"{feature}.sh").read_text()
+        for variable in feature_env(ENV, [feature], "lxc"):
+            if variable != "PHOENIX_TARGET":
+                assert variable in script, f"{feature}.sh ignores {variable}"
+
+
+def test_exec_argv_passes_the_environment_as_arguments_quoted_once() -> None:
+    argv = exec_argv(201, {"PHOENIX_X": "a b;$(reboot)"})
+    assert shlex.split(render(argv)) == [
+        "pct",
+        "exec",
+        "201",
+        "--",
+        "env",
+        "PHOENIX_X=a b;$(reboot)",
+        "bash",
+        "-s",
+    ]
+
+
+def test_unit_runs_vllm_serve_with_every_flag_escaped_for_systemd() -> None:
+    engine = VllmEngine.model_validate(
+        {
+            "model": {"model": "org/m"},
+            "server": {"served_model_name": "m"},
+            "extra_args": ["--chat-template=%x$y"],
+        }
+    )
+    unit = render_unit(engine, environment={"HF_HOME": "/models/.hf"})
+    exec_line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_line.startswith('ExecStart="/opt/vllm/bin/vllm" "serve" "org/m"')
+    assert '"--chat-template=%%x$$y"' in exec_line
+    assert 'Environment="HF_HOME=/models/.hf"' in unit
+    assert systemd_quote('a"b\\c') == '"a\\"b\\\\c"'
+    assert "WantedBy=multi-user.target" in unit
