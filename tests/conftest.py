@@ -3,5 +3,8 @@
 pytest_plugins = [
     "tests.lab.sshd",
     "tests.lab.zfs",
+    "tests.lab.rootfs",
+    "tests.lab.lxc",
+    "tests.lab.apparmor",
     "tests.lab.pve",
 ]
