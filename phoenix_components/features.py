@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 from phoenix_components.config import Environment
+from providers.pct import script_argv
 
 Target = Literal["lxc", "vm", "ec2"]
 
@@ -45,4 +46,4 @@ def feature_env(env: Environment, features: list[str], target: Target) -> dict[s
 
 def exec_argv(vmid: int | str, variables: dict[str, str]) -> list[str]:
     """``pct exec`` of a script read from stdin, with its environment passed as argv (quoted once)."""
-    return ["pct", "exec", str(vmid), "--", "env", *(f"{k}={v}" for k, v in variables.items()), "bash", "-s"]
+    return script_argv(vmid, variables)
