@@ -283,3 +283,34 @@ def test_recorded_resources_are_tracked_by_their_inputs(harness: Harness, root: 
         template.urn: "update",
         **{harness.resource(k).urn: "update" for k in "abc"},  # every note embeds the url
     }
+
+
+def test_program_reads_stack_config_and_secret_config_stays_secret(
+    host: DynHost, tmp_path: Path, root: Path
+) -> None:
+    assert Harness(tmp_path / "default.json", host).config == host.config  # one stack config, as the engine
+
+    def program() -> None:
+        config = pulumi.Config()
+        Note("n", {"root": str(root), "filename": "n.txt", "body": config.require("greeting")})
+        Note("s", {"root": str(root), "filename": "s.txt", "token": config.require_secret("noteToken")})
+
+    harness = Harness(
+        tmp_path / "state.json", host, config={"phoenix:greeting": "hi", "phoenix:noteToken": secret(TOKEN)}
+    )
+    harness.up(program)
+    assert body_on_disk(root, "n.txt") == "hi"
+    assert is_secret(harness.resource("s").inputs["token"])
+    assert TOKEN not in harness.state_text()
+
+
+def test_failed_create_after_delete_before_replace_forgets_the_deleted_original(
+    harness: Harness, root: Path
+) -> None:
+    notes = {"a": Spec("a.txt", exclusive=True)}
+    harness.up(shelf(root, notes))
+    with pytest.raises(ProviderError, match="injected failure in create of note a2.txt"):
+        harness.up(shelf(root, {"a": replace(notes["a"], filename="a2.txt", fail_on="create")}))
+    assert note_files(root) == set()
+    assert [u.rsplit("::", 1)[1] for u in harness.resources()] == ["shelf"]
+    assert harness.up(shelf(root, {"a": replace(notes["a"], filename="a2.txt")})).op("a") == "create"

@@ -19,8 +19,10 @@ the real Pulumi CLI.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextvars
+import gc
 import hashlib
 import json
 import threading
@@ -34,6 +36,7 @@ import pulumi
 from cryptography.fernet import Fernet
 from google.protobuf.message import Message
 from pulumi.runtime import MockResourceArgs, Mocks, rpc, set_mocks, settings
+from pulumi.runtime.config import set_all_config
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor
 from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.stack import run_pulumi_func
@@ -146,17 +149,21 @@ def run_program(
     stack: str,
     preview: bool = False,
     call: Callable[[MockCallArgs], dict[str, Any]] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> Props:
     """Run ``program`` under mocks, registering through ``register``; return its exports (wire form).
 
     A mapping returned by ``program`` is exported too, as with ``pulumi.run``; other results are ignored.
     Runs in a copy of the current context with a fresh root stack, so runs neither see nor disturb each
-    other's settings (nor a test's own ``set_mocks``).
+    other's settings (nor a test's own ``set_mocks``). ``config`` is the stack config the program reads
+    with ``pulumi.Config`` (``"phoenix:key"`` keys; :func:`secret` values are secret config).
     """
 
     def run() -> Props:
         settings.ROOT.set(None)
         settings.SETTINGS.outputs = set()
+        values = {k: _config_text(reveal(v)) for k, v in (config or {}).items()}
+        set_all_config(values, [k for k, v in (config or {}).items() if is_secret(v)])
         set_mocks(
             _Mocks(call),
             project=project,
@@ -177,6 +184,11 @@ def run_program(
         return from_struct(_sync_await(rpc.serialize_properties(outputs, {})))
 
     return contextvars.copy_context().run(run)
+
+
+def _config_text(value: Any) -> str:
+    # Pulumi config values are strings; structured values travel as JSON.
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def capture(program: Program, *, project: str = "phoenix", stack: str = "test") -> dict[str, Registration]:
@@ -328,12 +340,16 @@ class Harness:
         *,
         stack: str = "test",
         passphrase: str = "phoenix-test-passphrase",
+        config: Mapping[str, Any] | None = None,
         call: Callable[[MockCallArgs], dict[str, Any]] | None = None,
         mock_outputs: Callable[[Registration], Props] | None = None,
     ) -> None:
-        """``call`` answers invokes; ``mock_outputs`` adds computed outputs to recorded resources."""
+        """``config``: the program's stack config, by default the host's (one stack config for both, as
+        with the engine). ``call`` answers invokes; ``mock_outputs`` adds computed outputs to recorded
+        resources (e.g. ``{"vmId": 201}``)."""
         self.state_path = Path(state_path)
         self.host = host
+        self.config = dict(host.config if config is None else config)
         self.project = host.project
         self.stack = stack
         self._sealer = _Sealer(passphrase)
@@ -428,10 +444,18 @@ class Harness:
         exports: Props = {}
         try:
             exports = run_program(
-                program, register, project=self.project, stack=self.stack, preview=preview, call=self._call
+                program,
+                register,
+                project=self.project,
+                stack=self.stack,
+                preview=preview,
+                call=self._call,
+                config=self.config,
             )
         except BaseException as err:  # noqa: BLE001 (re-raised below, after state is saved)
             errors.append(err)
+        if errors:
+            _mark_retrieved(errors)
         # After a failure the SDK stops waiting, but registrations already running still finish (and may
         # create something): wait for them so the state records it, as the engine does.
         with in_flight:
@@ -444,7 +468,10 @@ class Harness:
         order = {urn: i for i, urn in enumerate([*old, *(u for u in registered if u not in old)])}
         unregistered = [r for r in live if r.urn not in registered]
         if errors:  # as Pulumi does: keep what was not reached, delete nothing
-            kept, doomed = [*registered.values(), *unregistered], []
+            # ...except an original already deleted by a delete-before-replace whose create then failed.
+            deleted = {(urn, id_) for op, urn, id_ in report.log if op == "delete"}
+            kept = [*registered.values(), *(r for r in unregistered if (r.urn, r.id) not in deleted)]
+            doomed = []
         else:
             kept, doomed = list(registered.values()), [*condemned, *pending, *unregistered]
             report.ops.update((r.urn, "delete") for r in unregistered)
@@ -610,6 +637,26 @@ class Harness:
                     continue
                 self._logged(report, "delete", r.urn, r.id)
         return failed, first_error
+
+
+def _mark_retrieved(errors: Iterable[BaseException]) -> None:
+    """Mark the SDK's futures that hold one of ``errors`` as retrieved.
+
+    A failed registration parks its exception in the resource's output futures, which nothing awaits
+    once the run is over. Collected later, each would log "Future exception was never retrieved" with a
+    traceback at some random point of the test session; on CPython 3.11 that traceback, formatted from
+    a finalizer running inside another ``ast.parse``, fails it with "AST constructor recursion depth
+    mismatch" (python/cpython#106905).
+    """
+    raised = {id(e) for e in errors}
+    for obj in gc.get_objects():
+        if (
+            isinstance(obj, asyncio.Future)
+            and obj.done()
+            and not obj.cancelled()
+            and id(obj._exception) in raised
+        ):
+            obj.exception()
 
 
 def _among(resource: ResourceState, group: Iterable[ResourceState]) -> bool:
