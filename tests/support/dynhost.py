@@ -80,7 +80,8 @@ def to_struct(props: Mapping[str, Any]) -> struct_pb2.Struct:
 
 
 def from_struct(struct: struct_pb2.Struct) -> Props:
-    return _known_sentinels(rpc.deserialize_properties(struct, keep_unknowns=True))
+    props: Props = _known_sentinels(rpc.deserialize_properties(struct, keep_unknowns=True))
+    return props
 
 
 def _known_sentinels(value: Any) -> Any:

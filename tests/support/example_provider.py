@@ -118,7 +118,7 @@ class NoteProvider(HostProvider):
         self._log(props, "delete", Path(id_))
 
     def _write(self, props: dict[str, Any]) -> Path:
-        path = Path(props["root"]) / props["filename"]
+        path = Path(props["root"]) / str(props["filename"])
         key = self.credentials.ssh_private_key
         document = {
             "body": props["body"],

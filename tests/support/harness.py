@@ -292,7 +292,8 @@ class Report:
 
     @property
     def exports(self) -> Props:
-        return reveal(self.outputs)
+        revealed: Props = reveal(self.outputs)
+        return revealed
 
     @property
     def mutations(self) -> int:
@@ -454,8 +455,6 @@ class Harness:
             )
         except BaseException as err:  # noqa: BLE001 (re-raised below, after state is saved)
             errors.append(err)
-        if errors:
-            _mark_retrieved(errors)
         # After a failure the SDK stops waiting, but registrations already running still finish (and may
         # create something): wait for them so the state records it, as the engine does.
         with in_flight:
@@ -463,6 +462,8 @@ class Harness:
                 errors.append(
                     TimeoutError(f"{running[0]} registrations still running after the program ended")
                 )
+        if errors:
+            _mark_retrieved(errors)
 
         # Registration runs concurrently: keep the old state's order, then the new resources'.
         order = {urn: i for i, urn in enumerate([*old, *(u for u in registered if u not in old)])}
@@ -617,7 +618,7 @@ class Harness:
 
         A resource that failed to delete still exists, so nothing it depends on is deleted either.
         """
-        remaining, failed = list(doomed), []
+        remaining, failed = list(doomed), list[ResourceState]()
         first_error: BaseException | None = None
         while remaining:
             blockers = [*remaining, *failed]
