@@ -133,7 +133,9 @@ def parse_host_key(pin: str) -> HostKeyPin:
     - a public key line ``ssh-ed25519 AAAAC3Nza... [comment]`` (``/etc/ssh/ssh_host_ed25519_key.pub``), or a
       known_hosts line ``pve1 ssh-ed25519 AAAA...``.
 
-    Raises :class:`ConfigError` for anything else (MD5 fingerprints included).
+    A bare fingerprint lets the server choose which of its host keys to present (paramiko prefers ed25519,
+    then ecdsa, then rsa); the typed forms make it present the pinned type. Raises :class:`ConfigError`
+    for anything else (MD5 fingerprints included).
     """
     text = " ".join(pin.split())
     match = _FINGERPRINT.match(text)
@@ -451,12 +453,16 @@ def _collect(chan: paramiko.Channel, wait: float | None) -> tuple[bytes, bytes, 
     """
     deadline = None if wait is None else time.monotonic() + wait
     out, err = bytearray(), bytearray()
+
+    def drain() -> None:
+        while chan.recv_ready():
+            out.extend(chan.recv(_CHUNK))
+        while chan.recv_stderr_ready():
+            err.extend(chan.recv_stderr(_CHUNK))
+
     readable = chan.fileno()  # becomes readable on data, EOF or close
     while True:
-        while chan.recv_ready():
-            out += chan.recv(_CHUNK)
-        while chan.recv_stderr_ready():
-            err += chan.recv_stderr(_CHUNK)
+        drain()
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             return bytes(out), bytes(err), -1, False
@@ -464,10 +470,7 @@ def _collect(chan: paramiko.Channel, wait: float | None) -> tuple[bytes, bytes, 
             # no more output; the exit status follows EOF, maybe much later (a child kept running)
             if not chan.status_event.wait(remaining):
                 return bytes(out), bytes(err), -1, False
-            while chan.recv_ready():
-                out += chan.recv(_CHUNK)
-            while chan.recv_stderr_ready():
-                err += chan.recv_stderr(_CHUNK)
+            drain()
             return bytes(out), bytes(err), chan.exit_status, True
         select.select([readable], [], [], remaining)
 
