@@ -17,6 +17,7 @@ from providers.apparmor_profile import (
     PROVIDER_VERSION,
     UNLOAD_ARGV,
     AppArmorLoadError,
+    AppArmorProfile,
     AppArmorProfileProvider,
     ProfileFacts,
     content_sha256,
@@ -31,6 +32,7 @@ from providers.apparmor_profile import (
 from providers.command import Argv, CommandResult, LocalExecutor, display, render, write_file_argv
 from providers.errors import SshConnectError
 from providers.host import SshTarget
+from tests.support.harness import capture
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "apparmor").iterdir())
@@ -404,3 +406,20 @@ def test_the_provider_is_plain_data_and_refuses_an_unknown_load_mode() -> None:
     assert (restored.ssh_target, restored.load_mode) == (TARGET, "compile-only")
     with pytest.raises(ValueError, match="load_mode must be one of kernel, compile-only"):
         AppArmorProfileProvider(ssh_target=TARGET, load_mode="pretend")  # type: ignore[arg-type]
+
+
+def test_the_resource_registers_its_token_default_version_and_a_by_reference_provider() -> None:
+    seen = capture(
+        lambda: AppArmorProfile("profile", {"name": "phoenix-test", "content": PROFILE}, ssh_target=TARGET)
+    )["profile"]
+
+    assert seen.type == "pulumi-python:dynamic/phoenix:AppArmorProfile"
+    assert {k: v for k, v in seen.inputs.items() if k != "__provider"} == {
+        "name": "phoenix-test",
+        "content": PROFILE,
+        "version": PROVIDER_VERSION,
+    }
+    pickled = base64.b64decode(seen.provider)
+    assert b"providers.apparmor_profile" in pickled and len(pickled) < 1024  # by reference: no code in state
+    provider = dill.loads(pickled)
+    assert (provider.ssh_target, provider.load_mode) == (TARGET, "kernel")
