@@ -1,0 +1,744 @@
+"""Lab fixture ``lab_host``: one Proxmox host in a box, the glue that makes the lab's parts one host.
+
+fakepve answers the API; here its ``local-zfs`` storage (zfspool ``rpool/data``) acts on the REAL lab pool the
+way pve-storage's ZFSPoolPlugin.pm and pve-container do, so what a client does through the API can be checked
+with ``zfs`` over SSH, and the ``pct`` shim runs the resulting datasets as LXC containers. What each guest
+operation does to the pool (PVE's names throughout):
+
+- create from an OS template: ``rpool/data/subvol-<vmid>-disk-<n>`` with ``refquota`` = the size, the rootfs
+  filled from the cached minimal Debian rootfs (PVE untars the template; other mount points are made empty);
+- template: ``zfs rename`` to ``basevol-<vmid>-disk-<n>`` + ``zfs snapshot ...@__base__`` (create_base);
+- linked clone (full=0, only of a template's base volume): ``zfs clone <base>@__base__
+  rpool/data/subvol-<newid>-disk-<n>`` with the base's refquota (clone_image); the config's volume id is
+  ``local-zfs:<base>/subvol-<newid>-disk-<n>`` as PVE writes it (fakepve alone writes ``subvol-<newid>-...``);
+- full clone: a new dataset, files copied with rsync (pve-container's copy_volume), no origin;
+- resize: the new ``refquota`` (volume_resize);
+- destroy: ``zfs destroy -r``; a base volume that linked clones still use is refused first, worded as PVE's
+  vdisk_free ("base volume '<volname>' is still in use by linked clones"), and nothing is destroyed.
+
+How (fakepve 0.5 internals; each hook is an instance attribute on the one FakePve, removed after the test,
+so tests without ``lab_host`` see a plain fake): ``answer`` keeps each API call's validated values (full=,
+snapname=, disk=) in a context variable the task started by the call inherits; ``task`` marks the task
+(type, guest) for the hooks below and, once its body ends, fails it loudly if the storage hook never fired
+(fakepve moved its internals); ``ceph_io`` is awaited by the create and clone bodies right after the volumes
+are allocated and before the guest is unlocked or started, so the datasets are made there and a failure ends
+the task as PVE's does (the new guest dropped); ``pause`` is awaited by the destroy body between locking the
+guest ``destroyed`` and dropping it, so the datasets go there (on a refusal the lock is put back, as PVE never
+wrote it); the template and resize bodies are wrapped (storage before, refquota after the config change).
+``fakepve.lxc.volume_owner`` is patched too: PVE's owner of ``basevol-100-disk-0/subvol-101-disk-0`` is 101,
+fakepve's regex answers 100 and would refuse to resize a linked clone. ZFS work runs in a worker thread under
+a per-storage lock (PVE's ``pve-storage-<id>`` lock file), so the fake keeps answering status polls meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import re
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import pytest
+
+from providers.host import ApiTarget, SshTarget
+from providers.pve import PveClient
+from tests.lab.common import LAB_BIN, LabError, run, wait_until
+from tests.lab.lxc import pct as pct_shim
+from tests.lab.pve import NODE, ZFS_STORAGE, PveLab
+from tests.lab.requirements import require_lab
+from tests.lab.sshd_server import LabSshd
+from tests.lab.zfs import LabZpool
+
+T = TypeVar("T")
+
+ZFS = str(LAB_BIN / "zfs")  # the lab's wrapper: the real zfs, minus zfs-fuse's spurious "dataset is busy"
+BASE_SNAPSHOT = "__base__"  # ZFSPoolPlugin::create_base
+ZFS_TIMEOUT_S = 60.0
+COPY_TIMEOUT_S = 300.0  # a full copy of a rootfs through FUSE; real layers would take far longer
+STORAGE_LOCK_TIMEOUT_S = 60.0
+SETTLE_TIMEOUT_S = 120.0  # teardown waits this long for storage work still running in the fake
+# PVE's copy_volume runs `rsync --stats -X -A --numeric-ids -aH --whole-file --sparse --one-file-system`;
+# zfs-fuse has no POSIX ACLs, so -A (and -X with it) would fail here.
+RSYNC = ("rsync", "-aH", "--numeric-ids", "--whole-file", "--sparse", "--one-file-system")
+# ZFSPoolPlugin::parse_volname: an optional base volume, then the volume itself.
+VOLNAME = re.compile(
+    r"^(?:(?P<basename>(?:base|basevol)-(?P<basevmid>\d+)-\S+)/)?"
+    r"(?P<name>(?P<kind>base|basevol|vm|subvol)-(?P<vmid>\d+)-\S+)$"
+)
+MOUNT_KEY = re.compile(r"^(?:rootfs|mp\d+|unused\d+)$")
+HANDLED_TASKS = ("vzcreate", "vzclone", "vztemplate", "vzdestroy", "resize")
+
+
+class StorageError(Exception):
+    """A storage operation failed; the message is what PVE's task log would say (ends the task)."""
+
+
+class StorageAction(NamedTuple):
+    """One thing the glue did to the pool, for tests to assert on.
+
+    op: create | rename | snapshot | clone | copy | refquota | destroy | refuse. ``src``/``dst`` by op:
+    create (seed snapshot or "", dataset); rename (old, new); snapshot (dataset, dataset@snap);
+    clone (origin snapshot, dataset); copy (source dataset or snapshot, dataset); refquota (dataset, bytes);
+    destroy (dataset, ""); refuse (dataset, PVE's message).
+    """
+
+    op: str
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True)
+class ZfsVolume:
+    """A volume of a zfspool storage, parsed as ZFSPoolPlugin::parse_volname does."""
+
+    storage: str
+    volname: str
+    """``subvol-101-disk-0``, ``basevol-100-disk-0`` or ``basevol-100-disk-0/subvol-101-disk-0``."""
+    name: str
+    """The dataset's last component (a linked clone's own name, without its base)."""
+    vmid: int
+    basename: str | None
+    is_base: bool
+
+    @property
+    def volid(self) -> str:
+        return f"{self.storage}:{self.volname}"
+
+    @property
+    def is_subvol(self) -> bool:
+        return self.name.startswith(("subvol-", "basevol-"))
+
+
+def parse_volname(storage: str, volname: str) -> ZfsVolume:
+    found = VOLNAME.match(volname)
+    if not found:
+        raise StorageError(f"unable to parse zfs volume name '{volname}'")
+    return ZfsVolume(
+        storage=storage,
+        volname=volname,
+        name=found["name"],
+        vmid=int(found["vmid"]),
+        basename=found["basename"],
+        is_base=found["kind"] in ("base", "basevol"),
+    )
+
+
+def volume_owner(volume: str) -> int | None:
+    """fakepve.lxc.volume_owner as PVE answers it: the vmid of the volume itself, not of its base."""
+    found = re.search(r"-(\d+)-disk-\d+", volume.rsplit("/", 1)[-1])
+    return int(found.group(1)) if found else None
+
+
+def split_mount(value: str) -> tuple[str, dict[str, str]]:
+    """A rootfs/mpN value: (volume, {option: value})."""
+    volume, *rest = str(value).split(",")
+    return volume, dict(part.partition("=")[::2] for part in rest if "=" in part)
+
+
+def size_bytes(text: str | None) -> int:
+    """A config size (8G, 512M, 0) in bytes; 0 for none."""
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)", (text or "0").strip(), re.I)
+    if not found:
+        raise StorageError(f"unable to parse size '{text}'")
+    return int(float(found[1]) * 1024 ** " KMGT".index(found[2].upper() or " "))
+
+
+class ActionLog:
+    """StorageActions in order; appended from worker threads, read from the test."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[StorageAction] = []
+
+    def add(self, op: str, src: str, dst: str) -> None:
+        with self._lock:
+            self._items.append(StorageAction(op, src, dst))
+
+    def snapshot(self) -> list[StorageAction]:
+        with self._lock:
+            return list(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+# ------------------------------------------------------------------------------------- the pool side
+
+
+class ZfsPoolStorage:
+    """What ZFSPoolPlugin and pve-container do on the pool, for volumes under ``zpool.data``. Blocking calls,
+    each under a deadline; errors are StorageError worded as PVE's task log words them ("zfs error: ...")."""
+
+    def __init__(self, zpool: LabZpool, seed: str, actions: ActionLog) -> None:
+        self.zpool, self.seed, self.actions = zpool, seed, actions
+
+    def dataset(self, volume: ZfsVolume) -> str:
+        return f"{self.zpool.data}/{volume.name}"
+
+    # ------------------------------------------------------------------ primitives
+
+    def zfs(self, *args: str, timeout: float = ZFS_TIMEOUT_S) -> str:
+        """ZFSPoolPlugin::zfs_request: stdout, or die "zfs error: <stderr>"."""
+        try:
+            proc = run([ZFS, *args], check=False, timeout=timeout)
+        except subprocess.TimeoutExpired as error:
+            raise StorageError(
+                f"zfs error: command 'zfs {' '.join(args)}' timed out after {timeout:g}s"
+            ) from error
+        if proc.returncode != 0:
+            raise StorageError(f"zfs error: {proc.stderr.strip() or proc.stdout.strip()}")
+        return proc.stdout
+
+    def exists(self, name: str) -> bool:
+        return run([ZFS, "list", "-H", "-o", "name", name], check=False).returncode == 0
+
+    def mountpoint(self, dataset: str) -> Path:
+        """The dataset's mountpoint, mounting it first if needed (zfs-fuse remounts lazily after a rename)."""
+        mountpoint, mounted = self.zfs("get", "-H", "-o", "value", "mountpoint,mounted", dataset).split()
+        if mounted != "yes":
+            self.zfs("mount", dataset)
+        return Path(mountpoint)
+
+    def send_recv(self, snapshot: str, dest: str) -> None:
+        """zfs send | zfs recv: a new dataset with the snapshot's files and no origin (the received copy of
+        the snapshot itself is destroyed again)."""
+        send = subprocess.Popen([ZFS, "send", snapshot], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert send.stdout is not None
+        try:
+            recv = subprocess.run(
+                [ZFS, "recv", dest],
+                stdin=send.stdout,
+                capture_output=True,
+                text=True,
+                timeout=COPY_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise StorageError(f"zfs error: zfs send {snapshot} | zfs recv {dest} timed out") from error
+        finally:
+            send.stdout.close()  # send gets SIGPIPE if recv gave up early
+            try:
+                send.wait(timeout=ZFS_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                send.kill()
+                send.wait()
+        if recv.returncode != 0 or send.returncode != 0:
+            raise StorageError(f"zfs error: {recv.stderr.strip() or f'zfs send {snapshot} failed'}")
+        self.zfs("destroy", f"{dest}@{snapshot.partition('@')[2]}")
+
+    def set_refquota(self, dataset: str, size: int) -> None:
+        self.zfs("set", f"refquota={size or 'none'}", dataset)
+        self.actions.add("refquota", dataset, str(size))
+
+    def destroy_quietly(self, dataset: str) -> None:
+        """Undo of a half-made volume: best effort, the original error is what the task reports."""
+        if self.exists(dataset):
+            run([ZFS, "destroy", "-r", dataset], check=False)
+
+    # ------------------------------------------------------------------- operations
+
+    def alloc(self, volume: ZfsVolume, size: int, *, fill: bool) -> None:
+        """alloc_image (a subvol with refquota), filled with the rootfs when ``fill`` (PVE: the template's
+        tar is extracted into it)."""
+        dataset = self.dataset(volume)
+        if self.exists(dataset):
+            raise StorageError(f"zfs error: cannot create '{dataset}': dataset already exists")
+        try:  # the storage lock is held: nothing else makes this dataset meanwhile
+            if fill:
+                self.send_recv(self.seed, dataset)
+            else:
+                self.zfs("create", dataset)
+            self.actions.add("create", self.seed if fill else "", dataset)
+            if size:
+                self.set_refquota(dataset, size)
+        except StorageError:
+            self.destroy_quietly(dataset)
+            raise
+
+    def create_base(self, volume: ZfsVolume) -> str:
+        """create_base: subvol-N -> basevol-N (keeping a linked clone's origin), then @__base__."""
+        if volume.is_base:
+            raise StorageError("create_base not possible with base image")
+        old = self.dataset(volume)
+        new = f"{self.zpool.data}/{re.sub(r'^subvol-', 'basevol-', re.sub(r'^vm-', 'base-', volume.name))}"
+        self.zfs("rename", old, new)
+        self.actions.add("rename", old, new)
+        try:
+            self.zfs("snapshot", f"{new}@{BASE_SNAPSHOT}")
+        except StorageError:
+            run(
+                [ZFS, "rename", new, old], check=False
+            )  # as it was: the task fails and the config keeps `old`
+            raise
+        self.actions.add("snapshot", new, f"{new}@{BASE_SNAPSHOT}")
+        return new
+
+    def clone_linked(self, base: ZfsVolume, new_name: str) -> None:
+        """clone_image: `zfs clone <base>@__base__ <pool>/<new name> -o refquota=<base's>`."""
+        if not base.is_base:
+            raise StorageError("clone_image only works on base images")
+        origin = f"{self.dataset(base)}@{BASE_SNAPSHOT}"
+        dataset = f"{self.zpool.data}/{new_name}"
+        refquota = self.zfs("get", "-H", "-p", "-o", "value", "refquota", self.dataset(base)).strip()
+        self.zfs("clone", origin, dataset)
+        try:
+            if refquota not in ("0", "-", "none"):
+                self.zfs("set", f"refquota={refquota}", dataset)
+        except StorageError:
+            self.destroy_quietly(dataset)
+            raise
+        self.actions.add("clone", origin, dataset)
+
+    def copy_full(self, source: ZfsVolume, target: ZfsVolume, size: int, snapname: str | None) -> None:
+        """pve-container copy_volume: allocate, then rsync the source's files (from a named snapshot when
+        asked: the lab has PVE's snapshot only where something made it on the pool, so it is sent instead)."""
+        src, dataset = self.dataset(source), self.dataset(target)
+        if self.exists(dataset):
+            raise StorageError(f"zfs error: cannot create '{dataset}': dataset already exists")
+        try:
+            if snapname:
+                if not self.exists(f"{src}@{snapname}"):
+                    raise StorageError(
+                        f"lab: snapshot '{src}@{snapname}' is not on the pool (the lab does not mirror PVE "
+                        "snapshots); clone from the current state or make the ZFS snapshot first"
+                    )
+                self.send_recv(f"{src}@{snapname}", dataset)
+            else:
+                self.zfs("create", dataset)
+                argv = [*RSYNC, f"{self.mountpoint(src)}/", f"{self.mountpoint(dataset)}/"]
+                try:
+                    proc = run(argv, check=False, timeout=COPY_TIMEOUT_S)
+                except subprocess.TimeoutExpired as error:
+                    raise StorageError(f"command '{' '.join(argv)}' timed out") from error
+                if proc.returncode != 0:
+                    raise StorageError(f"command '{' '.join(argv)}' failed: exit code {proc.returncode}")
+            if size:
+                self.set_refquota(dataset, size)
+        except StorageError:
+            self.destroy_quietly(dataset)
+            raise
+        self.actions.add("copy", f"{src}@{snapname}" if snapname else src, dataset)
+
+    def check_unused_base(self, volume: ZfsVolume) -> None:
+        """vdisk_free's volume_is_base_and_used: a base volume that a listed volume of the storage (origin on
+        the pool, one level below it, as ZFSPoolPlugin lists them) still uses is refused."""
+        if not volume.is_base:
+            return
+        base = self.dataset(volume)
+        listing = self.zfs(
+            "list", "-H", "-o", "name,origin", "-t", "filesystem,volume", "-d", "1", self.zpool.data
+        )
+        for line in listing.splitlines():
+            name, origin = line.split("\t")
+            if origin.partition("@")[0] == base and name != base:
+                message = f"base volume '{volume.volname}' is still in use by linked clones"
+                self.actions.add("refuse", base, message)
+                raise StorageError(message)
+
+    def free(self, volume: ZfsVolume) -> None:
+        """free_image: `zfs destroy -r`; a dataset already gone is fine (zfs_delete_zvol)."""
+        dataset = self.dataset(volume)
+        try:
+            self.zfs("destroy", "-r", dataset)
+        except StorageError as error:
+            if "does not exist" not in str(error):
+                raise
+            return
+        self.actions.add("destroy", dataset, "")
+
+    def free_all(self, volumes: list[ZfsVolume]) -> None:
+        """The volumes of a destroyed guest: every base check first, so a refusal destroys nothing."""
+        for volume in volumes:
+            self.check_unused_base(volume)
+        for volume in volumes:
+            self.free(volume)
+
+    def orphans(self) -> list[str]:
+        """Guest volumes on the pool that no guest owns (what a crashed test left behind)."""
+        listing = self.zfs("list", "-H", "-o", "name", "-t", "filesystem,volume", "-d", "1", self.zpool.data)
+        prefix = self.zpool.data + "/"
+        return [
+            name for name in listing.split() if name.startswith(prefix) and VOLNAME.match(name[len(prefix) :])
+        ]
+
+
+# --------------------------------------------------------------------------------- the fakepve side
+
+
+@dataclass
+class _TaskMark:
+    """A storage-relevant task in flight: which guest, the request's values, whether a hook did its work."""
+
+    ttype: str
+    tid: int
+    vm: Any
+    values: dict[str, Any]
+    volumes: list[ZfsVolume] = field(default_factory=list)
+    lock_before: str | None = None
+    done: bool = False
+
+
+_REQUEST: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("lab_request", default=None)
+_TASK: contextvars.ContextVar[_TaskMark | None] = contextvars.ContextVar("lab_task", default=None)
+
+
+class FakePveZfsGlue:
+    """Hooks on one FakePve (see the module docstring). ``install``/``uninstall`` from the test thread; every
+    hook runs on the fake's event loop."""
+
+    HOOKS = ("answer", "task", "ceph_io", "pause")
+
+    def __init__(self, pve: Any, storage: ZfsPoolStorage) -> None:
+        self.pve, self.storage = pve, storage
+        self.active = False
+        self._originals: dict[str, Any] = {}
+        self._original_owner: Callable[[str], int | None] | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._inflight = 0
+
+    @property
+    def actions(self) -> ActionLog:
+        return self.storage.actions
+
+    @property
+    def busy(self) -> bool:
+        return self._inflight > 0
+
+    def install(self) -> None:
+        import fakepve.lxc
+
+        if self.active:
+            return
+        for name in self.HOOKS:
+            if name in vars(self.pve):
+                raise LabError(f"FakePve.{name} is already hooked: another glue is installed")
+            self._originals[name] = getattr(self.pve, name)
+            setattr(self.pve, name, getattr(self, "_" + name))
+        self._original_owner = fakepve.lxc.volume_owner
+        fakepve.lxc.volume_owner = volume_owner
+        self.active = True
+
+    def uninstall(self) -> None:
+        import fakepve.lxc
+
+        if not self.active:
+            return
+        self.active = False  # tasks still running in the fake from now on pass straight through
+        for name in self.HOOKS:
+            if name in vars(self.pve):
+                delattr(self.pve, name)
+        if self._original_owner is not None:
+            fakepve.lxc.volume_owner = self._original_owner
+        self._originals.clear()
+
+    # ---------------------------------------------------------------------------------- helpers
+
+    def glued(self, volume: str) -> ZfsVolume | None:
+        """The parsed volume if it lives on a zfspool storage backed by the lab pool's data dataset."""
+        sid, colon, volname = volume.partition(":")
+        store = self.pve.storages.get(sid) if colon else None
+        if not store or store.get("type") != "zfspool" or store.get("pool") != self.storage.zpool.data:
+            return None
+        return parse_volname(sid, volname)
+
+    def guest_volumes(self, config: dict[str, Any]) -> list[tuple[str, ZfsVolume, dict[str, str]]]:
+        """(key, volume, options) of the config's glued volumes, rootfs first."""
+        out = []
+        for key in sorted((k for k in config if MOUNT_KEY.match(k)), key=lambda k: (k != "rootfs", k)):
+            volume, options = split_mount(config[key])
+            parsed = self.glued(volume)
+            if parsed is not None:
+                out.append((key, parsed, options))
+        return out
+
+    async def storage_op(self, sid: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """fn in a worker thread under the storage's lock (PVE's cluster_lock_storage); StorageError and a
+        lock timeout end the task (TaskError) with PVE's wording."""
+        from fakepve import TaskError
+
+        lock = self._locks.setdefault(sid, asyncio.Lock())
+        self._inflight += 1
+        try:
+            try:
+                async with asyncio.timeout(STORAGE_LOCK_TIMEOUT_S):
+                    await lock.acquire()
+            except TimeoutError:
+                raise TaskError(
+                    f"can't lock file '/var/lock/pve-manager/pve-storage-{sid}' - got timeout"
+                ) from None
+            try:
+                return await asyncio.to_thread(fn, *args, **kwargs)
+            except StorageError as error:
+                raise TaskError(str(error)) from error
+            finally:
+                lock.release()
+        finally:
+            self._inflight -= 1
+
+    # ------------------------------------------------------------------------------------ hooks
+
+    async def _answer(self, request: Any, match: Any, params: Any, user: Any, call: Any = None) -> Any:
+        """Keep the call's validated values for the task it may start (the task inherits the context)."""
+        original = self._originals["answer"]
+        if call is None:
+            return await original(request, match, params, user, call)
+
+        async def observed(matched: Any, values: dict[str, Any]) -> Any:
+            token = _REQUEST.set(values)
+            try:
+                return await call(matched, values)
+            finally:
+                _REQUEST.reset(token)
+
+        return await original(request, match, params, user, observed)
+
+    async def _task(self, node: Any, ttype: str, tid: Any, user: Any, body: Any, **kwargs: Any) -> Any:
+        original = self._originals["task"]
+        vm = kwargs.get("vm")
+        if not self.active or ttype not in HANDLED_TASKS or vm is None:
+            return await original(node, ttype, tid, user, body, **kwargs)
+        mark = _TaskMark(ttype=ttype, tid=int(tid), vm=vm, values=dict(_REQUEST.get() or {}))
+
+        async def observed() -> Any:
+            token = _TASK.set(mark)
+            try:
+                return await self._run_body(mark, body)
+            finally:
+                _TASK.reset(token)
+
+        return await original(node, ttype, tid, user, observed, **kwargs)
+
+    async def _ceph_io(self, vm: Any, keys: Any = None) -> Any:
+        """The create and clone bodies' disk I/O point: the guest's volumes are allocated, not yet used."""
+        mark = _TASK.get()
+        if self.active and mark is not None and mark.vm is vm and not mark.done:
+            if mark.ttype == "vzcreate":
+                mark.done = True
+                await self._create(mark, list(keys or []))
+            elif mark.ttype == "vzclone":
+                mark.done = True
+                await self._clone(mark, list(keys or []))
+        return await self._originals["ceph_io"](vm, keys)
+
+    async def _pause(self, secs: Any) -> Any:
+        """The destroy body pauses after locking the guest 'destroyed' and before dropping it."""
+        mark = _TASK.get()
+        if (
+            self.active
+            and mark is not None
+            and mark.ttype == "vzdestroy"
+            and not mark.done
+            and mark.vm.lock == "destroyed"
+        ):
+            mark.done = True
+            try:
+                await self._destroy(mark)
+            except BaseException:
+                mark.vm.lock = mark.lock_before  # PVE writes nothing before the volumes are freed
+                raise
+        return await self._originals["pause"](secs)
+
+    # ------------------------------------------------------------------------------ task bodies
+
+    async def _run_body(self, mark: _TaskMark, body: Any) -> Any:
+        from fakepve import TaskError
+
+        ct = mark.vm
+        mark.lock_before = ct.lock
+        mark.volumes = [volume for _key, volume, _opts in self.guest_volumes(ct.config)]
+        if mark.ttype == "vztemplate":
+            renamed = await self._template(mark)
+            note = await body()
+            self._check_template(mark, renamed)
+            return note
+        note = await body()
+        if not self.active:
+            return note
+        if mark.ttype == "resize":
+            await self._resize(mark)
+        elif mark.ttype == "vzdestroy" and mark.volumes and not mark.done:
+            raise TaskError("lab glue: fakepve destroyed the CT without reaching the storage hook (pause)")
+        elif mark.ttype in ("vzcreate", "vzclone") and not mark.done and self.guest_volumes(ct.config):
+            raise TaskError(f"lab glue: fakepve's {mark.ttype} never reached the storage hook (ceph_io)")
+        return note
+
+    async def _create(self, mark: _TaskMark, keys: list[str]) -> None:
+        ct, made = mark.vm, []
+        try:
+            for key, volume, options in self.guest_volumes({k: ct.config[k] for k in keys if k in ct.config}):
+                size = size_bytes(options.get("size"))
+                await self.storage_op(volume.storage, self.storage.alloc, volume, size, fill=key == "rootfs")
+                made.append(volume)
+        except Exception:
+            for volume in made:  # PVE destroys what it allocated when the create fails
+                await asyncio.to_thread(self.storage.destroy_quietly, self.storage.dataset(volume))
+            raise
+
+    async def _clone(self, mark: _TaskMark, keys: list[str]) -> None:
+        from fakepve import TaskError
+
+        new, values = mark.vm, mark.values
+        source = self.pve.ct(mark.tid)
+        if source is None:
+            raise TaskError(f"lab glue: clone source CT {mark.tid} vanished")
+        snapname = values.get("snapname")
+        source_config = source.snapshots[snapname] if snapname else source.config
+        full = values.get("full")
+        full = not source.template if full is None else str(full) in ("1", "True", "true")
+        made: list[str] = []
+        try:
+            for key in sorted(keys, key=lambda k: (k != "rootfs", k)):
+                new_volume, options = split_mount(new.config[key])
+                target = self.glued(new_volume)
+                src = self.glued(split_mount(source_config[key])[0]) if key in source_config else None
+                if target is None and src is None:
+                    continue
+                if target is None or src is None:
+                    raise TaskError(
+                        f"lab glue: a clone between local-zfs and another storage ({key}) is not simulated"
+                    )
+                if full:
+                    size = size_bytes(options.get("size"))
+                    await self.storage_op(src.storage, self.storage.copy_full, src, target, size, snapname)
+                    made.append(self.storage.dataset(target))
+                    continue
+                await self.storage_op(src.storage, self.storage.clone_linked, src, target.name)
+                made.append(self.storage.dataset(target))
+                # PVE's clone_image returns "<base>/<name>": that is the volume id the config carries.
+                value = str(new.config[key])
+                new.config[key] = f"{src.storage}:{src.name}/{target.name}{value[len(new_volume) :]}"
+        except Exception:
+            for dataset in made:
+                await asyncio.to_thread(self.storage.destroy_quietly, dataset)
+            raise
+
+    async def _template(self, mark: _TaskMark) -> list[str]:
+        renamed: list[tuple[ZfsVolume, str]] = []
+        try:
+            for volume in mark.volumes:
+                renamed.append(
+                    (volume, await self.storage_op(volume.storage, self.storage.create_base, volume))
+                )
+        except Exception:
+            for volume, new in reversed(renamed):  # put the earlier volumes back: the config is not changed
+                await asyncio.to_thread(self._undo_base, volume, new)
+            raise
+        return [new for _volume, new in renamed]
+
+    def _undo_base(self, volume: ZfsVolume, new: str) -> None:
+        run([ZFS, "destroy", f"{new}@{BASE_SNAPSHOT}"], check=False)
+        run([ZFS, "rename", new, self.storage.dataset(volume)], check=False)
+
+    def _check_template(self, mark: _TaskMark, renamed: list[str]) -> None:
+        from fakepve import TaskError
+
+        names = [self.storage.dataset(volume) for _key, volume, _opts in self.guest_volumes(mark.vm.config)]
+        if names != renamed:
+            raise TaskError(f"lab glue: fakepve named the template's volumes {names}, the pool has {renamed}")
+
+    async def _destroy(self, mark: _TaskMark) -> None:
+        by_storage: dict[str, list[ZfsVolume]] = {}
+        for volume in mark.volumes:
+            by_storage.setdefault(volume.storage, []).append(volume)
+        for sid, volumes in by_storage.items():
+            await self.storage_op(sid, self.storage.free_all, volumes)
+
+    async def _resize(self, mark: _TaskMark) -> None:
+        disk = str(mark.values.get("disk") or "")
+        if disk not in mark.vm.config:
+            return
+        volume, options = split_mount(mark.vm.config[disk])
+        parsed = self.glued(volume)
+        if parsed is not None and parsed.is_subvol:
+            size = size_bytes(options.get("size"))
+            await self.storage_op(
+                parsed.storage, self.storage.set_refquota, self.storage.dataset(parsed), size
+            )
+
+
+# ------------------------------------------------------------------------------------ the host object
+
+
+@dataclass
+class LabHost:
+    """The lab as one Proxmox host: API (fakepve with real ZFS storage), SSH, the pool, LXC via ``pct``."""
+
+    pve: PveLab
+    zpool: LabZpool
+    sshd: LabSshd
+    rootfs: Path
+    glue: FakePveZfsGlue = field(repr=False)
+    node: str = NODE
+    storage: str = ZFS_STORAGE
+
+    def client(self) -> PveClient:
+        """A new API client (root@pam, lab-fast retries); close it when done."""
+        return self.pve.client()
+
+    def target(self) -> ApiTarget:
+        return self.pve.target()
+
+    def ssh_target(self) -> SshTarget:
+        return self.sshd.target()
+
+    @property
+    def actions(self) -> list[StorageAction]:
+        """What the glue did to the pool since the test began, oldest first."""
+        return self.glue.actions.snapshot()
+
+    def dataset(self, vmid: int, *, template: bool = False, disk: int = 0) -> str:
+        """PVE's dataset of a container's volume (a linked clone's too: its base is only in the volume id)."""
+        return f"{self.zpool.data}/{'basevol' if template else 'subvol'}-{vmid}-disk-{disk}"
+
+    def pct(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """The lab's pct shim, run here (tests over SSH run `pct` through the sshd instead)."""
+        return pct_shim(*args, input=input)
+
+
+def _clean_pool(storage: ZfsPoolStorage, zpool: LabZpool) -> None:
+    """Stop the containers on, and destroy, every guest volume on the pool (with its snapshots and clones)."""
+    doomed = storage.orphans()
+    if doomed:
+        zpool.destroy_all_but(
+            {
+                n
+                for n in zpool.datasets()
+                if not any(n == d or n.startswith((d + "@", d + "/")) for d in doomed)
+            }
+        )
+
+
+@pytest.fixture
+def lab_host(
+    fresh_pve: PveLab, lab_zpool: LabZpool, lab_sshd: LabSshd, lab_rootfs: Path, lab_lxc_seed: str
+) -> Iterator[LabHost]:
+    """The lab as one host for this test. The glue is installed on the session's fake for the test only; at
+    the end, tasks still running in the fake are waited for, the containers on volumes the test made are
+    stopped and those volumes destroyed, and the fake is put back to its baseline (``fresh_pve``).
+
+    ``lab_host`` owns ``rpool/data`` while it runs: guest volumes found there at the start belong to no guest
+    of the fresh fake (a crashed test's), and are destroyed first.
+    """
+    require_lab("zfs-fuse", "zfs", "lxc-start", "rsync")
+    storage = ZfsPoolStorage(lab_zpool, lab_lxc_seed, ActionLog())
+    _clean_pool(storage, lab_zpool)
+    glue = FakePveZfsGlue(fresh_pve.pve, storage)
+    fresh_pve.call(glue.install)
+    try:
+        yield LabHost(pve=fresh_pve, zpool=lab_zpool, sshd=lab_sshd, rootfs=lab_rootfs, glue=glue)
+    finally:
+        try:
+            wait_until(
+                lambda: not fresh_pve.call(lambda: glue.busy),
+                timeout=SETTLE_TIMEOUT_S,
+                what="the lab glue's storage work in the fake to finish",
+                interval=0.05,
+            )
+        finally:
+            fresh_pve.call(glue.uninstall)
+            _clean_pool(storage, lab_zpool)
