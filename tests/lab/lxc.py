@@ -79,7 +79,7 @@ class LabLxc:
 @pytest.fixture(scope="session")
 def lab_lxc_seed(lab_zpool: LabZpool, lab_rootfs: Path) -> str:
     """`rpool/lab/rootfs-bookworm@seed`: the cached rootfs copied into the pool once per session."""
-    require_lab("lxc-start", "lxc-attach")
+    require_lab("lxc-start")
     dataset = f"{lab_zpool.pool}/{SEED}"
     lab_zpool.zfs("create", "-p", dataset)
     run(["cp", "-a", f"{lab_rootfs}/.", str(lab_zpool.mountpoint(dataset))], timeout=300)

@@ -81,8 +81,7 @@ def build_rootfs(target: Path = ROOTFS, mirror: str | None = None) -> Path:
                 tail = log.read_text().splitlines()[-15:] if log.exists() else proc.stderr.splitlines()[-15:]
                 raise LabError(f"debootstrap exited {proc.returncode}:\n" + "\n".join(tail))
             for sub in PRUNE:  # empty the directories but keep them: dpkg and apt expect them to exist
-                for child in (tmp / sub).glob("*"):
-                    run(["rm", "-rf", "--one-file-system", str(child)])
+                run(["find", str(tmp / sub), "-xdev", "-mindepth", "1", "-delete"], timeout=300)
             tmp.rename(target)
         finally:
             if tmp.exists():

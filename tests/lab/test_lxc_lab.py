@@ -101,3 +101,14 @@ def test_guest_dataset_is_a_full_copy_without_origin(lab_lxc: LabLxc) -> None:
     assert lab_lxc.zpool.get(dataset, "origin") == "-"
     assert not lab_lxc.zpool.exists(f"{dataset}@seed")
     assert (lab_lxc.zpool.mountpoint(dataset) / "bin" / "bash").exists()
+
+
+def test_a_running_guests_dataset_cannot_be_destroyed(lab_lxc: LabLxc) -> None:
+    dataset = lab_lxc.make_guest(9107)
+    lab_lxc.pct("start", "9107")
+
+    proc = lab_lxc.zpool.zfs("destroy", dataset, check=False)
+
+    assert proc.returncode != 0
+    assert "busy" in proc.stderr
+    assert lab_lxc.pct("exec", "9107", "--", "test", "-x", "/bin/bash").returncode == 0

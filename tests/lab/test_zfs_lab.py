@@ -62,3 +62,16 @@ def test_destroy_all_but_removes_new_datasets_snapshots_and_clones(lab_zfs: LabZ
     lab_zfs.destroy_all_but(before)
 
     assert set(lab_zfs.datasets()) == before
+
+
+def test_renaming_a_mounted_dataset_moves_its_files_and_mount(lab_zfs: LabZpool) -> None:
+    # What `pct template` does on ZFS (subvol -> basevol); zfs-fuse needs the lab's zfs wrapper for it.
+    old, new = f"{lab_zfs.data}/subvol-9007-disk-0", f"{lab_zfs.data}/basevol-9007-disk-0"
+    lab_zfs.zfs("create", old)
+    (lab_zfs.mountpoint(old) / "layer").write_text("base\n")
+
+    lab_zfs.zfs("rename", old, new)
+
+    assert not lab_zfs.exists(old)
+    assert lab_zfs.get(new, "mounted") == "yes"
+    assert (lab_zfs.mountpoint(new) / "layer").read_text() == "base\n"
