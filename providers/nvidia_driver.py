@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypedDict
 
 import pulumi
@@ -118,14 +118,7 @@ class NvidiaHostDriverInputs:
         )
 
     def to_props(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "driver_version": self.driver_version,
-            "runfile_url": self.runfile_url,
-            "sha256": self.sha256,
-            "uninstall_on_delete": self.uninstall_on_delete,
-            "version": self.version,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -151,14 +144,7 @@ class NvidiaContainerUserspaceInputs:
         )
 
     def to_props(self) -> dict[str, Any]:
-        return {
-            "vmid": self.vmid,
-            "driver_version": self.driver_version,
-            "host_driver_version": self.host_driver_version,
-            "runfile_url": self.runfile_url,
-            "sha256": self.sha256,
-            "version": self.version,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -206,20 +192,12 @@ class Gpu:
         return f"/dev/nvidia{self.minor}"
 
     def to_props(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "uuid": self.uuid,
-            "name": self.name,
-            "memory_mib": self.memory_mib,
-            "pci_bus_id": self.pci_bus_id,
-            "minor": self.minor,
-            "device": self.device,
-        }
+        return {**asdict(self), "device": self.device}
 
 
 @dataclass(frozen=True)
 class DriverFacts:
-    """What the batched read saw. ``driver_version`` None: no nvidia-smi on the host."""
+    """What the batched read saw. ``driver_version`` is None when nvidia-smi is absent or fails."""
 
     driver_version: str | None
     error: str = ""

@@ -15,8 +15,13 @@ from providers.command import CommandResult, render
 from providers.host import SshTarget
 from providers.nvidia_driver import (
     CONTAINER_INSTALL_ARGS,
+    EXIT_CHECKSUM,
+    EXIT_MODULES_BUSY,
+    EXIT_NO_UNINSTALLER,
     INSTALL_ARGS,
+    INSTALL_SCRIPT,
     PROVIDER_VERSION,
+    UNINSTALL_SCRIPT,
     ChecksumMismatchError,
     GpuQueryRow,
     NvidiaContainerUserspace,
@@ -232,6 +237,11 @@ def test_install_is_one_command_with_the_pinned_values_as_arguments() -> None:
     )
     assert URL not in script and SHA not in script  # values are arguments, quoted once by render()
     assert render(argv).endswith("--dkms --silent --no-questions --ui=none")
+
+
+def test_the_scripts_exit_with_the_codes_the_provider_maps_to_typed_errors() -> None:
+    assert f"exit {EXIT_CHECKSUM}" in INSTALL_SCRIPT and f"exit {EXIT_MODULES_BUSY}" in INSTALL_SCRIPT
+    assert f"exit {EXIT_NO_UNINSTALLER}" in UNINSTALL_SCRIPT
 
 
 def test_container_userspace_never_builds_a_kernel_module() -> None:
