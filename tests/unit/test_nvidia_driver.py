@@ -481,3 +481,19 @@ def test_the_container_rule_registers_as_its_own_resource() -> None:
     seen = capture(lambda: NvidiaContainerUserspace("ct", {**CONTAINER, "vmid": 901}))["ct"]  # type: ignore[typeddict-item]
     assert seen.type == "pulumi-python:dynamic/phoenix:NvidiaContainerUserspace"
     assert seen.inputs["vmid"] == 901 and seen.inputs["version"] == PROVIDER_VERSION
+
+
+def test_parsers_on_output_captured_from_a_real_h200_host() -> None:
+    """tests/fixtures/nvidia/h200-real was captured on a real GPU machine, not reconstructed."""
+    real = FIXTURES / "h200-real"
+    assert parse_driver_version((real / "driver-version.txt").read_text()) == "580.159.04"
+    rows = parse_gpu_query((real / "query-gpu.csv").read_text())
+    majors = nvidia_majors((real / "devices").read_text())
+    assert majors["nvidia"] == 195 and majors["nvidia-uvm"] == 238
+    information = [(real / "gpus/0000:00:06.0/information").read_text()]
+    (gpu,) = gpu_inventory(rows, information)
+    assert (gpu.index, gpu.name, gpu.memory_mib) == (0, "NVIDIA H200", 143771)
+    assert gpu.uuid == "GPU-c9022eae-fbca-803b-2288-3ab76e53b9d5"
+    assert gpu.device == "/dev/nvidia0"
+    # the device node the kernel made agrees with the parsed major
+    assert "crw-rw-rw- 1 root root 195,   0" in (real / "dev-nodes.txt").read_text()
