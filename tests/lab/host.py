@@ -14,7 +14,9 @@ operation does to the pool (PVE's names throughout):
 - full clone: a new dataset, files copied with rsync (pve-container's copy_volume), no origin;
 - resize: the new ``refquota`` (volume_resize);
 - destroy: ``zfs destroy -r``; a base volume that linked clones still use is refused first, worded as PVE's
-  vdisk_free ("base volume '<volname>' is still in use by linked clones"), and nothing is destroyed.
+  vdisk_free ("base volume '<volname>' is still in use by linked clones"), and nothing is destroyed;
+- start/stop/shutdown/reboot (and create with start=1): the guest's real LXC container is started or stopped
+  through the ``pct`` shim, so ``pct exec`` over SSH works after an API start, as on PVE.
 
 How (fakepve 0.5 internals; each hook is an instance attribute on the one FakePve, removed after the test,
 so tests without ``lab_host`` see a plain fake): ``answer`` keeps each API call's validated values (full=,
@@ -70,7 +72,8 @@ VOLNAME = re.compile(
     r"(?P<name>(?P<kind>base|basevol|vm|subvol)-(?P<vmid>\d+)-\S+)$"
 )
 MOUNT_KEY = re.compile(r"^(?:rootfs|mp\d+|unused\d+)$")
-HANDLED_TASKS = ("vzcreate", "vzclone", "vztemplate", "vzdestroy", "resize")
+POWER_TASKS = ("vzstart", "vzstop", "vzshutdown", "vzreboot")
+HANDLED_TASKS = ("vzcreate", "vzclone", "vztemplate", "vzdestroy", "resize", *POWER_TASKS)
 
 
 class StorageError(Exception):
@@ -80,10 +83,10 @@ class StorageError(Exception):
 class StorageAction(NamedTuple):
     """One thing the glue did to the pool, for tests to assert on.
 
-    op: create | rename | snapshot | clone | copy | refquota | destroy | refuse. ``src``/``dst`` by op:
-    create (seed snapshot or "", dataset); rename (old, new); snapshot (dataset, dataset@snap);
+    op: create | rename | snapshot | clone | copy | refquota | destroy | refuse | start | stop; ``src`` and
+    ``dst`` by op: create (seed snapshot or "", dataset); rename (old, new); snapshot (dataset, dataset@snap);
     clone (origin snapshot, dataset); copy (source dataset or snapshot, dataset); refquota (dataset, bytes);
-    destroy (dataset, ""); refuse (dataset, PVE's message).
+    destroy (dataset, ""); refuse (dataset, PVE's message); start/stop (vmid, "").
     """
 
     op: str
@@ -131,6 +134,11 @@ def volume_owner(volume: str) -> int | None:
     """fakepve.lxc.volume_owner as PVE answers it: the vmid of the volume itself, not of its base."""
     found = re.search(r"-(\d+)-disk-\d+", volume.rsplit("/", 1)[-1])
     return int(found.group(1)) if found else None
+
+
+def flag(value: object) -> bool:
+    """A boolean API parameter as the schema check leaves it (1, True or "1")."""
+    return str(value) in ("1", "True", "true")
 
 
 def split_mount(value: str) -> tuple[str, dict[str, str]]:
@@ -358,6 +366,20 @@ class ZfsPoolStorage:
         for volume in volumes:
             self.free(volume)
 
+    def running(self, vmid: str) -> bool:
+        """Whether the guest's real LXC container runs (pct shim); False when it has no dataset."""
+        status = pct_shim("status", vmid)
+        return status.returncode == 0 and status.stdout.strip() == "status: running"
+
+    def power(self, vmid: str, *, running: bool) -> None:
+        """Start or stop the guest's real LXC container through the lab's pct shim (no-op if already so)."""
+        if self.running(vmid) == running:
+            return
+        proc = pct_shim("start" if running else "stop", vmid)
+        if proc.returncode != 0:
+            raise StorageError(proc.stderr.strip() or f"pct {'start' if running else 'stop'} {vmid} failed")
+        self.actions.add("start" if running else "stop", vmid, "")
+
     def orphans(self) -> list[str]:
         """Guest volumes on the pool that no guest owns (what a crashed test left behind)."""
         listing = self.zfs("list", "-H", "-o", "name", "-t", "filesystem,volume", "-d", "1", self.zpool.data)
@@ -462,21 +484,27 @@ class FakePveZfsGlue:
         from fakepve import TaskError
 
         lock = self._locks.setdefault(sid, asyncio.Lock())
+        try:
+            async with asyncio.timeout(STORAGE_LOCK_TIMEOUT_S):
+                await lock.acquire()
+        except TimeoutError:
+            raise TaskError(
+                f"can't lock file '/var/lock/pve-manager/pve-storage-{sid}' - got timeout"
+            ) from None
+        try:
+            return await self.in_thread(fn, *args, **kwargs)
+        finally:
+            lock.release()
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """fn in a worker thread, counted (teardown waits for it); a StorageError ends the task."""
+        from fakepve import TaskError
+
         self._inflight += 1
         try:
-            try:
-                async with asyncio.timeout(STORAGE_LOCK_TIMEOUT_S):
-                    await lock.acquire()
-            except TimeoutError:
-                raise TaskError(
-                    f"can't lock file '/var/lock/pve-manager/pve-storage-{sid}' - got timeout"
-                ) from None
-            try:
-                return await asyncio.to_thread(fn, *args, **kwargs)
-            except StorageError as error:
-                raise TaskError(str(error)) from error
-            finally:
-                lock.release()
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except StorageError as error:
+            raise TaskError(str(error)) from error
         finally:
             self._inflight -= 1
 
@@ -559,6 +587,8 @@ class FakePveZfsGlue:
         note = await body()
         if not self.active:
             return note
+        if mark.ttype in POWER_TASKS or (mark.ttype == "vzcreate" and mark.vm.status == "running"):
+            await self._sync_power(mark)
         if mark.ttype == "resize":
             await self._resize(mark)
         elif mark.ttype == "vzdestroy" and mark.volumes and not mark.done:
@@ -576,7 +606,7 @@ class FakePveZfsGlue:
                 made.append(volume)
         except Exception:
             for volume in made:  # PVE destroys what it allocated when the create fails
-                await asyncio.to_thread(self.storage.destroy_quietly, self.storage.dataset(volume))
+                await self.in_thread(self.storage.destroy_quietly, self.storage.dataset(volume))
             raise
 
     async def _clone(self, mark: _TaskMark, keys: list[str]) -> None:
@@ -589,7 +619,7 @@ class FakePveZfsGlue:
         snapname = values.get("snapname")
         source_config = source.snapshots[snapname] if snapname else source.config
         full = values.get("full")
-        full = not source.template if full is None else str(full) in ("1", "True", "true")
+        full = not source.template if full is None else flag(full)
         made: list[str] = []
         try:
             for key in sorted(keys, key=lambda k: (k != "rootfs", k)):
@@ -614,7 +644,7 @@ class FakePveZfsGlue:
                 new.config[key] = f"{src.storage}:{src.name}/{target.name}{value[len(new_volume) :]}"
         except Exception:
             for dataset in made:
-                await asyncio.to_thread(self.storage.destroy_quietly, dataset)
+                await self.in_thread(self.storage.destroy_quietly, dataset)
             raise
 
     async def _template(self, mark: _TaskMark) -> list[str]:
@@ -626,7 +656,7 @@ class FakePveZfsGlue:
                 )
         except Exception:
             for volume, new in reversed(renamed):  # put the earlier volumes back: the config is not changed
-                await asyncio.to_thread(self._undo_base, volume, new)
+                await self.in_thread(self._undo_base, volume, new)
             raise
         return [new for _volume, new in renamed]
 
@@ -641,7 +671,30 @@ class FakePveZfsGlue:
         if names != renamed:
             raise TaskError(f"lab glue: fakepve named the template's volumes {names}, the pool has {renamed}")
 
+    async def _sync_power(self, mark: _TaskMark) -> None:
+        """Make the real LXC container (the pct shim's) match the power state the fake's body just set; if it
+        cannot, the fake's state goes back and the task fails with the shim's words (PVE's)."""
+        ct, vmid = mark.vm, str(mark.tid)
+        if not any(key == "rootfs" for key, _volume, _opts in self.guest_volumes(ct.config)):
+            return  # not on the lab pool: nothing real to start
+        want = ct.status == "running"
+        if mark.ttype == "vzreboot" and want:
+            await self.in_thread(self.storage.power, vmid, running=False)
+        try:
+            await self.in_thread(self.storage.power, vmid, running=want)
+        except Exception:
+            ct.status, ct.pid = ("stopped", None) if want else ("running", ct.pid)
+            raise
+
     async def _destroy(self, mark: _TaskMark) -> None:
+        from fakepve import TaskError
+
+        # PVE's check_running asks the host, not the config: a container started by `pct start` over SSH runs
+        # although the fake says stopped. `force=1` stops it (the fake has already marked it stopped).
+        if mark.volumes and await self.in_thread(self.storage.running, str(mark.tid)):
+            if not flag(mark.values.get("force")):
+                raise TaskError(f"unable to destroy CT {mark.tid} - container is running")
+            await self.in_thread(self.storage.power, str(mark.tid), running=False)
         by_storage: dict[str, list[ZfsVolume]] = {}
         for volume in mark.volumes:
             by_storage.setdefault(volume.storage, []).append(volume)

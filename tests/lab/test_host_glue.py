@@ -8,6 +8,8 @@ container through the lab's ``pct`` shim.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from providers.errors import PveTaskError
@@ -235,3 +237,89 @@ def test_destroying_a_template_with_a_linked_clone_is_refused(lab_host: LabHost,
         StorageAction("destroy", f"{DATA}/basevol-250-disk-0", ""),
     ]
     assert {int(ct["vmid"]) for ct in client.get(CT)} == set()
+
+
+# ------------------------------------------------------------------------------- power, time, load
+
+
+def test_api_start_and_stop_drive_the_real_container(lab_host: LabHost, client: PveClient) -> None:
+    """TemplateLayer starts through the API and then runs `pct exec` over SSH: both must see one container."""
+    create(client, 270)
+
+    client.run_task("POST", f"{CT}/270/status/start", timeout=TASK_TIMEOUT, step="start")
+    try:
+        assert lab_host.pct("status", "270").stdout.strip() == "status: running"
+        shown = lab_host.pct("exec", "270", "--", "cat", "/etc/debian_version")
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout == debian_version(lab_host)
+    finally:
+        client.run_task("POST", f"{CT}/270/status/stop", timeout=TASK_TIMEOUT, step="stop")
+
+    assert lab_host.pct("status", "270").stdout.strip() == "status: stopped"
+    assert client.get(f"{CT}/270/status/current")["status"] == "stopped"
+    assert [a for a in lab_host.actions if a.op in ("start", "stop")] == [
+        StorageAction("start", "270", ""),
+        StorageAction("stop", "270", ""),
+    ]
+
+
+def test_destroy_force_of_a_running_container_stops_it_first(lab_host: LabHost, client: PveClient) -> None:
+    create(client, 275)
+    client.run_task("POST", f"{CT}/275/status/start", timeout=TASK_TIMEOUT, step="start")
+
+    client.run_task("DELETE", f"{CT}/275", timeout=TASK_TIMEOUT, step="destroy", force=1)
+
+    assert not lab_host.zpool.exists(f"{DATA}/subvol-275-disk-0")
+    assert [a.op for a in lab_host.actions][-2:] == ["stop", "destroy"]
+
+
+def test_destroy_of_a_container_running_behind_the_api_is_refused(
+    lab_host: LabHost, client: PveClient
+) -> None:
+    """Started by `pct start` over SSH, the fake still says stopped; PVE asks the host and refuses."""
+    create(client, 276)
+    assert lab_host.pct("start", "276").returncode == 0
+    try:
+        with pytest.raises(PveTaskError) as caught:
+            destroy(client, 276)
+        assert caught.value.task_status == "unable to destroy CT 276 - container is running"
+        assert lab_host.zpool.exists(f"{DATA}/subvol-276-disk-0")
+        assert "lock" not in client.get(f"{CT}/276/config")
+    finally:
+        assert lab_host.pct("stop", "276").returncode == 0
+
+
+def test_tasks_that_take_time_act_on_the_pool_too(lab_host: LabHost, client: PveClient) -> None:
+    """With time_scale > 0 the fake runs task bodies after the request returned (another asyncio task): the
+    request's values (full=0) must still reach the storage work."""
+    lab_host.pve.set_time_scale(0.05)
+    lab_host.pve.call(lab_host.pve.pve.ct_secs.update, {"create": 2, "clone": 2, "template": 2, "destroy": 2})
+
+    make_template(client, 280)
+    clone(client, 280, 281, full=False)
+
+    assert lab_host.zpool.get(f"{DATA}/subvol-281-disk-0", "origin") == f"{DATA}/basevol-280-disk-0@{BASE}"
+    destroy(client, 281)
+    assert not lab_host.zpool.exists(f"{DATA}/subvol-281-disk-0")
+
+
+def test_parallel_linked_clones_of_one_template(lab_host: LabHost) -> None:
+    """Fan-out: clones of one template in parallel (the fake locks the source, the client retries)."""
+    setup = lab_host.client()
+    make_template(setup, 290)
+    newids = [291, 292, 293, 294]
+
+    def fan_out(newid: int) -> None:
+        own = lab_host.client()
+        try:
+            clone(own, 290, newid, full=False)
+        finally:
+            own.close()
+
+    with ThreadPoolExecutor(max_workers=len(newids)) as pool:
+        for done in [pool.submit(fan_out, newid) for newid in newids]:
+            done.result(timeout=TASK_TIMEOUT)  # re-raises a clone's error here
+    origin = f"{DATA}/basevol-290-disk-0@{BASE}"
+    for newid in newids:
+        assert lab_host.zpool.get(f"{DATA}/subvol-{newid}-disk-0", "origin") == origin
+        assert rootfs(setup, newid) == f"{ZFS_STORAGE}:basevol-290-disk-0/subvol-{newid}-disk-0,size=1G"
