@@ -15,6 +15,9 @@ operation does to the pool (PVE's names throughout):
 - resize: the new ``refquota`` (volume_resize);
 - destroy: ``zfs destroy -r``; a base volume that linked clones still use is refused first, worded as PVE's
   vdisk_free ("base volume '<volname>' is still in use by linked clones"), and nothing is destroyed;
+- snapshot / delete snapshot / rollback: ``zfs snapshot``, ``zfs destroy``, ``zfs rollback`` of
+  ``<dataset>@<snapname>`` (a rollback past a later snapshot is refused, as volume_rollback_is_possible does);
+  a full clone from ``snapname`` copies that snapshot;
 - start/stop/shutdown/reboot (and create with start=1): the guest's real LXC container is started or stopped
   through the ``pct`` shim, so ``pct exec`` over SSH works after an API start, as on PVE.
 
@@ -35,6 +38,7 @@ a per-storage lock (PVE's ``pve-storage-<id>`` lock file), so the fake keeps ans
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import re
 import subprocess
@@ -73,7 +77,10 @@ VOLNAME = re.compile(
 )
 MOUNT_KEY = re.compile(r"^(?:rootfs|mp\d+|unused\d+)$")
 POWER_TASKS = ("vzstart", "vzstop", "vzshutdown", "vzreboot")
-HANDLED_TASKS = ("vzcreate", "vzclone", "vztemplate", "vzdestroy", "resize", *POWER_TASKS)
+SNAPSHOT_TASKS = ("vzsnapshot", "vzdelsnapshot", "vzrollback")
+HANDLED_TASKS = ("vzcreate", "vzclone", "vztemplate", "vzdestroy", "resize", *POWER_TASKS, *SNAPSHOT_TASKS)
+# Tasks whose storage work happens at the body's `pause`, recognised by the lock the body has just set.
+PAUSE_LOCKS = {"vzdestroy": "destroyed", "vzdelsnapshot": "snapshot-delete", "vzrollback": "rollback"}
 
 
 class StorageError(Exception):
@@ -83,10 +90,11 @@ class StorageError(Exception):
 class StorageAction(NamedTuple):
     """One thing the glue did to the pool, for tests to assert on.
 
-    op: create | rename | snapshot | clone | copy | refquota | destroy | refuse | start | stop; ``src`` and
-    ``dst`` by op: create (seed snapshot or "", dataset); rename (old, new); snapshot (dataset, dataset@snap);
-    clone (origin snapshot, dataset); copy (source dataset or snapshot, dataset); refquota (dataset, bytes);
-    destroy (dataset, ""); refuse (dataset, PVE's message); start/stop (vmid, "").
+    op: create | rename | snapshot | clone | copy | refquota | destroy | rollback | refuse | start | stop;
+    ``src`` and ``dst`` by op: create (seed snapshot or "", dataset); rename (old, new); snapshot (dataset,
+    dataset@snap); clone (origin snapshot, dataset); copy (source dataset or snapshot, dataset); refquota
+    (dataset, bytes); destroy (dataset or snapshot, ""); rollback (snapshot, dataset); refuse (dataset, PVE's
+    message); start/stop (vmid, "").
     """
 
     op: str
@@ -332,6 +340,32 @@ class ZfsPoolStorage:
             raise
         self.actions.add("copy", f"{src}@{snapname}" if snapname else src, dataset)
 
+    def snapshot(self, volume: ZfsVolume, snapname: str) -> None:
+        """volume_snapshot."""
+        snapshot = f"{self.dataset(volume)}@{snapname}"
+        self.zfs("snapshot", snapshot)
+        self.actions.add("snapshot", self.dataset(volume), snapshot)
+
+    def delete_snapshot(self, volume: ZfsVolume, snapname: str) -> None:
+        """volume_snapshot_delete."""
+        snapshot = f"{self.dataset(volume)}@{snapname}"
+        self.zfs("destroy", snapshot)
+        self.actions.add("destroy", snapshot, "")
+
+    def rollback(self, volume: ZfsVolume, snapname: str) -> None:
+        """volume_rollback_is_possible, then volume_snapshot_rollback."""
+        dataset = self.dataset(volume)
+        listing = self.zfs("list", "-H", "-o", "name", "-t", "snapshot", "-s", "creation", "-r", dataset)
+        snaps = [line.partition("@")[2] for line in listing.split() if line.startswith(dataset + "@")]
+        if snapname not in snaps:
+            raise StorageError(f"can't rollback, snapshot '{snapname}' does not exist on '{volume.volid}'")
+        if snaps[-1] != snapname:
+            raise StorageError(
+                f"can't rollback, '{snapname}' is not most recent snapshot on '{volume.volid}'"
+            )
+        self.zfs("rollback", f"{dataset}@{snapname}")
+        self.actions.add("rollback", f"{dataset}@{snapname}", dataset)
+
     def check_unused_base(self, volume: ZfsVolume) -> None:
         """vdisk_free's volume_is_base_and_used: a base volume that a listed volume of the storage (origin on
         the pool, one level below it, as ZFSPoolPlugin lists them) still uses is refused."""
@@ -407,6 +441,13 @@ class _TaskMark:
 
 _REQUEST: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("lab_request", default=None)
 _TASK: contextvars.ContextVar[_TaskMark | None] = contextvars.ContextVar("lab_task", default=None)
+
+
+def reset(var: contextvars.ContextVar[T], token: contextvars.Token[T]) -> None:
+    """var.reset(token), except when a task the fake never finished is closed by the garbage collector (the
+    session ended first): that runs the finally blocks outside the context the token came from."""
+    with contextlib.suppress(ValueError):
+        var.reset(token)
 
 
 class FakePveZfsGlue:
@@ -521,7 +562,7 @@ class FakePveZfsGlue:
             try:
                 return await call(matched, values)
             finally:
-                _REQUEST.reset(token)
+                reset(_REQUEST, token)
 
         return await original(request, match, params, user, observed)
 
@@ -537,7 +578,7 @@ class FakePveZfsGlue:
             try:
                 return await self._run_body(mark, body)
             finally:
-                _TASK.reset(token)
+                reset(_TASK, token)
 
         return await original(node, ttype, tid, user, observed, **kwargs)
 
@@ -551,24 +592,35 @@ class FakePveZfsGlue:
             elif mark.ttype == "vzclone":
                 mark.done = True
                 await self._clone(mark, list(keys or []))
+            elif mark.ttype == "vzsnapshot":
+                mark.done = True
+                await self._each_volume(mark, self.storage.snapshot, str(mark.values.get("snapname")))
         return await self._originals["ceph_io"](vm, keys)
 
     async def _pause(self, secs: Any) -> Any:
-        """The destroy body pauses after locking the guest 'destroyed' and before dropping it."""
+        """The destroy, delete-snapshot and rollback bodies pause right after locking the guest for the
+        operation (PAUSE_LOCKS) and before changing its config."""
         mark = _TASK.get()
         if (
             self.active
             and mark is not None
-            and mark.ttype == "vzdestroy"
             and not mark.done
-            and mark.vm.lock == "destroyed"
+            and mark.ttype in PAUSE_LOCKS
+            and mark.vm.lock == PAUSE_LOCKS[mark.ttype]
         ):
             mark.done = True
-            try:
-                await self._destroy(mark)
-            except BaseException:
-                mark.vm.lock = mark.lock_before  # PVE writes nothing before the volumes are freed
-                raise
+            snapname = str(mark.values.get("snapname"))
+            if mark.ttype == "vzdelsnapshot":
+                await self._each_volume(mark, self.storage.delete_snapshot, snapname)
+            elif mark.ttype == "vzrollback":
+                await self.in_thread(self.storage.power, str(mark.tid), running=False)
+                await self._each_volume(mark, self.storage.rollback, snapname)
+            else:
+                try:
+                    await self._destroy(mark)
+                except BaseException:
+                    mark.vm.lock = mark.lock_before  # PVE writes nothing before the volumes are freed
+                    raise
         return await self._originals["pause"](secs)
 
     # ------------------------------------------------------------------------------ task bodies
@@ -593,6 +645,8 @@ class FakePveZfsGlue:
             await self._resize(mark)
         elif mark.ttype == "vzdestroy" and mark.volumes and not mark.done:
             raise TaskError("lab glue: fakepve destroyed the CT without reaching the storage hook (pause)")
+        elif mark.ttype in SNAPSHOT_TASKS and mark.volumes and not mark.done:
+            raise TaskError(f"lab glue: fakepve's {mark.ttype} never reached the storage hook")
         elif mark.ttype in ("vzcreate", "vzclone") and not mark.done and self.guest_volumes(ct.config):
             raise TaskError(f"lab glue: fakepve's {mark.ttype} never reached the storage hook (ceph_io)")
         return note
@@ -670,6 +724,12 @@ class FakePveZfsGlue:
         names = [self.storage.dataset(volume) for _key, volume, _opts in self.guest_volumes(mark.vm.config)]
         if names != renamed:
             raise TaskError(f"lab glue: fakepve named the template's volumes {names}, the pool has {renamed}")
+
+    async def _each_volume(
+        self, mark: _TaskMark, fn: Callable[[ZfsVolume, str], None], snapname: str
+    ) -> None:
+        for volume in mark.volumes:
+            await self.storage_op(volume.storage, fn, volume, snapname)
 
     async def _sync_power(self, mark: _TaskMark) -> None:
         """Make the real LXC container (the pct shim's) match the power state the fake's body just set; if it
@@ -753,8 +813,9 @@ class LabHost:
         return pct_shim(*args, input=input)
 
 
-def _clean_pool(storage: ZfsPoolStorage, zpool: LabZpool) -> None:
-    """Stop the containers on, and destroy, every guest volume on the pool (with its snapshots and clones)."""
+def clean_pool(storage: ZfsPoolStorage, zpool: LabZpool) -> None:
+    """Stop the containers on, and destroy, every guest volume on the pool (with its snapshots and clones):
+    what the fixture does before and after each test, so a crashed test's leftovers never reach the next."""
     doomed = storage.orphans()
     if doomed:
         zpool.destroy_all_but(
@@ -779,7 +840,7 @@ def lab_host(
     """
     require_lab("zfs-fuse", "zfs", "lxc-start", "rsync")
     storage = ZfsPoolStorage(lab_zpool, lab_lxc_seed, ActionLog())
-    _clean_pool(storage, lab_zpool)
+    clean_pool(storage, lab_zpool)
     glue = FakePveZfsGlue(fresh_pve.pve, storage)
     fresh_pve.call(glue.install)
     try:
@@ -794,4 +855,4 @@ def lab_host(
             )
         finally:
             fresh_pve.call(glue.uninstall)
-            _clean_pool(storage, lab_zpool)
+            clean_pool(storage, lab_zpool)

@@ -15,7 +15,7 @@ import pytest
 from providers.errors import PveTaskError
 from providers.pve import PveClient
 from tests.lab import host as lab_host_module
-from tests.lab.host import LabHost, StorageAction
+from tests.lab.host import LabHost, StorageAction, clean_pool
 from tests.lab.pve import NODE, OS_TEMPLATE, ZFS_STORAGE
 
 # The fixture, here until tests/conftest.py registers tests.lab.host with the other lab plugins.
@@ -323,3 +323,53 @@ def test_parallel_linked_clones_of_one_template(lab_host: LabHost) -> None:
     for newid in newids:
         assert lab_host.zpool.get(f"{DATA}/subvol-{newid}-disk-0", "origin") == origin
         assert rootfs(setup, newid) == f"{ZFS_STORAGE}:basevol-290-disk-0/subvol-{newid}-disk-0,size=1G"
+
+
+def test_leftovers_of_a_crashed_test_are_cleaned_up(lab_host: LabHost, client: PveClient) -> None:
+    """What a test that died halfway leaves (a running linked clone, its template, a stray dataset) is gone
+    after the cleanup that runs before and after every lab_host test."""
+    make_template(client, 310)
+    clone(client, 310, 311, full=False)
+    client.run_task("POST", f"{CT}/311/status/start", timeout=TASK_TIMEOUT, step="start")
+    lab_host.zpool.zfs("create", f"{DATA}/subvol-312-disk-0")
+
+    clean_pool(lab_host.glue.storage, lab_host.zpool)
+
+    assert lab_host.zpool.datasets(DATA) == [DATA]
+    assert lab_host.pct("status", "311").returncode != 0  # no dataset, so no container either
+
+
+# ------------------------------------------------------------------------------------------ snapshots
+
+
+def snapshot(client: PveClient, vmid: int, name: str) -> None:
+    client.run_task("POST", f"{CT}/{vmid}/snapshot", timeout=TASK_TIMEOUT, step="snapshot", snapname=name)
+
+
+def test_snapshots_rollback_and_a_full_clone_from_a_snapshot(lab_host: LabHost, client: PveClient) -> None:
+    create(client, 320)
+    dataset = f"{DATA}/subvol-320-disk-0"
+    marker = lab_host.zpool.mountpoint(dataset) / "root" / "marker"
+    snapshot(client, 320, "before")
+    marker.write_text("after\n")
+    snapshot(client, 320, "after")
+    assert lab_host.zpool.exists(f"{dataset}@before") and lab_host.zpool.exists(f"{dataset}@after")
+
+    with pytest.raises(PveTaskError) as caught:  # ZFS can only roll back to the latest snapshot
+        client.run_task("POST", f"{CT}/320/snapshot/before/rollback", timeout=TASK_TIMEOUT, step="rollback")
+    assert caught.value.task_status == (
+        f"can't rollback, 'before' is not most recent snapshot on '{ZFS_STORAGE}:subvol-320-disk-0'"
+    )
+
+    client.run_task(  # a CT that is not a template clones in full (rsync in PVE; the snapshot sent here)
+        "POST", f"{CT}/320/clone", timeout=TASK_TIMEOUT, step="clone", newid=321, snapname="before"
+    )
+    copy = lab_host.zpool.mountpoint(f"{DATA}/subvol-321-disk-0")
+    assert not (copy / "root" / "marker").exists() and (copy / "etc" / "debian_version").is_file()
+    assert lab_host.zpool.get(f"{DATA}/subvol-321-disk-0", "origin") == "-"
+
+    client.run_task("DELETE", f"{CT}/320/snapshot/after", timeout=TASK_TIMEOUT, step="delete snapshot")
+    assert not lab_host.zpool.exists(f"{dataset}@after")
+    client.run_task("POST", f"{CT}/320/snapshot/before/rollback", timeout=TASK_TIMEOUT, step="rollback")
+    assert not (lab_host.zpool.mountpoint(dataset) / "root" / "marker").exists()
+    assert StorageAction("rollback", f"{dataset}@before", dataset) in lab_host.actions
