@@ -5,6 +5,8 @@ phoenix plan     [--stack S | --env ENV]      per resource, the API calls and ho
 phoenix graph    [--format mermaid|dot]       the chain and guests as a graph
 phoenix schema   [--write]                    regenerate / check config/schema/*.json
 phoenix preview  [--stack S]                  `pulumi preview`, or the offline view when the CLI is missing
+phoenix backend bootstrap s3://BUCKET         the Pulumi state bucket on S3 (calls AWS; see aws_cli.py)
+phoenix models sync --bucket B DIR            model files to/from the cache bucket (calls AWS)
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from phoenix_components.aws_cli import register as register_aws_commands
+from phoenix_components.cloud_config import (
+    cloud_environment_names,
+    is_cloud_environment,
+    load_cloud_environment,
+)
 from phoenix_components.config import Environment, environment_names, load_environment
 from phoenix_components.plan import build_plan, render_dot, render_mermaid, render_plan
 from phoenix_components.schema import stale, write
@@ -56,12 +64,17 @@ def _environment(args: argparse.Namespace) -> Environment:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    names = [args.env] if args.env else environment_names(args.config)
+    names = [args.env] if args.env else environment_names(args.config) + cloud_environment_names(args.config)
     if not names:
-        raise ConfigError([f"{args.config}: $: no environments/<env>/host.json found"])
+        raise ConfigError([f"{args.config}: $: no environments/<env>/host.json or cloud.json found"])
     problems: list[str] = []
     for name in names:
         try:
+            if is_cloud_environment(args.config, name):
+                cloud = load_cloud_environment(args.config, name).cloud
+                features = ", ".join(cloud.features)
+                print(f"{name}: ok (AWS {cloud.region}, {cloud.instance.type}, features {features})")
+                continue
             env = load_environment(args.config, name)
         except ConfigError as error:
             problems.extend(error.problems)
@@ -144,6 +157,7 @@ def parser() -> argparse.ArgumentParser:
     command("preview", "pulumi preview, or the offline view when the CLI is missing").set_defaults(
         run=_preview
     )
+    register_aws_commands(sub)
     return root
 
 

@@ -11,26 +11,35 @@ from typing import Any
 import pulumi
 
 from phoenix_components.chain import TemplateChain, TemplateChainArgs
+from phoenix_components.cloud_config import CloudEnvironment, is_cloud_environment, load_cloud_environment
 from phoenix_components.config import Environment, load_environment
 from phoenix_components.guests import LxcGuest, LxcGuestArgs, VmGuest, VmGuestArgs
 from providers.errors import ConfigError
 
 
-def stack_environment(config_dir: Path) -> Environment:
-    """The environment named by ``phoenix:environment`` (default: the stack name), validated.
+def stack_environment(config_dir: Path) -> Environment | CloudEnvironment:
+    """The environment named by ``phoenix:environment`` (default: the stack name), validated: an AWS one
+    when ``environments/<env>/cloud.json`` exists, else the on-prem one of ``host.json``.
 
     An invalid config stops the program with the list of problems and no traceback, before any
     resource is registered — so nothing reaches the host.
     """
     name = pulumi.Config("phoenix").get("environment") or pulumi.get_stack()
     try:
+        if is_cloud_environment(config_dir, name):
+            return load_cloud_environment(config_dir, name)
         return load_environment(config_dir, name)
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
 
 
-def build(env: Environment) -> dict[str, Any]:
+def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
     """Declare every component for ``env``; return the stack exports."""
+    if isinstance(env, CloudEnvironment):
+        # Imported here so on-prem stacks never load pulumi_aws (about a second of start-up).
+        from phoenix_components.cloud import build_cloud
+
+        return build_cloud(env)
     chain = TemplateChain("chain", TemplateChainArgs(environment=env))
     containers = {
         ct.vmid: LxcGuest(

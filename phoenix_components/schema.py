@@ -12,12 +12,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from phoenix_components.cloud_models import Cloud
 from phoenix_components.models import Chain, Guests, Host
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "chain.schema.json": Chain,
     "host.schema.json": Host,
     "guests.schema.json": Guests,
+    "cloud.schema.json": Cloud,
 }
 
 

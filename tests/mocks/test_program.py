@@ -12,13 +12,17 @@ from typing import Any
 import pulumi
 import pytest
 
+from phoenix_components.cloud_config import is_cloud_environment
 from phoenix_components.config import load_environment
 from phoenix_components.program import build
 from phoenix_components.stacks import stack_environment, stack_names
 from tests.support.recording import install
 
 ROOT = Path(__file__).resolve().parents[2]
-STACKS = stack_names(ROOT)
+# Cloud stacks (a cloud.json environment) have their own tests in test_cloud.py.
+STACKS = [
+    s for s in stack_names(ROOT) if not is_cloud_environment(ROOT / "config", stack_environment(ROOT, s))
+]
 
 
 def run_program(fn: Callable[[], Any]) -> None:

@@ -61,9 +61,14 @@ class RecordingMonitor(MockMonitor):
         return {r.name: r for r in self.registrations}
 
 
-def install(stack: str, config: dict[str, str] | None = None, project: str = "phoenix") -> RecordingMonitor:
+def install(
+    stack: str,
+    config: dict[str, str] | None = None,
+    project: str = "phoenix",
+    mocks: pulumi.runtime.Mocks | None = None,
+) -> RecordingMonitor:
     """Fresh mocks for one test: call from a fixture, never at import (the last set_mocks wins)."""
-    monitor = RecordingMonitor(EchoMocks())
+    monitor = RecordingMonitor(mocks or EchoMocks())
     settings.ROOT.set(None)  # a fresh root Stack for this stack name; set_mocks keeps an existing one
     pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(dict(config or {}))
