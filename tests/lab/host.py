@@ -25,11 +25,12 @@ How (fakepve 0.5 internals; each hook is an instance attribute on the one FakePv
 so tests without ``lab_host`` see a plain fake): ``answer`` keeps each API call's validated values (full=,
 snapname=, disk=) in a context variable the task started by the call inherits; ``task`` marks the task
 (type, guest) for the hooks below and, once its body ends, fails it loudly if the storage hook never fired
-(fakepve moved its internals); ``ceph_io`` is awaited by the create and clone bodies right after the volumes
-are allocated and before the guest is unlocked or started, so the datasets are made there and a failure ends
-the task as PVE's does (the new guest dropped); ``pause`` is awaited by the destroy body between locking the
-guest ``destroyed`` and dropping it, so the datasets go there (on a refusal the lock is put back, as PVE never
-wrote it); the template and resize bodies are wrapped (storage before, refquota after the config change).
+(fakepve moved its internals); ``ceph_io`` is awaited by the create, clone and snapshot bodies right after the
+volumes are allocated (the snapshot recorded) and before the guest is unlocked or started, so the datasets are
+made there and a failure ends the task as PVE's does (the new guest dropped); ``pause`` is awaited by the
+destroy, delete-snapshot and rollback bodies right after they lock the guest for it and before they change its
+config, so the pool changes there (a refused destroy puts the lock back: PVE never wrote it); the template,
+resize and power bodies are wrapped (renames before, refquota and the real container after the fake's change).
 ``fakepve.lxc.volume_owner`` is patched too: PVE's owner of ``basevol-100-disk-0/subvol-101-disk-0`` is 101,
 fakepve's regex answers 100 and would refuse to resize a linked clone. ZFS work runs in a worker thread under
 a per-storage lock (PVE's ``pve-storage-<id>`` lock file), so the fake keeps answering status polls meanwhile.
@@ -751,7 +752,8 @@ class FakePveZfsGlue:
 
         # PVE's check_running asks the host, not the config: a container started by `pct start` over SSH runs
         # although the fake says stopped. `force=1` stops it (the fake has already marked it stopped).
-        if mark.volumes and await self.in_thread(self.storage.running, str(mark.tid)):
+        running = bool(mark.volumes) and await self.in_thread(self.storage.running, str(mark.tid))
+        if running:
             if not flag(mark.values.get("force")):
                 raise TaskError(f"unable to destroy CT {mark.tid} - container is running")
             await self.in_thread(self.storage.power, str(mark.tid), running=False)
