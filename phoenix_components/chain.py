@@ -1,10 +1,10 @@
 """The template chain as Pulumi components: ``phoenix:chain:TemplateChain`` with one
-``phoenix:chain:TemplateLayer`` per layer, each a child of the chain and dependent on its parent layer.
+``phoenix:chain:TemplateLayer`` per layer, each building a real PVE template (the TemplateLayer dynamic
+resource) from its parent's template.
 
-A layer's identity is its content key (see :meth:`Environment.layer_key`): the same chain has the same
-keys in every environment, which is what promotion compares. The build itself (clone → features → smoke
-test → template) arrives with the TemplateLayer dynamic resource; until then a layer registers its key and
-lineage so the graph, names and dependencies are already the real ones.
+A layer's identity is its content key (:meth:`Environment.layer_key`): the same chain has the same keys
+in every environment, which is what promotion compares. A child layer takes its parent's vmid as an
+input, so Pulumi orders the builds and replaces every layer above a changed one.
 """
 
 from __future__ import annotations
@@ -14,34 +14,95 @@ from dataclasses import dataclass
 import pulumi
 
 from phoenix_components.config import Environment
+from phoenix_components.features import feature_env
+from phoenix_components.lxc_config import NVIDIA_CONTROL_DEVICES
+from phoenix_components.targets import api_target, ssh_target
+from providers.template_layer import TemplateLayerResource
 
 
 @dataclass(frozen=True)
 class TemplateLayerArgs:
+    environment: Environment
     name: str
-    key: str
-    lineage: list[str]
-    features: list[str]
-    versions: dict[str, str]
+    parent: TemplateLayer | None = None
+    depends_on: tuple[pulumi.Resource, ...] = ()  # host prerequisites: OS template, driver
+
+
+def layer_inputs(env: Environment, name: str) -> dict[str, object]:
+    """The TemplateLayer resource's inputs for ``name`` (the parent's vmid is added by the component)."""
+    layer, host = env.chain.layers[name], env.host
+    key = env.layer_key(name)
+    devices: list[str] = []
+    if layer.build.gpus:
+        devices = [f"/dev/nvidia{g.index}" for g in host.gpus] + list(NVIDIA_CONTROL_DEVICES)
+    inputs: dict[str, object] = {
+        "node": host.node,
+        "layer": name,
+        "key": key,
+        "hostname": f"layer-{name}-{key[:8]}",
+        "vmid_start": host.vmid_ranges.layers.start,
+        "vmid_end": host.vmid_ranges.layers.end,
+        "storage": host.storage.rootfs,
+        "pool": host.storage.zfs_pool,
+        "features": [
+            {"name": f, "script": env.feature_scripts[f], "env": feature_env(env, [f], "lxc")}
+            for f in layer.features
+        ],
+        "smoke_test": list(layer.smoke_test),
+        "cores": layer.build.cores,
+        "memory_mib": layer.build.memory_mib,
+        "disk_gib": layer.build.disk_gib,
+        "nesting": layer.build.nesting,
+        "build_devices": [f"{d},mode=0666" for d in devices],
+        "net0": f"name=eth0,bridge={host.bridges[0].name},ip=dhcp",
+        "parent_vmid": None,
+        "os_template": None,
+    }
+    if layer.os_template is not None:
+        template = host.os_templates[layer.os_template]
+        inputs["os_template"] = f"{host.storage.templates}:vztmpl/{template.file}"
+    return inputs
 
 
 class TemplateLayer(pulumi.ComponentResource):
     key: pulumi.Output[str]
+    vmid: pulumi.Output[int]
 
     def __init__(
         self, name: str, args: TemplateLayerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("phoenix:chain:TemplateLayer", name, None, opts)
+        env = args.environment
         self.layer = args.name
-        self.key = pulumi.Output.from_input(args.key)
+        inputs = layer_inputs(env, args.name)
+        if args.parent is not None:
+            inputs["parent_vmid"] = args.parent.vmid
+        self.template = TemplateLayerResource(
+            f"{name}-template",
+            inputs,
+            ssh_target(env.host),
+            api_target(env.host),
+            pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+        )
+        self.key = pulumi.Output.from_input(env.layer_key(args.name))
+        self.vmid = self.template.vmid
         self.register_outputs(
-            {"key": self.key, "lineage": args.lineage, "features": args.features, "versions": args.versions}
+            {
+                "key": self.key,
+                "vmid": self.vmid,
+                "lineage": env.layer_lineage(args.name),
+                "verified": self.template.verified,
+                "dataset": self.template.dataset,
+                "origin": self.template.origin,
+            }
         )
 
 
 @dataclass(frozen=True)
 class TemplateChainArgs:
     environment: Environment
+    os_templates: dict[str, pulumi.Resource] | None = None  # key -> the download of that OS template
+    driver: pulumi.Resource | None = None  # the host NVIDIA driver, needed by layers built with GPUs
 
 
 class TemplateChain(pulumi.ComponentResource):
@@ -55,17 +116,21 @@ class TemplateChain(pulumi.ComponentResource):
         self.layers: dict[str, TemplateLayer] = {}
         for layer_name in env.layer_order():
             layer = env.chain.layers[layer_name]
-            depends = [self.layers[layer.parent]] if layer.parent is not None else []
+            needs: list[pulumi.Resource] = []
+            if layer.os_template is not None and args.os_templates and layer.os_template in args.os_templates:
+                needs.append(args.os_templates[layer.os_template])
+            if layer.build.gpus and args.driver is not None:
+                needs.append(args.driver)
             self.layers[layer_name] = TemplateLayer(
                 f"layer-{layer_name}",
                 TemplateLayerArgs(
+                    environment=env,
                     name=layer_name,
-                    key=env.layer_key(layer_name),
-                    lineage=env.layer_lineage(layer_name),
-                    features=list(layer.features),
-                    versions=dict(layer.versions),
+                    parent=self.layers[layer.parent] if layer.parent is not None else None,
+                    depends_on=tuple(needs),
                 ),
-                pulumi.ResourceOptions(parent=self, depends_on=depends),
+                pulumi.ResourceOptions(parent=self),
             )
         self.keys = {name: layer.key for name, layer in self.layers.items()}
-        self.register_outputs({"keys": self.keys})
+        self.vmids = {name: layer.vmid for name, layer in self.layers.items()}
+        self.register_outputs({"keys": self.keys, "vmids": self.vmids})

@@ -399,6 +399,8 @@ def _check_guests(
                     f"GPU {gpu} is not on the host (host GPUs: {sorted(gpu_indices) or 'none'})",
                 )
             elif isinstance(guest, Vm):
+                if next(g for g in host.gpus if g.index == gpu).pci is None:
+                    yield Problem(f, f"{path}.gpus[{i}]", f"GPU {gpu} has no `pci` address in {files.host}")
                 if gpu in vm_gpus:
                     yield Problem(
                         f, f"{path}.gpus[{i}]", f"GPU {gpu} is already passed through to {vm_gpus[gpu]}"

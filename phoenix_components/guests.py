@@ -1,55 +1,315 @@
 """Workload guests as Pulumi components: ``phoenix:guest:LxcGuest`` and ``phoenix:guest:VmGuest``.
 
 Named from the vmid (``ct-201``, ``vm-231``), never from list position, so reordering guests.json changes
-nothing. An LXC guest depends on the layer it is cloned from. The PVE resources, the ZFS clone of the
-model weights and the vLLM service become children here as their providers land.
+nothing.
+
+- An LXC guest is the LxcGuest dynamic resource (a linked clone of its layer's template, GPUs via devN,
+  the AppArmor profile as a raw line before the first start), its PVE firewall (pulumi-proxmoxve) and,
+  when it has an engine config, a VllmService whose health check gates the deploy.
+- A VM is a pulumi-proxmoxve ``VmLegacy`` cloned from a template made once per cloud image, with a
+  cloud-init snippet (``FileLegacy``) that runs the same feature scripts as the layers, and its firewall.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+from dataclasses import dataclass, field
 
 import pulumi
+import pulumi_proxmoxve as proxmox
 
-from phoenix_components.chain import TemplateLayer
-from phoenix_components.models import Container, Vm
+from phoenix_components.config import Environment
+from phoenix_components.features import feature_env
+from phoenix_components.lxc_config import clone_dataset, container_params, raw_lines
+from phoenix_components.models import Container, DatasetCloneMount, Firewall, Vm
+from phoenix_components.targets import api_target, ssh_target
+from phoenix_components.vllm import UNIT_PATH, render_unit
+from providers.lxc_guest import LxcGuestArgs as LxcGuestResourceArgs
+from providers.lxc_guest import LxcGuestResource
+from providers.vllm_service import VllmServiceResource
+from providers.zfs_clone import ZfsClone, ZfsCloneArgs
+from providers.zfs_snapshot import ZfsSnapshot
+
+
+def _firewall(
+    name: str,
+    env: Environment,
+    fw: Firewall,
+    owner: pulumi.Resource,
+    *,
+    container_id: pulumi.Input[int] | None = None,
+    vm_id: pulumi.Input[int] | None = None,
+) -> list[pulumi.Resource]:
+    """PVE guest firewall: options (enabled, policies) and the ordered rules, both children of ``owner``."""
+    if not fw.enabled:
+        return []
+    opts = pulumi.ResourceOptions(parent=owner, depends_on=[owner])
+    options = proxmox.firewall.OptionsLegacy(
+        f"{name}-firewall",
+        node_name=env.host.node,
+        container_id=container_id,
+        vm_id=vm_id,
+        enabled=True,
+        input_policy=fw.policy_in,
+        output_policy=fw.policy_out,
+        opts=opts,
+    )
+    resources: list[pulumi.Resource] = [options]
+    if fw.rules:
+        rules = [
+            proxmox.firewall.RulesLegacyRuleArgs(
+                type=rule.direction,
+                action=rule.action,
+                proto=rule.proto,
+                dport=rule.dport,
+                source=rule.source,
+                dest=rule.dest,
+                comment=rule.comment,
+                enabled=True,
+            )
+            for rule in fw.rules
+        ]
+        resources.append(
+            proxmox.firewall.RulesLegacy(
+                f"{name}-firewall-rules",
+                node_name=env.host.node,
+                container_id=container_id,
+                vm_id=vm_id,
+                rules=rules,
+                opts=opts,
+            )
+        )
+    return resources
 
 
 @dataclass(frozen=True)
 class LxcGuestArgs:
+    environment: Environment
     spec: Container
-    layer: TemplateLayer
+    layer_vmid: pulumi.Input[int]
+    data_snapshots: dict[str, ZfsSnapshot] = field(default_factory=dict)  # dataset key -> its snapshot
+    depends_on: tuple[pulumi.Resource, ...] = ()  # the AppArmor profile it runs under, the driver
 
 
 class LxcGuest(pulumi.ComponentResource):
+    vmid: int
+    endpoint: str | None
+
     def __init__(self, name: str, args: LxcGuestArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("phoenix:guest:LxcGuest", name, None, opts)
-        spec = args.spec
+        env, spec, host = args.environment, args.spec, args.environment.host
         self.vmid = spec.vmid
         self.address = spec.network.address
-        self.endpoint: str | None = None
-        if spec.vllm is not None and self.address is not None:
-            self.endpoint = f"http://{self.address}:{spec.vllm.server.port}/v1"
+        target = ssh_target(host)
+        self.clones: dict[str, ZfsClone] = {}
+        for mount in spec.mounts:
+            if isinstance(mount, DatasetCloneMount) and mount.dataset not in self.clones:
+                data = env.guests.datasets[mount.dataset]
+                self.clones[mount.dataset] = ZfsClone(
+                    f"{name}-{mount.dataset}",
+                    ZfsCloneArgs(
+                        origin=args.data_snapshots[mount.dataset].name,
+                        name=clone_dataset(data.dataset, spec.vmid),
+                    ),
+                    ssh_target=target,
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+        mountpoints = (
+            pulumi.Output.all(**{key: clone.mountpoint for key, clone in self.clones.items()})
+            if self.clones
+            else pulumi.Output.from_input({})
+        )
+        params = mountpoints.apply(
+            lambda mountpoints: {
+                k: v for k, v in container_params(spec, mountpoints).items() if k != "hostname"
+            }
+        )
+        inputs = {
+            "node": host.node,
+            "vmid": spec.vmid,
+            "hostname": spec.hostname,
+            "template_vmid": args.layer_vmid,
+            "params": params,
+            "raw_lines": raw_lines(spec),
+            "storage": host.storage.rootfs,
+            "pool": host.storage.zfs_pool,
+            "disk_gib": spec.disk_gib,
+            "start": True,
+            "snapshot_before_update": spec.snapshot_before_update,
+        }
+        self.guest = LxcGuestResource(
+            f"{name}-container",
+            LxcGuestResourceArgs(inputs=inputs, ssh_target=target, api_target=api_target(host)),
+            pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *self.clones.values()]),
+        )
+        self.firewall = _firewall(name, env, spec.firewall, self.guest, container_id=spec.vmid)
+        self.endpoint = None
+        self.service: VllmServiceResource | None = None
+        if spec.vllm is not None:
+            if self.address is not None:
+                self.endpoint = f"http://{self.address}:{spec.vllm.server.port}/v1"
+            self.service = VllmServiceResource(
+                f"{name}-vllm",
+                {
+                    "node": host.node,
+                    "vmid": self.guest.vmid,
+                    "unit": render_unit(spec.vllm),
+                    "unit_path": UNIT_PATH,
+                    "served_model_name": spec.vllm.server.served_model_name,
+                    "port": spec.vllm.server.port,
+                    "startup_timeout_s": spec.vllm.startup_timeout_s,
+                },
+                target,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.guest]),
+            )
         self.register_outputs(
             {
                 "vmid": spec.vmid,
                 "hostname": spec.hostname,
-                "layer_key": args.layer.key,
                 "ip": spec.network.ip,
                 "gpus": list(spec.gpus),
+                "mac": self.guest.mac,
+                "origin": self.guest.origin,
                 "endpoint": self.endpoint,
             }
         )
 
 
+def user_data(env: Environment, vm: Vm) -> str:
+    """cloud-init user-data that writes the VM's feature scripts and runs them in order, fail-fast."""
+    files, commands = [], []
+    for feature in vm.features:
+        encoded = base64.b64encode(env.feature_scripts[feature].encode()).decode()
+        path = f"/var/lib/phoenix/features/{feature}.sh"
+        files.append(f"  - path: {path}\n    permissions: '0755'\n    encoding: b64\n    content: {encoded}")
+        variables = " ".join(f"{k}={v}" for k, v in feature_env(env, [feature], "vm").items())
+        commands.append(f"  - [sh, -c, 'env {variables} bash {path}']")
+    parts = ["#cloud-config", "write_files:", *files] if files else ["#cloud-config"]
+    if commands:
+        parts += ["runcmd:", *commands]
+    user = vm.cloud_init
+    parts += ["users:", "  - default", f"  - name: {user.user}", "    sudo: ALL=(ALL) NOPASSWD:ALL"]
+    if user.ssh_authorized_keys:
+        parts.append("    ssh_authorized_keys:")
+        parts += [f"      - {key}" for key in user.ssh_authorized_keys]
+    return "\n".join(parts) + "\n"
+
+
+def cloud_image_template_vmid(env: Environment, image: str) -> int:
+    """VM templates made from cloud images take the top of the layer range, one per image, in name order;
+    layers are allocated from the bottom, and the config checks leave room for both."""
+    return env.host.vmid_ranges.layers.end - sorted(env.host.cloud_images).index(image)
+
+
 @dataclass(frozen=True)
 class VmGuestArgs:
+    environment: Environment
     spec: Vm
+    template: proxmox.VmLegacy
+    provider: proxmox.Provider
 
 
 class VmGuest(pulumi.ComponentResource):
     def __init__(self, name: str, args: VmGuestArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("phoenix:guest:VmGuest", name, None, opts)
-        spec = args.spec
-        self.vmid = spec.vmid
-        self.register_outputs({"vmid": spec.vmid, "name": spec.name, "ip": spec.network.ip})
+        env, vm, host = args.environment, args.spec, args.environment.host
+        self.vmid = vm.vmid
+        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        snippet = proxmox.FileLegacy(
+            f"{name}-cloud-init",
+            node_name=host.node,
+            datastore_id=host.storage.snippets,
+            content_type="snippets",
+            source_raw=proxmox.FileLegacySourceRawArgs(
+                data=user_data(env, vm), file_name=f"phoenix-{vm.vmid}-user-data.yaml"
+            ),
+            opts=child,
+        )
+        net = vm.network
+        pci = {g.index: g.pci for g in host.gpus}
+        ip = proxmox.VmLegacyInitializationIpConfigIpv4Args(
+            address=net.ip, gateway=net.gateway if net.ip != "dhcp" else None
+        )
+        self.vm = proxmox.VmLegacy(
+            f"{name}-vm",
+            node_name=host.node,
+            vm_id=vm.vmid,
+            name=vm.name,
+            description=vm.description or None,
+            clone=proxmox.VmLegacyCloneArgs(vm_id=args.template.vm_id, full=False),
+            cpu=proxmox.VmLegacyCpuArgs(cores=vm.cores, type="host"),
+            memory=proxmox.VmLegacyMemoryArgs(dedicated=vm.memory_mib),
+            disks=[
+                proxmox.VmLegacyDiskArgs(
+                    interface="scsi0", datastore_id=host.storage.vm_disks, size=vm.disk_gib
+                )
+            ],
+            network_devices=[
+                proxmox.VmLegacyNetworkDeviceArgs(
+                    bridge=net.bridge, mac_address=net.mac, vlan_id=net.vlan, firewall=net.firewall
+                )
+            ],
+            initialization=proxmox.VmLegacyInitializationArgs(
+                datastore_id=host.storage.vm_disks,
+                user_data_file_id=snippet.id,
+                ip_configs=[proxmox.VmLegacyInitializationIpConfigArgs(ipv4=ip)],
+            ),
+            hostpcis=[
+                proxmox.VmLegacyHostpciArgs(device=f"hostpci{i}", id=pci[gpu], pcie=True)
+                for i, gpu in enumerate(vm.gpus)
+            ],
+            agent=proxmox.VmLegacyAgentArgs(enabled=True),
+            on_boot=vm.start_on_boot,
+            started=True,
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=args.provider, depends_on=[snippet, args.template]
+            ),
+        )
+        self.firewall = _firewall(name, env, vm.firewall, self.vm, vm_id=vm.vmid)
+        self.register_outputs({"vmid": vm.vmid, "name": vm.name, "ip": net.ip, "snippet": snippet.id})
+
+
+@dataclass(frozen=True)
+class CloudImageTemplateArgs:
+    environment: Environment
+    image: str
+    provider: proxmox.Provider
+
+
+class CloudImageTemplate(pulumi.ComponentResource):
+    """A cloud image downloaded to the host and made into a VM template once; VMs are linked clones of it."""
+
+    def __init__(
+        self, name: str, args: CloudImageTemplateArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("phoenix:guest:CloudImageTemplate", name, None, opts)
+        env, host = args.environment, args.environment.host
+        image = host.cloud_images[args.image]
+        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        self.download = proxmox.download.File(
+            f"{name}-download",
+            node_name=host.node,
+            datastore_id=host.storage.templates,
+            content_type="import",
+            url=image.url,
+            file_name=image.file,
+            checksum=image.checksum,
+            checksum_algorithm="sha256" if image.checksum else None,
+            opts=child,
+        )
+        self.template = proxmox.VmLegacy(
+            f"{name}-template",
+            node_name=host.node,
+            vm_id=cloud_image_template_vmid(env, args.image),
+            name=f"template-{args.image}",
+            template=True,
+            started=False,
+            disks=[
+                proxmox.VmLegacyDiskArgs(
+                    interface="scsi0", datastore_id=host.storage.vm_disks, import_from=self.download.id
+                )
+            ],
+            agent=proxmox.VmLegacyAgentArgs(enabled=True),
+            opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[self.download]),
+        )
+        self.register_outputs({"vmid": self.template.vm_id, "image": self.download.id})

@@ -117,6 +117,9 @@ class Gpu(Model):
     index: Annotated[int, Field(ge=0, le=15)]
     model: str
     memory_mib: Annotated[int, Field(gt=0)]
+    pci: (
+        Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}(\.[0-7])?$")] | None
+    ) = Field(default=None, description="PCI address (`lspci -D`), needed to pass the GPU through to a VM")
 
 
 class NvidiaDriver(Model):
@@ -178,6 +181,11 @@ class Host(Document):
     os_templates: dict[Name, OsTemplate] = {}
     cloud_images: dict[Name, CloudImage] = {}
     apparmor_profiles: list[Name] = Field(default=[], description="files under apparmor/ to load on the host")
+    apparmor_load: Literal["kernel", "compile-only"] = Field(
+        default="kernel",
+        description="`compile-only` checks profiles without loading them: only for a host without the "
+        "AppArmor LSM (the test lab); a real PVE host loads them",
+    )
     max_parallel_tasks: Annotated[int, Field(ge=1, le=32)] = Field(
         default=4, description="PVE tasks (clones, starts) in flight at once on this host"
     )

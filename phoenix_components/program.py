@@ -9,11 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import pulumi_proxmoxve as proxmox
 
 from phoenix_components.chain import TemplateChain, TemplateChainArgs
 from phoenix_components.cloud_config import CloudEnvironment, is_cloud_environment, load_cloud_environment
 from phoenix_components.config import Environment, load_environment
-from phoenix_components.guests import LxcGuest, LxcGuestArgs, VmGuest, VmGuestArgs
+from phoenix_components.guests import (
+    CloudImageTemplate,
+    CloudImageTemplateArgs,
+    LxcGuest,
+    LxcGuestArgs,
+    VmGuest,
+    VmGuestArgs,
+)
+from phoenix_components.host import HostBaseline, HostBaselineArgs
 from providers.errors import ConfigError
 
 
@@ -33,6 +42,30 @@ def stack_environment(config_dir: Path) -> Environment | CloudEnvironment:
         raise pulumi.RunError(str(error)) from None
 
 
+def proxmox_provider(env: Environment) -> proxmox.Provider:
+    """The pulumi-proxmoxve provider for the resources it models fully (VMs, downloads, firewall).
+
+    Credentials come from the stack's secret config only, and stay secrets.
+    """
+    config, host = pulumi.Config("phoenix"), env.host
+    api = host.api
+    auth: dict[str, Any] = {}
+    if api.auth == "token":
+        secret = config.get_secret("pveTokenSecret")
+        auth["api_token"] = secret.apply(lambda s: f"{api.token_id}={s}") if secret is not None else None
+    else:
+        auth["username"] = api.user
+        auth["password"] = config.get_secret("pvePassword")
+    ssh = proxmox.ProviderSshArgs(
+        username=host.ssh.user,
+        private_key=config.get_secret("sshPrivateKey"),
+        nodes=[proxmox.ProviderSshNodeArgs(name=host.node, address=host.ssh.host, port=host.ssh.port)],
+    )
+    return proxmox.Provider(
+        f"pve-{host.node}", endpoint=api.endpoint, insecure=api.verify_tls is False, ssh=ssh, **auth
+    )
+
+
 def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
     """Declare every component for ``env``; return the stack exports."""
     if isinstance(env, CloudEnvironment):
@@ -40,20 +73,61 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
         from phoenix_components.cloud import build_cloud
 
         return build_cloud(env)
-    chain = TemplateChain("chain", TemplateChainArgs(environment=env))
-    containers = {
-        ct.vmid: LxcGuest(
-            f"ct-{ct.vmid}",
-            LxcGuestArgs(spec=ct, layer=chain.layers[ct.layer]),
-            pulumi.ResourceOptions(depends_on=[chain.layers[ct.layer]]),
+    host = env.host
+    provider = proxmox_provider(env)
+    on_host = pulumi.ResourceOptions(provider=provider)
+    os_templates: dict[str, pulumi.Resource] = {
+        key: proxmox.download.File(
+            f"os-template-{key}",
+            node_name=host.node,
+            datastore_id=host.storage.templates,
+            content_type="vztmpl",
+            url=template.url,
+            file_name=template.file,
+            opts=on_host,
         )
-        for ct in env.guests.containers
+        for key, template in host.os_templates.items()
+        if template.url is not None
     }
-    vms = {vm.vmid: VmGuest(f"vm-{vm.vmid}", VmGuestArgs(spec=vm)) for vm in env.guests.vms}
+    baseline = HostBaseline(f"host-{host.node}", HostBaselineArgs(environment=env))
+    chain = TemplateChain(
+        "chain", TemplateChainArgs(environment=env, os_templates=os_templates, driver=baseline.driver)
+    )
+    containers: dict[int, LxcGuest] = {}
+    for ct in env.guests.containers:
+        needs: list[pulumi.Resource] = []
+        if ct.apparmor_profile in baseline.profiles:
+            needs.append(baseline.profiles[ct.apparmor_profile])
+        if ct.gpus and baseline.driver is not None:
+            needs.append(baseline.driver)
+        containers[ct.vmid] = LxcGuest(
+            f"ct-{ct.vmid}",
+            LxcGuestArgs(
+                environment=env,
+                spec=ct,
+                layer_vmid=chain.layers[ct.layer].vmid,
+                data_snapshots=baseline.snapshots,
+                depends_on=tuple(needs),
+            ),
+        )
+    images = {
+        image: CloudImageTemplate(
+            f"cloud-image-{image}", CloudImageTemplateArgs(environment=env, image=image, provider=provider)
+        )
+        for image in sorted({vm.image for vm in env.guests.vms})
+    }
+    vms = {
+        vm.vmid: VmGuest(
+            f"vm-{vm.vmid}",
+            VmGuestArgs(environment=env, spec=vm, template=images[vm.image].template, provider=provider),
+        )
+        for vm in env.guests.vms
+    }
     return {
         "environment": env.name,
-        "node": env.host.node,
+        "node": host.node,
         "layers": chain.keys,
+        "layer_vmids": chain.vmids,
         "containers": {str(vmid): ct.address for vmid, ct in containers.items()},
         "vms": {str(vmid): vm.vmid for vmid, vm in vms.items()},
         "vllm_endpoints": {

@@ -43,14 +43,13 @@ from pulumi.dynamic import (
     CreateResult,
     DiffResult,
     ReadResult,
-    Resource,
     UpdateResult,
 )
 
 from providers.command import CommandResult, Executor, write_file_argv
 from providers.errors import PhoenixError, RemoteCommandError
 from providers.host import HostProvider, SshTarget
-from providers.lifecycle import PROVIDER_KEY, VERSION_KEY, diff_inputs, is_unknown, require
+from providers.lifecycle import PROVIDER_KEY, VERSION_KEY, DynamicResource, diff_inputs, is_unknown, require
 
 PROVIDER_VERSION = "1"
 """Bump when this provider's behaviour changes: every profile then updates (re-uploads and re-loads)."""
@@ -429,7 +428,7 @@ class AppArmorProfileArgs(TypedDict, total=False):
     """Provider logic version; defaults to :data:`PROVIDER_VERSION`."""
 
 
-class AppArmorProfile(Resource, module="phoenix", name="AppArmorProfile"):
+class AppArmorProfile(DynamicResource, module="phoenix", name="AppArmorProfile"):
     """An AppArmor profile uploaded to the host and loaded (see the module docstring)."""
 
     name: pulumi.Output[str]

@@ -13,11 +13,14 @@ Every provider file (one per resource noun) follows the same shape:
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pulumi.dynamic import CheckFailure, DiffResult
+import pulumi
+from pulumi.dynamic import CheckFailure, DiffResult, Resource, ResourceProvider, dynamic
 from pulumi.output import Unknown
+from pulumi.runtime import _serialization
 
 PROVIDER_KEY = "__provider"
 VERSION_KEY = "version"
@@ -73,3 +76,55 @@ def as_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
         raise ValueError(f"expected an integer, got {value!r}")
     return int(value)
+
+
+class DynamicResource(Resource):
+    """``pulumi.dynamic.Resource`` that scales to programs with thousands of dynamic resources.
+
+    Two things in the SDK's constructor (pulumi 3.272) cost a large program dearly, both found by
+    bench/eval_scale:
+
+    - ``serialize_provider`` dill-pickles the provider for every resource (≈3 ms each), although a
+      Phoenix provider is plain data pickled by reference: equal fields give the same string. The
+      string is computed once per distinct provider and reused.
+    - it wraps ``pickle._Pickler._batch_setitems`` in a sorting shim on every call and never restores
+      it, so each pickle adds a stack frame to every later one; about 980 pickles into a program it hits
+      the recursion limit (cf. pulumi/pulumi#17803). The method is put back after each pickle.
+
+    Everything else is what ``pulumi.dynamic.Resource.__init__`` does: the ``__provider`` input, secret
+    when the provider asks for it, and the ``pulumi-python:dynamic/<module>:<name>`` type token.
+    """
+
+    _serialized: dict[tuple[type, str], tuple[str, bool]] = {}
+
+    def __init__(
+        self,
+        provider: ResourceProvider,
+        name: str,
+        props: dict[str, Any],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        if PROVIDER_KEY in props:
+            raise ValueError("a dynamic resource must not define the __provider key")
+        serialized, contains_secrets = self._serialize_provider(provider)
+        value: Any = serialized
+        if getattr(provider, "serialize_as_secret_always", True) or contains_secrets:
+            value = pulumi.Output.secret(serialized)
+        pulumi.CustomResource.__init__(
+            self, f"pulumi-python:{self._resource_type_name}", name, {**props, PROVIDER_KEY: value}, opts
+        )
+
+    @classmethod
+    def _serialize_provider(cls, provider: ResourceProvider) -> tuple[str, bool]:
+        getstate = getattr(provider, "__getstate__", None)
+        state = getstate() if callable(getstate) else vars(provider)
+        key = (type(provider), repr(sorted(state.items())))
+        cached = cls._serialized.get(key)
+        if cached is None:
+            original = pickle._Pickler._batch_setitems  # type: ignore[attr-defined]
+            try:
+                cached = _serialization._serialize(True, dynamic.serialize_provider, provider)
+            finally:
+                pickle._Pickler._batch_setitems = original  # type: ignore[attr-defined]
+            cls._serialized[key] = cached
+        return cached

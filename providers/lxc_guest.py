@@ -25,14 +25,13 @@ from pulumi.dynamic import (
     CreateResult,
     DiffResult,
     ReadResult,
-    Resource,
     UpdateResult,
 )
 
 from providers.command import Executor, write_file_argv
 from providers.errors import HostError, PhoenixError, PveError
 from providers.host import ApiTarget, HostProvider, SshTarget
-from providers.lifecycle import as_int, changed, diff_inputs, require
+from providers.lifecycle import DynamicResource, as_int, changed, diff_inputs, require
 from providers.pve import PveClient, is_missing
 from providers.template_layer import check_linked, volume_dataset
 
@@ -329,7 +328,7 @@ class LxcGuestArgs:
     api_target: ApiTarget
 
 
-class LxcGuestResource(Resource, module="phoenix", name="LxcGuest"):
+class LxcGuestResource(DynamicResource, module="phoenix", name="LxcGuest"):
     """The dynamic resource behind an ``LxcGuest`` component."""
 
     vmid: pulumi.Output[int]

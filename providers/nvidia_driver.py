@@ -40,14 +40,13 @@ from pulumi.dynamic import (
     CreateResult,
     DiffResult,
     ReadResult,
-    Resource,
     UpdateResult,
 )
 
 from providers.command import Executor
 from providers.errors import HostError, PhoenixError
 from providers.host import HostProvider, SshTarget
-from providers.lifecycle import PROVIDER_KEY, as_int, diff_inputs, require
+from providers.lifecycle import PROVIDER_KEY, DynamicResource, as_int, diff_inputs, require
 
 PROVIDER_VERSION = "1"
 """Bumped when this module's behaviour changes, so existing resources get an update."""
@@ -661,7 +660,7 @@ class NvidiaHostDriverArgs(TypedDict, total=False):
     """Remove the driver when the resource is deleted (default: leave it installed)."""
 
 
-class NvidiaHostDriver(Resource, module="phoenix", name="NvidiaHostDriver"):
+class NvidiaHostDriver(DynamicResource, module="phoenix", name="NvidiaHostDriver"):
     """The pinned NVIDIA driver of one host. Token ``pulumi-python:dynamic/phoenix:NvidiaHostDriver``."""
 
     driver_version: pulumi.Output[str]
@@ -703,7 +702,7 @@ class NvidiaContainerUserspaceArgs(TypedDict):
     sha256: pulumi.Input[str]
 
 
-class NvidiaContainerUserspace(Resource, module="phoenix", name="NvidiaContainerUserspace"):
+class NvidiaContainerUserspace(DynamicResource, module="phoenix", name="NvidiaContainerUserspace"):
     """Container userspace = host driver. Token ``pulumi-python:dynamic/phoenix:NvidiaContainerUserspace``."""
 
     feature_env: pulumi.Output[dict[str, str]]

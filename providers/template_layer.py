@@ -24,13 +24,12 @@ from pulumi.dynamic import (
     CreateResult,
     DiffResult,
     ReadResult,
-    Resource,
     UpdateResult,
 )
 
 from providers.errors import HostError, PhoenixError, PveError
 from providers.host import ApiTarget, HostProvider, SshTarget
-from providers.lifecycle import as_int, diff_inputs, has_unknowns, require
+from providers.lifecycle import DynamicResource, as_int, diff_inputs, has_unknowns, require
 from providers.pct import exec_argv, script_argv
 from providers.pve import is_missing
 
@@ -302,7 +301,7 @@ class TemplateLayerProvider(HostProvider):
                 raise
 
 
-class TemplateLayerResource(Resource, module="phoenix", name="TemplateLayer"):
+class TemplateLayerResource(DynamicResource, module="phoenix", name="TemplateLayer"):
     """The dynamic resource behind a ``TemplateLayer`` component."""
 
     vmid: pulumi.Output[int]

@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, UpdateResult
+from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
 
 from providers.command import CommandResult, Executor
 from providers.errors import HostError, RemoteCommandError, tail
 from providers.host import ApiTarget, HostProvider, SshTarget
-from providers.lifecycle import as_int, diff_inputs, require
+from providers.lifecycle import DynamicResource, as_int, diff_inputs, require
 from providers.pct import exec_argv
 
 PROVIDER_VERSION = "1"
@@ -223,7 +223,7 @@ class VllmServiceProvider(HostProvider):
                 raise
 
 
-class VllmServiceResource(Resource, module="phoenix", name="VllmService"):
+class VllmServiceResource(DynamicResource, module="phoenix", name="VllmService"):
     unit_sha256: pulumi.Output[str]
     active: pulumi.Output[bool]
     models: pulumi.Output[list[str]]

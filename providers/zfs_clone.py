@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, Resource
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult
 
 from providers.errors import HostError
 from providers.host import SshTarget
-from providers.lifecycle import VERSION_KEY, is_unknown, require
+from providers.lifecycle import VERSION_KEY, DynamicResource, is_unknown, require
 from providers.zfs import BUSY_TIMEOUT, DatasetFacts, clone_argv, pool_of, snapshot_name_problem
 from providers.zfs_dataset import (
     PropertyValue,
@@ -131,7 +131,7 @@ class ZfsCloneArgs:
     """ZFS properties to manage on the clone, e.g. ``{"mountpoint": "/srv/models", "readonly": "on"}``."""
 
 
-class ZfsClone(Resource, module="zfs", name="Clone"):
+class ZfsClone(DynamicResource, module="zfs", name="Clone"):
     """A ZFS clone of a snapshot (see the module docstring)."""
 
     origin: pulumi.Output[str]

@@ -38,13 +38,12 @@ from pulumi.dynamic import (
     CreateResult,
     DiffResult,
     ReadResult,
-    Resource,
     UpdateResult,
 )
 
 from providers.command import Executor
 from providers.host import HostProvider, SshTarget
-from providers.lifecycle import PROVIDER_KEY, VERSION_KEY, diff_inputs, is_unknown, require
+from providers.lifecycle import PROVIDER_KEY, VERSION_KEY, DynamicResource, diff_inputs, is_unknown, require
 from providers.zfs import (
     BUSY_TIMEOUT,
     DatasetExistsError,
@@ -251,7 +250,7 @@ class ZfsDatasetArgs:
     """ZFS properties to manage, e.g. ``{"quota": "100G", "compression": "on", "atime": False}``."""
 
 
-class ZfsDataset(Resource, module="zfs", name="Dataset"):
+class ZfsDataset(DynamicResource, module="zfs", name="Dataset"):
     """A ZFS filesystem (see the module docstring)."""
 
     name: pulumi.Output[str]

@@ -33,13 +33,12 @@ from pulumi.dynamic import (
     CreateResult,
     DiffResult,
     ReadResult,
-    Resource,
     UpdateResult,
 )
 
 from providers.command import Executor
 from providers.host import HostProvider, SshTarget
-from providers.lifecycle import PROVIDER_KEY, VERSION_KEY, diff_inputs, is_unknown, require
+from providers.lifecycle import PROVIDER_KEY, VERSION_KEY, DynamicResource, diff_inputs, is_unknown, require
 from providers.zfs import (
     BUSY_TIMEOUT,
     COMMAND_TIMEOUT,
@@ -230,7 +229,7 @@ class ZfsSnapshotArgs:
     """Snapshot every descendant too (``zfs snapshot -r``)."""
 
 
-class ZfsSnapshot(Resource, module="zfs", name="Snapshot"):
+class ZfsSnapshot(DynamicResource, module="zfs", name="Snapshot"):
     """A ZFS snapshot (see the module docstring). ``name`` is what a :class:`ZfsClone` takes as origin."""
 
     dataset: pulumi.Output[str]

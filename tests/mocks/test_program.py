@@ -11,6 +11,7 @@ from typing import Any
 
 import pulumi
 import pytest
+from pulumi.runtime import rpc
 
 from phoenix_components.cloud_config import is_cloud_environment
 from phoenix_components.config import load_environment
@@ -69,20 +70,48 @@ def test_main_builds_for_every_stack(stack: str) -> None:
     assert chain.type == "phoenix:chain:TemplateChain"
     for name in env.layer_order():
         layer = regs[f"layer-{name}"]
+        template = regs[f"layer-{name}-template"]
         assert layer.type == "phoenix:chain:TemplateLayer"
         assert layer.parent == chain.urn, f"layer-{name} must be a child of the chain"
-        # Components have no custom children yet, so Pulumi records no dependency edges between them
-        # (depends_on a component means "its children"); the lineage each layer registers is the link.
+        assert template.type == "pulumi-python:dynamic/phoenix:TemplateLayer"
+        assert template.parent == layer.urn
+        assert template.inputs["key"] == env.layer_key(name)
+        parent = env.chain.layers[name].parent
+        if parent is not None:
+            assert regs[f"layer-{parent}-template"].urn in template.dependencies, (
+                f"{name} must wait for {parent}"
+            )
         assert monitor.outputs[layer.urn]["lineage"] == env.layer_lineage(name)
-        assert monitor.outputs[layer.urn]["key"] == env.layer_key(name)
     for ct in env.guests.containers:
         guest = regs[f"ct-{ct.vmid}"]
+        container = regs[f"ct-{ct.vmid}-container"]
         assert guest.type == "phoenix:guest:LxcGuest"
         assert guest.parent == f"urn:pulumi:{stack}::phoenix::pulumi:pulumi:Stack::phoenix-{stack}"
-        assert monitor.outputs[guest.urn]["layer_key"] == env.layer_key(ct.layer)
-        assert monitor.outputs[guest.urn]["gpus"] == ct.gpus
+        assert container.type == "pulumi-python:dynamic/phoenix:LxcGuest"
+        assert regs[f"layer-{ct.layer}-template"].urn in container.dependencies, "cloned from its layer"
+        if ct.apparmor_profile in env.host.apparmor_profiles:
+            assert regs[f"apparmor-{ct.apparmor_profile}"].urn in container.dependencies
+        if ct.gpus:
+            assert regs[f"nvidia-driver-{env.host.node}"].urn in container.dependencies
+        for mount in ct.mounts:
+            if mount.type == "dataset_clone":
+                clone = regs[f"ct-{ct.vmid}-{mount.dataset}"]
+                assert clone.urn in container.dependencies
+                assert regs[f"dataset-{mount.dataset}-{env.guests.datasets[mount.dataset].snapshot}"].urn in (
+                    clone.dependencies
+                )
+        if ct.vllm is not None:
+            service = regs[f"ct-{ct.vmid}-vllm"]
+            assert container.urn in service.dependencies
+            assert f'--served-model-name" "{ct.vllm.server.served_model_name}"' in service.inputs["unit"]
+        if ct.firewall.enabled:
+            assert regs[f"ct-{ct.vmid}-firewall"].inputs["containerId"] == ct.vmid
     for vm in env.guests.vms:
         assert regs[f"vm-{vm.vmid}"].type == "phoenix:guest:VmGuest"
+        machine = regs[f"vm-{vm.vmid}-vm"]
+        assert machine.type == "proxmoxve:index/vmLegacy:VmLegacy"
+        assert regs[f"cloud-image-{vm.image}-template"].urn in machine.dependencies
+        assert regs[f"vm-{vm.vmid}-cloud-init"].urn in machine.dependencies
 
     outputs = stack_outputs()
     assert outputs["environment"] == env_name
@@ -145,3 +174,25 @@ def test_invalid_config_stops_the_program_before_any_resource(tmp_path: Path) ->
         program_environment(tmp_path / "config")
     assert "environments/dev/guests.json: containers[1].vmid: vmid" in str(raised.value)
     assert monitor.registrations == []
+
+
+def test_credentials_stay_secrets_and_reach_only_the_proxmox_provider() -> None:
+    """The PVE password and SSH key are Pulumi secrets: the pulumi-proxmoxve provider gets them marked
+    secret; no dynamic resource input and no stack output carries them (dynamic providers read them in
+    configure(), inside the provider host)."""
+    password, key = "pve-hunter2-do-not-leak", "-----BEGIN OPENSSH PRIVATE KEY----- do-not-leak"
+    monitor = install(
+        "dev",
+        {"phoenix:environment": "dev", "phoenix:pvePassword": password, "phoenix:sshPrivateKey": key},
+        secret_keys=["phoenix:pvePassword", "phoenix:sshPrivateKey"],
+    )
+    run_program(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"))
+
+    provider = next(r for r in monitor.registrations if r.type == "pulumi:providers:proxmoxve")
+    assert rpc.is_rpc_secret(provider.inputs["password"])
+    assert rpc.unwrap_rpc_secret(provider.inputs["password"]) == password
+    others = [r for r in monitor.registrations if r is not provider]
+    dumped = json.dumps([r.inputs for r in others], default=str)
+    assert password not in dumped and key not in dumped
+    outputs = json.dumps(stack_outputs(), default=str)
+    assert password not in outputs and key not in outputs

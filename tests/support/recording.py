@@ -22,10 +22,30 @@ class Registration:
 
 
 class EchoMocks(pulumi.runtime.Mocks):
-    """Outputs = inputs; the id is ``<name>-id``. No CRUD runs under mocks."""
+    """Outputs = inputs plus what the real provider would compute; the id is ``<name>-id``.
+
+    Computed outputs matter: Pulumi drops an input whose value is ``None`` together with its dependency
+    edge, so a layer's ``vmid`` must be known for the child layer's ``parent_vmid`` to depend on it.
+    No CRUD runs under mocks.
+    """
+
+    def __init__(self) -> None:
+        self._layer_vmids: dict[str, int] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        return f"{args.name}-id", dict(args.inputs)
+        outs = dict(args.inputs)
+        if args.typ.endswith("phoenix:TemplateLayer"):
+            vmid = int(outs["vmid_start"]) + len(self._layer_vmids)
+            self._layer_vmids[args.name] = vmid
+            outs.update(vmid=vmid, verified=True, dataset=f"{outs['pool']}/basevol-{vmid}-disk-0")
+        elif args.typ.endswith("zfs:Clone") or args.typ.endswith("zfs:Dataset"):
+            outs.update(mountpoint=f"/{outs['name']}", origin=outs.get("origin") or "-")
+        elif args.typ.endswith("zfs:Snapshot"):
+            outs["name"] = f"{outs['dataset']}@{outs['snapshot']}"
+        elif args.typ.endswith("phoenix:LxcGuest"):
+            origin = f"rpool/data/basevol-{outs['template_vmid']}-disk-0@__base__"
+            outs.update(mac="BC:24:11:00:00:01", origin=origin)
+        return f"{args.name}-id", outs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         return {}
@@ -66,10 +86,11 @@ def install(
     config: dict[str, str] | None = None,
     project: str = "phoenix",
     mocks: pulumi.runtime.Mocks | None = None,
+    secret_keys: list[str] | None = None,
 ) -> RecordingMonitor:
     """Fresh mocks for one test: call from a fixture, never at import (the last set_mocks wins)."""
     monitor = RecordingMonitor(mocks or EchoMocks())
     settings.ROOT.set(None)  # a fresh root Stack for this stack name; set_mocks keeps an existing one
     pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
-    pulumi.runtime.set_all_config(dict(config or {}))
+    pulumi.runtime.set_all_config(dict(config or {}), secret_keys or [])
     return monitor

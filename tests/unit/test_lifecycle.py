@@ -49,3 +49,42 @@ def test_as_int() -> None:
         as_int(8.5)
     with pytest.raises(ValueError):
         as_int(True)
+
+
+def test_many_dynamic_resources_do_not_grow_the_pickler() -> None:
+    """pulumi's serialize_provider re-wraps pickle's _batch_setitems per resource and never restores it;
+    DynamicResource puts it back, so a 500-guest program (≈1500 dynamic resources) can pickle at all."""
+    import pickle
+
+    import pulumi
+    from pulumi.runtime import settings
+
+    from providers.vllm_service import VllmServiceResource
+    from tests.support.recording import install
+
+    install("scale")
+    before = pickle._Pickler._batch_setitems  # type: ignore[attr-defined]
+
+    @pulumi.runtime.test
+    def program() -> pulumi.Output[bool]:
+        from providers.host import SshTarget
+
+        target = SshTarget("h", 22, "root", "SHA256:" + "A" * 43)
+        for i in range(1200):  # more than the ~980 that broke before the guard
+            VllmServiceResource(
+                f"svc-{i}",
+                {
+                    "node": "n",
+                    "vmid": i,
+                    "unit": "",
+                    "unit_path": "/u",
+                    "served_model_name": "m",
+                    "port": 8000,
+                },
+                target,
+            )
+        return pulumi.Output.from_input(True)
+
+    program()
+    assert pickle._Pickler._batch_setitems is before  # type: ignore[attr-defined]
+    settings.ROOT.set(None)
