@@ -64,7 +64,9 @@ def scaled(env: Environment, guests: int) -> Environment:
                 "mac": f"BC:24:11:{(i >> 16) & 255:02X}:{(i >> 8) & 255:02X}:{i & 255:02X}",
             }
         )
-        containers.append(template.model_copy(update={"vmid": vmid, "hostname": f"guest-{i}", "network": net}))
+        containers.append(
+            template.model_copy(update={"vmid": vmid, "hostname": f"guest-{i}", "network": net})
+        )
     return replace(env, guests=env.guests.model_copy(update={"containers": containers, "vms": []}))
 
 
