@@ -7,10 +7,11 @@ clone is underneath. Lifecycle, as :mod:`providers.zfs_dataset` with these diffe
   under the same name destroys the old clone first (two datasets cannot share a name); a new name is
   created before the old one goes.
 - **create** [2]: ``zfs clone -o k=v ... origin name``, then a read-back that **verifies** ZFS reports
-  ``origin`` as asked: a dataset that came out as a full copy fails loudly. Safe to retry: an existing
-  filesystem under ``name`` whose origin is the requested snapshot is adopted (its declared properties
-  set); one with any other origin, or none, is **never** adopted (:class:`DatasetExistsError` says what is
-  there). A missing origin snapshot is :class:`DatasetNotFoundError` naming it.
+  ``origin`` as asked: a dataset that came out as a full copy fails loudly (and is removed [+1]).
+  Safe to retry: an existing filesystem under ``name`` whose origin is the requested snapshot is adopted
+  (its declared properties set); one with any other origin, or none, is **never** adopted
+  (:class:`DatasetExistsError` says what is there). A missing origin snapshot is
+  :class:`DatasetNotFoundError` naming it.
 - **update** [1], **read** [1], **delete** [2]: as for a dataset. Read reports the live ``origin``; after
   an out-of-band ``zfs promote`` it differs and the next ``up`` shows a replace.
 
@@ -30,7 +31,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult
 from providers.errors import HostError
 from providers.host import SshTarget
 from providers.lifecycle import VERSION_KEY, DynamicResource, is_unknown, require
-from providers.zfs import BUSY_TIMEOUT, DatasetFacts, clone_argv, pool_of, snapshot_name_problem
+from providers.zfs import BUSY_TIMEOUT, DatasetFacts, clone_argv, destroy, pool_of, snapshot_name_problem
 from providers.zfs_dataset import (
     PropertyValue,
     ZfsDatasetInputs,
@@ -57,9 +58,8 @@ class ZfsCloneInputs(ZfsDatasetInputs):
     @classmethod
     def from_props(cls, props: Mapping[str, Any]) -> ZfsCloneInputs:
         base = ZfsDatasetInputs.from_props(props)
-        return cls(
-            name=base.name, properties=base.properties, version=base.version, origin=str(props["origin"])
-        )
+        version = str(props.get(VERSION_KEY) or PROVIDER_VERSION)
+        return cls(name=base.name, properties=base.properties, version=version, origin=str(props["origin"]))
 
     def to_props(self) -> dict[str, Any]:
         return {"origin": self.origin, **super().to_props()}
@@ -109,9 +109,17 @@ class ZfsCloneProvider(ZfsDatasetProvider):
         want = ZfsCloneInputs.from_props(props)
         what = f"cloning {want.origin} to {want.name}"
         facts = self._make(clone_argv(want.origin, want.name, want.properties), want, want.origin, what)
-        if facts.origin != want.origin:  # DESIGN.md: a clone that came out as a copy must fail loudly
-            found = facts.origin or "-"
-            raise CloneOriginError(self.ssh().host, f"{what}: ZFS reports origin {found} for {want.name}")
+        if facts.origin != want.origin:
+            # DESIGN.md: a clone that came out as a copy fails loudly. Adoption checks the origin, so this
+            # dataset is the one just made: remove it rather than leave it unrecorded.
+            ex = self.ssh()
+            message = f"{what}: ZFS reports origin {facts.origin or '-'} for {want.name}"
+            leftover = destroy(
+                ex, want.name, f"removing {want.name}", guid=None, busy_timeout=self.busy_timeout
+            )
+            if leftover is not None:
+                message += f"; removing it failed too, remove it by hand: {leftover}"
+            raise CloneOriginError(ex.host, message)
         return CreateResult(want.name, self._outputs(want, facts))
 
     def _live(self, facts: DatasetFacts, declared: Iterable[str]) -> dict[str, Any]:

@@ -77,6 +77,11 @@ def test_up_again_change_rename_and_destroy(
     before = set(lab_zfs.datasets())
     harness = Harness(tmp_path / "state.json", host)
 
+    # Preview: the clone's origin is unknown until the snapshot exists; check lets it through.
+    preview = harness.preview(models_program(lab_sshd, prefix))
+    assert preview.counts == {"create": 3}
+    assert set(lab_zfs.datasets()) == before
+
     created = harness.up(models_program(lab_sshd, prefix))
 
     assert created.counts == {"create": 3}
@@ -111,6 +116,8 @@ def test_up_again_change_rename_and_destroy(
     destroyed = harness.destroy()
     assert destroyed.counts == {"delete": 3}
     assert set(lab_zfs.datasets()) == before
+    key_line = lab_sshd.user_private_key.splitlines()[1]
+    assert key_line not in harness.state_text() and key_line not in host.stderr + host.stdout
 
 
 @lab

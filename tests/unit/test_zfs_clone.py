@@ -100,9 +100,12 @@ def test_create_clones_then_verifies_the_origin(monkeypatch: pytest.MonkeyPatch)
 
 def test_a_clone_that_came_out_as_a_copy_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
     copy = LIVE.replace(f"origin\t{ORIGIN}", "origin\t-")
-    fake = FakeExecutor([Answer(["zfs", "clone"]), Answer(READ, stdout=copy)])
+    fake = FakeExecutor(
+        [Answer(["zfs", "clone"]), Answer(READ, stdout=copy), Answer(["zfs", "destroy", NAME])]
+    )
     with pytest.raises(CloneOriginError, match=f"cloning {ORIGIN} to {NAME}: ZFS reports origin - for"):
         provider(fake, monkeypatch).create(dict(WANT))
+    assert fake.done()  # what it made is not left behind unrecorded
 
 
 def test_create_adopts_a_clone_of_the_same_origin(monkeypatch: pytest.MonkeyPatch) -> None:
