@@ -33,9 +33,11 @@ class _Mocks(pulumi.runtime.Mocks):
 
     def __init__(self) -> None:
         self.count = 0
+        self.inputs: list[dict[str, Any]] = []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.count += 1
+        self.inputs.append(dict(args.inputs))
         outs = dict(args.inputs)
         if args.typ.endswith("TemplateLayer"):
             outs["vmid"] = 9000 + self.count
@@ -86,6 +88,8 @@ def _run(program: Callable[[], Any], mocks: _Mocks) -> float:
 
 
 def floor(count: int) -> Callable[[], None]:
+    """The bare floor: ``count`` plain resources with two small inputs each."""
+
     def program() -> None:
         for i in range(count):
             pulumi.CustomResource("bench:index:Plain", f"r{i}", {"n": i, "name": f"r{i}"})
@@ -93,25 +97,39 @@ def floor(count: int) -> Callable[[], None]:
     return program
 
 
-def measure(guests: int, rounds: int) -> tuple[float, float, int]:
+def same_inputs_floor(inputs: list[dict[str, Any]]) -> Callable[[], None]:
+    """Plain resources carrying exactly the inputs Phoenix registered: what the SDK costs for that data."""
+
+    def program() -> None:
+        for i, props in enumerate(inputs):
+            pulumi.CustomResource(
+                "bench:index:Plain", f"r{i}", {k: v for k, v in props.items() if v is not None}
+            )
+
+    return program
+
+
+def measure(guests: int, rounds: int) -> tuple[float, float, float, int]:
     env = scaled(load_environment(ROOT / "config", "dev"), guests)
-    phoenix_times, floor_times, count = [], [], 0
+    phoenix_times, floor_times, same_times, count = [], [], [], 0
     for _ in range(rounds):
         mocks = _Mocks()
         phoenix_times.append(_run(lambda: build(env), mocks))
         count = mocks.count
         floor_times.append(_run(floor(count), _Mocks()))
-    return min(phoenix_times), min(floor_times), count
+        same_times.append(_run(same_inputs_floor(mocks.inputs), _Mocks()))
+    return min(phoenix_times), min(floor_times), min(same_times), count
 
 
 def main(quick: bool = False) -> None:
     print("== eval_scale: program evaluation under mocks, Phoenix vs the bare-SDK floor (best of rounds)")
     rounds = 1 if quick else 3
     for guests in (50, 500):
-        phoenix, bare, count = measure(guests, rounds)
+        phoenix, bare, same, count = measure(guests, rounds)
         print(
-            f"  {guests:4d} guests: {count:5d} resources  phoenix {phoenix:6.2f}s  floor {bare:6.2f}s  "
-            f"phoenix/floor = {phoenix / bare:.2f}x  (target <= 1.5x)"
+            f"  {guests:4d} guests: {count:5d} resources  phoenix {phoenix:6.2f}s  bare floor {bare:6.2f}s  "
+            f"phoenix/floor = {phoenix / bare:.2f}x (target <= 1.5x)  |  same-inputs floor {same:6.2f}s  "
+            f"phoenix/same-inputs = {phoenix / same:.2f}x"
         )
 
 
