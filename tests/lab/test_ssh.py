@@ -179,6 +179,20 @@ def test_fifty_commands_share_one_handshake(ex: SshExecutor) -> None:
     assert ex.stats == ssh.SshStats(handshakes=1, sessions=50)
 
 
+def test_a_hundred_commands_authenticate_once_in_the_sshd_log(lab_sshd: LabSshd) -> None:
+    """Counted on the server side too: sshd logs one `Accepted publickey` per authentication."""
+    ssh.close_all()
+    before = lab_sshd.server.log.read_text().count("Accepted publickey")
+    ex = executor_for(lab_sshd.target(), lab_sshd.credentials())
+    assert [ex.run(["echo", str(i)]).stdout for i in range(100)] == [f"{i}\n" for i in range(100)]
+    accepted = lab_sshd.server.log.read_text().count("Accepted publickey") - before
+    print(
+        f"100 commands: {ex.stats.handshakes} handshake(s), {ex.stats.sessions} sessions, "
+        f"{accepted} authentication(s) in the sshd log"
+    )
+    assert (ex.stats.handshakes, ex.stats.sessions, accepted) == (1, 100, 1)
+
+
 def test_threads_share_one_handshake(lab_sshd: LabSshd) -> None:
     def one(i: int) -> str:
         # every thread asks the pool, as provider operations running in parallel do

@@ -131,6 +131,7 @@ def test_up_creates_and_up_again_changes_nothing(harness: Harness, root: Path) -
     oplog = read_oplog(root)
 
     again = harness.up(shelf(root, ABC))
+    print(f"up again: {again.mutations} mutations, provider calls {dict(again.provider_calls)}")
     assert again.changed == {}
     assert again.counts == {"same": 4}
     assert again.mutations == 0 and again.log == []
