@@ -45,7 +45,7 @@ class HostBaseline(pulumi.ComponentResource):
             for profile, text in env.apparmor_profiles.items()
         }
         self.driver: NvidiaHostDriver | None = None
-        if host.nvidia is not None:
+        if host.nvidia is not None and host.nvidia.manage:
             self.driver = NvidiaHostDriver(
                 f"nvidia-driver-{host.node}",
                 {

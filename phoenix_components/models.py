@@ -129,6 +129,11 @@ class NvidiaDriver(Model):
     runfile_url: Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[^\s]*$")]
     sha256: Sha256
     uninstall_on_delete: bool = False
+    manage: bool = Field(
+        default=True,
+        description="false: the driver is installed outside Phoenix (host image, Debian packages); Phoenix "
+        "pins the version for the containers' userspace but does not install it on the host",
+    )
 
     @model_validator(mode="after")
     def _url_names_version(self) -> NvidiaDriver:
