@@ -24,7 +24,7 @@ from providers.template_layer import TemplateLayerResource
 class TemplateLayerArgs:
     environment: Environment
     name: str
-    parent: TemplateLayer | None = None
+    parent: TemplateLayer | PromotedLayer | None = None
     depends_on: tuple[pulumi.Resource, ...] = ()  # host prerequisites: OS template, driver
 
 
@@ -67,6 +67,7 @@ def layer_inputs(env: Environment, name: str) -> dict[str, object]:
 class TemplateLayer(pulumi.ComponentResource):
     key: pulumi.Output[str]
     vmid: pulumi.Output[int]
+    verified: pulumi.Output[bool]
 
     def __init__(
         self, name: str, args: TemplateLayerArgs, opts: pulumi.ResourceOptions | None = None
@@ -86,6 +87,7 @@ class TemplateLayer(pulumi.ComponentResource):
         )
         self.key = pulumi.Output.from_input(env.layer_key(args.name))
         self.vmid = self.template.vmid
+        self.verified = self.template.verified
         self.register_outputs(
             {
                 "key": self.key,
@@ -96,6 +98,40 @@ class TemplateLayer(pulumi.ComponentResource):
                 "origin": self.template.origin,
             }
         )
+
+
+class PromotedLayer(pulumi.ComponentResource):
+    """A layer verified in the environment below, on this same node: its template is reused, not rebuilt."""
+
+    key: pulumi.Output[str]
+    vmid: pulumi.Output[int]
+    verified: pulumi.Output[bool]
+
+    def __init__(
+        self, name: str, args: TemplateLayerArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("phoenix:chain:PromotedLayer", name, None, opts)
+        env = args.environment
+        assert env.promotion is not None  # the chain only makes promoted layers from a lock
+        promoted = env.promotion.layers[args.name]
+        self.layer = args.name
+        self.key = pulumi.Output.from_input(promoted.key)
+        self.vmid = pulumi.Output.from_input(promoted.vmid)
+        self.verified = pulumi.Output.from_input(promoted.verified)
+        self.register_outputs(
+            {
+                "key": self.key,
+                "vmid": self.vmid,
+                "verified": self.verified,
+                "promoted_from": env.promotion.source,
+            }
+        )
+
+
+def reuses_promoted_templates(env: Environment) -> bool:
+    """Promoted templates can be reused only where they are: on the node they were built on."""
+    lock = env.promotion
+    return lock is not None and all(layer.node == env.host.node for layer in lock.layers.values())
 
 
 @dataclass(frozen=True)
@@ -113,9 +149,17 @@ class TemplateChain(pulumi.ComponentResource):
     ) -> None:
         super().__init__("phoenix:chain:TemplateChain", name, None, opts)
         env = args.environment
-        self.layers: dict[str, TemplateLayer] = {}
+        self.layers: dict[str, TemplateLayer | PromotedLayer] = {}
+        reuse = reuses_promoted_templates(env)
         for layer_name in env.layer_order():
             layer = env.chain.layers[layer_name]
+            if reuse:
+                self.layers[layer_name] = PromotedLayer(
+                    f"layer-{layer_name}",
+                    TemplateLayerArgs(environment=env, name=layer_name),
+                    pulumi.ResourceOptions(parent=self),
+                )
+                continue
             needs: list[pulumi.Resource] = []
             if layer.os_template is not None and args.os_templates and layer.os_template in args.os_templates:
                 needs.append(args.os_templates[layer.os_template])
@@ -133,4 +177,5 @@ class TemplateChain(pulumi.ComponentResource):
             )
         self.keys = {name: layer.key for name, layer in self.layers.items()}
         self.vmids = {name: layer.vmid for name, layer in self.layers.items()}
+        self.verified = {name: layer.verified for name, layer in self.layers.items()}
         self.register_outputs({"keys": self.keys, "vmids": self.vmids})

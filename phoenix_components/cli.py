@@ -12,6 +12,7 @@ phoenix models sync --bucket B DIR            model files to/from the cache buck
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from phoenix_components.cloud_config import (
 )
 from phoenix_components.config import Environment, environment_names, load_environment
 from phoenix_components.plan import build_plan, render_dot, render_mermaid, render_plan
+from phoenix_components.promotion import PromotionError, promote, write_lock
 from phoenix_components.schema import stale, write
 from phoenix_components.stacks import stack_environment
 from providers.errors import ConfigError
@@ -130,6 +132,48 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _source_outputs(args: argparse.Namespace) -> dict[str, object]:
+    if args.outputs is not None:
+        loaded: dict[str, object] = json.loads(args.outputs.read_text())
+        return loaded
+    pulumi = shutil.which("pulumi")
+    if pulumi is None:
+        raise PromotionError(
+            f"the Pulumi CLI is not on PATH to read the {args.source} stack's outputs; save them where it is "
+            f"with `pulumi stack output --json --stack {args.source} > outputs.json`, then pass "
+            "--outputs outputs.json"
+        )
+    run = subprocess.run(
+        [pulumi, "stack", "output", "--json", "--stack", args.source],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if run.returncode != 0:
+        raise PromotionError(f"`pulumi stack output --stack {args.source}` failed: {run.stderr.strip()}")
+    outputs: dict[str, object] = json.loads(run.stdout)
+    return outputs
+
+
+def _promote(args: argparse.Namespace) -> int:
+    project = _project_dir()
+    target_env = stack_environment(project, args.target)
+    env = load_environment(args.config, target_env, promotion=False)
+    keys = {name: env.layer_key(name) for name in env.layer_order()}
+    try:
+        lock = promote(_source_outputs(args), keys, stack_environment(project, args.source))
+    except PromotionError as error:
+        print(error, file=sys.stderr)
+        return EXIT_INVALID
+    path = write_lock(args.config, target_env, lock)
+    reuse = {layer.node for layer in lock.layers.values()} == {env.host.node}
+    how = (
+        "reuses these templates" if reuse else f"builds each layer once on {env.host.node} from the same keys"
+    )
+    print(f"wrote {path}: {len(lock.layers)} verified layers from {lock.source}; {args.target} {how}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="phoenix",
@@ -157,6 +201,17 @@ def parser() -> argparse.ArgumentParser:
     command("preview", "pulumi preview, or the offline view when the CLI is missing").set_defaults(
         run=_preview
     )
+    promote = command("promote", "pin the layers verified in one stack for the next (dev → staging → prod)")
+    promote.add_argument(
+        "--from", dest="source", required=True, help="the stack whose verified layers to promote"
+    )
+    promote.add_argument("--to", dest="target", required=True, help="the stack that will deploy them")
+    promote.add_argument(
+        "--outputs",
+        type=Path,
+        help="the source's `pulumi stack output --json` saved to a file (no CLI needed)",
+    )
+    promote.set_defaults(run=_promote)
     register_aws_commands(sub)
     return root
 

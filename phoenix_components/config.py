@@ -13,7 +13,7 @@ import ipaddress
 import json
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from phoenix_components.models import (
     Layer,
     Vm,
 )
+from phoenix_components.promotion import PromotionLock, check_lock, load_lock
 from providers.errors import ConfigError
 
 CHAIN_FILE = "chain.json"
@@ -65,6 +66,7 @@ class Environment:
     guests: Guests
     feature_scripts: Mapping[str, str] = field(repr=False)
     apparmor_profiles: Mapping[str, str] = field(repr=False)
+    promotion: PromotionLock | None = None  # layers verified in the environment below (see promotion.py)
 
     def layer_order(self) -> list[str]:
         """Layer names, parents before children (checked acyclic at load)."""
@@ -110,8 +112,12 @@ def environment_names(config_dir: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / HOST_FILE).is_file()) if root.is_dir() else []
 
 
-def load_environment(config_dir: Path | str, environment: str) -> Environment:
-    """Validated config for ``environment``, or :class:`ConfigError` listing every problem found."""
+def load_environment(config_dir: Path | str, environment: str, *, promotion: bool = True) -> Environment:
+    """Validated config for ``environment``, or :class:`ConfigError` listing every problem found.
+
+    With ``promotion`` (the default) the environment's promotion lock is loaded and checked against the
+    chain; ``phoenix promote`` turns it off to write a new lock over a stale one.
+    """
     config_dir = Path(config_dir)
     problems: list[Problem] = []
     env_dir = config_dir / ENVIRONMENTS_DIR / environment
@@ -137,7 +143,7 @@ def load_environment(config_dir: Path | str, environment: str) -> Environment:
     problems.extend(check_environment(host, chain, guests, set(scripts), set(profiles), files))
     if problems:
         raise ConfigError([str(p) for p in problems])
-    return Environment(
+    env = Environment(
         name=environment,
         config_dir=config_dir,
         host=host,
@@ -146,6 +152,13 @@ def load_environment(config_dir: Path | str, environment: str) -> Environment:
         feature_scripts=scripts,
         apparmor_profiles={name: profiles[name] for name in host.apparmor_profiles},
     )
+    lock = load_lock(config_dir, environment) if promotion else None
+    if lock is None:
+        return env
+    lock_problems = check_lock(lock, {name: env.layer_key(name) for name in env.layer_order()}, environment)
+    if lock_problems:
+        raise ConfigError(lock_problems)
+    return replace(env, promotion=lock)
 
 
 def _rel(path: Path, root: Path) -> str:

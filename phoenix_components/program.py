@@ -128,6 +128,7 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
         "node": host.node,
         "layers": chain.keys,
         "layer_vmids": chain.vmids,
+        "layer_verified": chain.verified,
         "containers": {str(vmid): ct.address for vmid, ct in containers.items()},
         "vms": {str(vmid): vm.vmid for vmid, vm in vms.items()},
         "vllm_endpoints": {

@@ -14,12 +14,14 @@ from pydantic import BaseModel
 
 from phoenix_components.cloud_models import Cloud
 from phoenix_components.models import Chain, Guests, Host
+from phoenix_components.promotion import PromotionLock
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "chain.schema.json": Chain,
     "host.schema.json": Host,
     "guests.schema.json": Guests,
     "cloud.schema.json": Cloud,
+    "promotion.schema.json": PromotionLock,
 }
 
 
