@@ -62,6 +62,14 @@ def _print_problems(error: ConfigError) -> int:
 
 def _environment(args: argparse.Namespace) -> Environment:
     env = args.env or stack_environment(_project_dir(), args.stack)
+    if is_cloud_environment(args.config, env):
+        raise ConfigError(
+            [
+                f"environments/{env}/cloud.json: $: {env} is an AWS environment; `phoenix {args.command}` "
+                "shows a Proxmox host's resources. `phoenix validate` checks it offline and "
+                f"`pulumi preview --stack {args.stack}` plans it."
+            ]
+        )
     return load_environment(args.config, env)
 
 
@@ -122,6 +130,11 @@ def _preview(args: argparse.Namespace) -> int:
         env = {**os.environ, "PULUMI_PYTHON_CMD": sys.executable}
         return subprocess.run([pulumi, "preview", "--stack", args.stack], env=env, check=False).returncode
     print(NO_CLI.format(stack=args.stack), file=sys.stderr)
+    name = args.env or stack_environment(_project_dir(), args.stack)
+    if is_cloud_environment(args.config, name):
+        load_cloud_environment(args.config, name)
+        print(f"\n== phoenix validate: {name}: ok (an AWS environment: the plan needs `pulumi preview`)")
+        return 0
     environment = _environment(args)
     print(f"\n== phoenix validate: {environment.name}: ok\n")
     resources = build_plan(environment)

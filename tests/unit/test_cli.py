@@ -59,3 +59,8 @@ def test_preview_without_the_pulumi_cli_says_so_and_shows_the_offline_view(tmp_p
 def test_schema_check_passes_on_the_shipped_schemas(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+def test_plan_of_an_aws_stack_says_what_covers_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--stack", "cloud-dev"]) == 2
+    assert "cloud-dev is an AWS environment" in capsys.readouterr().err
