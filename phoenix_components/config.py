@@ -269,11 +269,13 @@ def _check_host(host: Host, chain: Chain, profiles: set[str], files: _Files) -> 
         yield Problem(f, "vmid_ranges", "the layers and guests ranges overlap")
     # Create-before-delete needs a free vmid for every layer while the old one still exists.
     room = ranges.layers.end - ranges.layers.start + 1
-    if room < 2 * len(chain.layers):
+    # VM templates made from cloud images take the top of the range, one per image.
+    if room < 2 * len(chain.layers) + len(host.cloud_images):
         yield Problem(
             f,
             "vmid_ranges.layers",
-            f"{room} vmids for {len(chain.layers)} layers; replacing needs 2 per layer",
+            f"{room} vmids for {len(chain.layers)} layers and {len(host.cloud_images)} cloud image "
+            "templates; replacing needs 2 per layer",
         )
     for path, value, first in _duplicates([(f"gpus[{i}].index", g.index) for i, g in enumerate(host.gpus)]):
         yield Problem(f, path, f"GPU index {value} is already listed at {first}")

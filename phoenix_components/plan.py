@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from phoenix_components.chain import reuses_promoted_templates
 from phoenix_components.config import Environment
 from phoenix_components.features import exec_argv, feature_env
+from phoenix_components.guests import cloud_image_template_vmid
 from phoenix_components.lxc_config import clone_dataset, container_params, raw_lines
 from phoenix_components.models import (
     Container,
@@ -173,21 +175,40 @@ def build_plan(env: Environment) -> list[PlannedResource]:
     for vm in env.guests.vms:
         if vm.image not in images:
             image = host.cloud_images[vm.image]
-            images[vm.image] = b.add(
-                f"cloud-image-{vm.image}",
+            download = b.add(
+                f"cloud-image-{vm.image}-download",
                 "download.File",
                 [],
                 [
                     _api(
                         "POST",
                         f"nodes/{node}/storage/{host.storage.templates}/download-url",
-                        content="iso",
+                        content="import",
                         filename=image.file,
                         url=image.url,
                     )
                 ],
                 "host",
                 image.file,
+            )
+            template_vmid = cloud_image_template_vmid(env, vm.image)
+            images[vm.image] = b.add(
+                f"cloud-image-{vm.image}-template",
+                "VmLegacy",
+                [download],
+                [
+                    _api(
+                        "POST",
+                        f"nodes/{node}/qemu",
+                        vmid=template_vmid,
+                        name=f"template-{vm.image}",
+                        scsi0=f"{host.storage.vm_disks}:0,import-from={host.storage.templates}:import/{image.file}",
+                        agent=1,
+                    ),
+                    _api("POST", f"nodes/{node}/qemu/{template_vmid}/template"),
+                ],
+                "host",
+                f"VM template {template_vmid} from {image.file}",
             )
         _plan_vm(b, env, vm, images[vm.image])
     return b.resources
@@ -199,6 +220,21 @@ def _plan_layers(
     host, node = env.host, env.host.node
     pool = host.storage.zfs_pool
     layers: dict[str, str] = {}
+    if reuses_promoted_templates(env):
+        assert env.promotion is not None
+        source = env.promotion.source
+        for name in env.layer_order():
+            promoted = env.promotion.layers[name]
+            label = f"{name} ({promoted.key}) = template {promoted.vmid}, verified in {source}"
+            layers[name] = b.add(
+                f"layer-{name}",
+                "PromotedLayer",
+                [],
+                [Step("api", f"(nothing: template {promoted.vmid} verified in {source} is reused)")],
+                "chain",
+                label,
+            )
+        return layers
     for name in env.layer_order():
         layer = env.chain.layers[name]
         key = env.layer_key(name)
@@ -387,28 +423,28 @@ def _plan_vm(b: _Builder, env: Environment, vm: Vm, image: str) -> None:
         f"cloud-init running {', '.join(vm.features) or 'no features'}",
     )
     net = vm.network
-    disk_image = f"{storage.templates}:iso/{env.host.cloud_images[vm.image].file}"
     nic = ["virtio", f"bridge={net.bridge}"] + ([f"macaddr={net.mac.upper()}"] if net.mac else [])
     nic += ([f"tag={net.vlan}"] if net.vlan else []) + (["firewall=1"] if net.firewall else [])
     config: dict[str, object] = {
-        "vmid": vm.vmid,
-        "name": vm.name,
         "cores": vm.cores,
         "memory": vm.memory_mib,
-        "scsi0": f"{storage.vm_disks}:0,import-from={disk_image}",
         "net0": ",".join(nic),
         "ipconfig0": f"ip={net.ip}" + (f",gw={net.gateway}" if net.gateway else ""),
         "agent": 1,
+        "onboot": int(vm.start_on_boot),
         "cicustom": f"user={storage.snippets}:snippets/phoenix-{vm.vmid}-user-data.yaml",
     }
+    pci = {g.index: g.pci for g in env.host.gpus}
     for i, gpu in enumerate(vm.gpus):
-        config[f"hostpci{i}"] = f"gpu{gpu},pcie=1"
+        config[f"hostpci{i}"] = f"{pci[gpu]},pcie=1"
+    template_vmid = cloud_image_template_vmid(env, vm.image)
     b.add(
         name,
         "VmLegacy",
         [image, snippet],
         [
-            _api("POST", f"nodes/{node}/qemu", **config),
+            _api("POST", f"nodes/{node}/qemu/{template_vmid}/clone", newid=vm.vmid, name=vm.name, full=0),
+            _api("PUT", f"nodes/{node}/qemu/{vm.vmid}/config", **config),
             _api("PUT", f"nodes/{node}/qemu/{vm.vmid}/resize", disk="scsi0", size=f"{vm.disk_gib}G"),
             _api("POST", f"nodes/{node}/qemu/{vm.vmid}/status/start"),
         ],

@@ -53,7 +53,9 @@ def layer_templates(monitor: RecordingMonitor) -> list[str]:
     return [r.name for r in monitor.registrations if r.type == "pulumi-python:dynamic/phoenix:TemplateLayer"]
 
 
-def test_promotion_on_one_host_reuses_the_verified_templates_all_the_way_to_prod(project: Path) -> None:
+def test_promotion_on_one_host_reuses_the_verified_templates_all_the_way_to_prod(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for env in ("staging", "prod"):  # three environments sharing one Proxmox host
         set_node(project, env, "pve-dev")
     dev, dev_outputs = up(project, "dev")
@@ -77,6 +79,8 @@ def test_promotion_on_one_host_reuses_the_verified_templates_all_the_way_to_prod
     assert layer_templates(staging) == [], "a promoted layer is reused, never rebuilt"
     promoted = [r for r in staging.registrations if r.type == "phoenix:chain:PromotedLayer"]
     assert len(promoted) == 4
+    assert main(["plan", "--stack", "staging"]) == 0
+    assert "PromotedLayer layer-vllm" in capsys.readouterr().out
     for ct in load_environment(project / "config", "staging").guests.containers:
         container = staging.by_name()[f"ct-{ct.vmid}-container"]
         assert container.inputs["template_vmid"] == dev_outputs["layer_vmids"][ct.layer]
