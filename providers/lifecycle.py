@@ -13,6 +13,7 @@ Every provider file (one per resource noun) follows the same shape:
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -69,6 +70,21 @@ def diff_inputs(
 def require(news: Mapping[str, Any], keys: Iterable[str]) -> list[CheckFailure]:
     """A failure per required key that is missing (unknowns pass: they are known at up)."""
     return [CheckFailure(k, f"{k} is required") for k in keys if news.get(k) is None]
+
+
+def with_defaults(news: Mapping[str, Any], inputs_class: type) -> dict[str, Any]:
+    """``news`` with every input the program left out set to its declared default.
+
+    ``check`` returns this, so state holds the full input set; without it, an omitted input (present in
+    the stored outputs, absent from the new inputs) would look changed on every ``up``.
+    """
+    defaults: dict[str, Any] = {}
+    for f in dataclasses.fields(inputs_class):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+    return {**defaults, **news}
 
 
 def as_int(value: Any) -> int:

@@ -31,7 +31,7 @@ from pulumi.dynamic import (
 from providers.command import Executor, write_file_argv
 from providers.errors import HostError, PhoenixError, PveError
 from providers.host import ApiTarget, HostProvider, SshTarget
-from providers.lifecycle import DynamicResource, as_int, changed, diff_inputs, require
+from providers.lifecycle import DynamicResource, as_int, changed, diff_inputs, require, with_defaults
 from providers.pve import PveClient, is_missing
 from providers.template_layer import check_linked, volume_dataset
 
@@ -170,7 +170,7 @@ class LxcGuestProvider(HostProvider):
         params = news.get("params")
         if isinstance(params, dict) and "hostname" in params:
             failures.append(CheckFailure("params", "hostname is its own input, not a config param"))
-        return CheckResult(news, failures)
+        return CheckResult(with_defaults(news, LxcGuestInputs), failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         result = diff_inputs(

@@ -29,7 +29,7 @@ from pulumi.dynamic import (
 
 from providers.errors import HostError, PhoenixError, PveError
 from providers.host import ApiTarget, HostProvider, SshTarget
-from providers.lifecycle import DynamicResource, as_int, diff_inputs, has_unknowns, require
+from providers.lifecycle import DynamicResource, as_int, diff_inputs, has_unknowns, require, with_defaults
 from providers.pct import exec_argv, script_argv
 from providers.pve import is_missing
 
@@ -169,7 +169,7 @@ class TemplateLayerProvider(HostProvider):
             and (news.get("parent_vmid") is None) == (news.get("os_template") is None)
         ):
             failures.append(CheckFailure("parent_vmid", "exactly one of parent_vmid and os_template"))
-        return CheckResult(news, failures)
+        return CheckResult(with_defaults(news, TemplateLayerInputs), failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         return diff_inputs(

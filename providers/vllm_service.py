@@ -22,7 +22,7 @@ from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Up
 from providers.command import CommandResult, Executor
 from providers.errors import HostError, RemoteCommandError, tail
 from providers.host import ApiTarget, HostProvider, SshTarget
-from providers.lifecycle import DynamicResource, as_int, diff_inputs, require
+from providers.lifecycle import DynamicResource, as_int, diff_inputs, require, with_defaults
 from providers.pct import exec_argv
 
 PROVIDER_VERSION = "1"
@@ -145,9 +145,8 @@ def parse_status(stdout: str) -> tuple[str | None, str]:
 @dataclass
 class VllmServiceProvider(HostProvider):
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        return CheckResult(
-            news, require(news, ["node", "vmid", "unit", "unit_path", "served_model_name", "port"])
-        )
+        failures = require(news, ["node", "vmid", "unit", "unit_path", "served_model_name", "port"])
+        return CheckResult(with_defaults(news, VllmServiceInputs), failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         return diff_inputs(

@@ -88,3 +88,17 @@ def test_many_dynamic_resources_do_not_grow_the_pickler() -> None:
     program()
     assert pickle._Pickler._batch_setitems is before  # type: ignore[attr-defined]
     settings.ROOT.set(None)
+
+
+def test_with_defaults_fills_only_what_is_missing() -> None:
+    from dataclasses import dataclass, field
+
+    from providers.lifecycle import with_defaults
+
+    @dataclass
+    class Inputs:
+        name: str
+        size: int = 8
+        tags: list[str] = field(default_factory=list)
+
+    assert with_defaults({"name": "a", "size": 16}, Inputs) == {"name": "a", "size": 16, "tags": []}

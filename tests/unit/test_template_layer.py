@@ -115,3 +115,14 @@ def test_pct_argv_puts_the_environment_after_the_separator() -> None:
         "-s",
     ]
     assert exec_argv(9001, ["true"]) == ["pct", "exec", "9001", "--", "true"]
+
+
+def test_inputs_left_out_get_their_defaults_so_up_again_is_no_change() -> None:
+    """State holds the full input set (check fills defaults); otherwise a default like task_timeout_s,
+    present in the outputs but absent from the program's inputs, would show as an update every time."""
+    provider = TemplateLayerProvider()
+    checked = provider.check({}, dict(PROPS)).inputs
+    assert checked["task_timeout_s"] == 600 and checked["feature_timeout_s"] == 3600
+    outputs = {**TemplateLayerInputs.from_props(checked).to_props(), "vmid": 9001}
+    again = provider.check(outputs, dict(PROPS)).inputs
+    assert provider.diff("9001", outputs, again).changes is False
