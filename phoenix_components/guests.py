@@ -24,6 +24,7 @@ from phoenix_components.lxc_config import clone_dataset, container_params, raw_l
 from phoenix_components.models import Container, DatasetCloneMount, Firewall, Vm
 from phoenix_components.targets import api_target, ssh_target
 from phoenix_components.vllm import UNIT_PATH, render_unit
+from providers.guest_snapshot import GuestSnapshot
 from providers.lxc_guest import LxcGuestArgs as LxcGuestResourceArgs
 from providers.lxc_guest import LxcGuestResource
 from providers.vllm_service import VllmServiceResource
@@ -136,6 +137,7 @@ class LxcGuest(pulumi.ComponentResource):
             "disk_gib": spec.disk_gib,
             "start": True,
             "snapshot_before_update": spec.snapshot_before_update,
+            "snapshot_retention": spec.snapshot_retention,
         }
         self.guest = LxcGuestResource(
             f"{name}-container",
@@ -143,6 +145,21 @@ class LxcGuest(pulumi.ComponentResource):
             pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *self.clones.values()]),
         )
         self.firewall = _firewall(name, env, spec.firewall, self.guest, container_id=spec.vmid)
+        self.snapshots: GuestSnapshot | None = None
+        if spec.snapshots is not None:
+            policy = spec.snapshots
+            self.snapshots = GuestSnapshot(
+                f"{name}-snapshots",
+                {
+                    "node": host.node,
+                    "vmid": self.guest.vmid,
+                    "prefix": policy.prefix,
+                    "retention": policy.retention,
+                    "trigger": policy.trigger,
+                },
+                api_target(host),
+                pulumi.ResourceOptions(parent=self, depends_on=[self.guest]),
+            )
         self.endpoint = None
         self.service: VllmServiceResource | None = None
         if spec.vllm is not None:

@@ -441,6 +441,16 @@ class PveFeatures(Model):
         return [name for name in ("keyctl", "fuse", "mknod") if getattr(self, name)]
 
 
+class SnapshotPolicy(Model):
+    """Rolling PVE snapshots of a guest: one each time ``trigger`` changes, the newest ``retention`` kept."""
+
+    prefix: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,20}$")] = "phoenix"
+    retention: Annotated[int, Field(ge=1, le=64)] = 3
+    trigger: Annotated[str, StringConstraints(max_length=200)] = Field(
+        default="", description="change it (a release tag, a model revision) to take a new snapshot"
+    )
+
+
 class Container(Model):
     """A workload LXC container: a linked clone of a template layer."""
 
@@ -466,6 +476,10 @@ class Container(Model):
     vllm: VllmEngine | None = None
     start_on_boot: bool = True
     snapshot_before_update: bool = False
+    snapshot_retention: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=3, description="pre-update snapshots kept (older ones are pruned)"
+    )
+    snapshots: SnapshotPolicy | None = None
     insecure: Insecure = Insecure()
 
     @field_validator("gpus")

@@ -377,6 +377,22 @@ def _plan_container(
     steps.append(_api("POST", f"nodes/{node}/lxc/{ct.vmid}/status/start"))
     b.add(name, "LxcGuest", deps + clones, steps, "guests", f"{ct.hostname} ({ct.vmid})")
     _plan_firewall(b, env, name, "lxc", ct.vmid, ct.firewall, "guests")
+    if ct.snapshots is not None:
+        policy = ct.snapshots
+        b.add(
+            f"{name}-snapshots",
+            "GuestSnapshot",
+            [name],
+            [
+                _api("POST", f"nodes/{node}/lxc/{ct.vmid}/snapshot", snapname=f"{policy.prefix}-<UTC time>"),
+                Step(
+                    "api",
+                    f"DELETE .../snapshot/<older {policy.prefix}-*> beyond the newest {policy.retention}",
+                ),
+            ],
+            "guests",
+            f"{policy.prefix}-* x{policy.retention}",
+        )
     if ct.vllm is not None:
         server = ct.vllm.server
         b.add(

@@ -30,6 +30,7 @@ from pulumi.dynamic import (
 
 from providers.command import Executor, write_file_argv
 from providers.errors import HostError, PhoenixError, PveError
+from providers.guest_snapshot import family, next_name, to_prune
 from providers.host import ApiTarget, HostProvider, SshTarget
 from providers.lifecycle import DynamicResource, as_int, changed, diff_inputs, require, with_defaults
 from providers.pve import PveClient, is_missing
@@ -39,6 +40,7 @@ PROVIDER_VERSION = "1"
 # Keys a running container cannot take without a restart.
 COLD_KEYS = re.compile(r"^(dev\d+|mp\d+|features|unprivileged)$")
 GENERATED = ("mac", "volume", "dataset", "origin")
+PRE_UPDATE = "pre-update"  # prefix of the snapshots taken before an update
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class LxcGuestInputs:
     disk_gib: int | None = None
     start: bool = True
     snapshot_before_update: bool = False
+    snapshot_retention: int = 3  # pre-update snapshots kept; older ones are pruned
     pve_config_dir: str = "/etc/pve/lxc"
     task_timeout_s: int = 600
     version: str = PROVIDER_VERSION
@@ -61,7 +64,7 @@ class LxcGuestInputs:
     @classmethod
     def from_props(cls, props: dict[str, Any]) -> LxcGuestInputs:
         values = {k: props[k] for k in cls.__dataclass_fields__ if k in props}
-        for key in ("vmid", "template_vmid", "task_timeout_s"):
+        for key in ("vmid", "template_vmid", "task_timeout_s", "snapshot_retention"):
             if key in values:
                 values[key] = as_int(values[key])
         if values.get("disk_gib") is not None:
@@ -281,10 +284,15 @@ class LxcGuestProvider(HostProvider):
         return UpdateResult({**new.to_props(), **{k: olds.get(k) for k in GENERATED}})
 
     def _snapshot(self, api: PveClient, path: str, inputs: LxcGuestInputs) -> None:
-        name = f"phoenix-pre-update-{int(time.time())}"
+        """A restore point before the update, then the older pre-update snapshots beyond the retention."""
+        existing = family(api.get(f"{path}/snapshot"), PRE_UPDATE)
+        name = next_name(PRE_UPDATE, existing, time.time())
+        timeout = inputs.task_timeout_s
         api.run_task(
-            "POST", f"{path}/snapshot", timeout=inputs.task_timeout_s, step="snapshot", snapname=name
+            "POST", f"{path}/snapshot", timeout=timeout, step="snapshot before update", snapname=name
         )
+        for old in to_prune([*existing, name], inputs.snapshot_retention):
+            api.run_task("DELETE", f"{path}/snapshot/{old}", timeout=timeout, step="prune snapshot")
 
     # -- read / delete
 

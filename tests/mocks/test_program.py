@@ -104,6 +104,13 @@ def test_main_builds_for_every_stack(stack: str) -> None:
             service = regs[f"ct-{ct.vmid}-vllm"]
             assert container.urn in service.dependencies
             assert f'--served-model-name" "{ct.vllm.server.served_model_name}"' in service.inputs["unit"]
+        if ct.snapshots is not None:
+            snapshots = regs[f"ct-{ct.vmid}-snapshots"]
+            assert container.urn in snapshots.dependencies
+            assert (snapshots.inputs["retention"], snapshots.inputs["prefix"]) == (
+                ct.snapshots.retention,
+                ct.snapshots.prefix,
+            )
         if ct.firewall.enabled:
             assert regs[f"ct-{ct.vmid}-firewall"].inputs["containerId"] == ct.vmid
     for vm in env.guests.vms:
