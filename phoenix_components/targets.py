@@ -17,4 +17,5 @@ def api_target(host: Host) -> ApiTarget:
         user=host.api.user,
         token_id=host.api.token_id if host.api.auth == "token" else None,
         verify=host.api.verify_tls,
+        max_parallel_tasks=host.max_parallel_tasks,
     )

@@ -39,6 +39,8 @@ class ApiTarget:
     """How to reach the PVE API. ``token_id`` set means API-token auth, else root@pam password/ticket.
 
     ``verify`` is True (system CAs), False (only for a lab) or the path of a CA bundle.
+    ``max_parallel_tasks`` bounds the PVE tasks this process has in flight on the host (see
+    ``providers.pve.PveClient.run_task``).
     """
 
     url: str
@@ -46,6 +48,7 @@ class ApiTarget:
     user: str = "root@pam"
     token_id: str | None = None
     verify: bool | str = True
+    max_parallel_tasks: int = 4
 
 
 @dataclass(frozen=True, repr=False)

@@ -7,7 +7,8 @@ proxmoxer supplies the login (root@pam ticket + CSRF token, or an API token head
 - retries where they are safe: a locked guest (``CT is locked`` / ``VM is locked`` / ``can't lock file``,
   refused before PVE did anything) with bounded exponential backoff and jitter; a 5xx or a dropped
   connection only for reads, because a repeated POST/PUT/DELETE may apply twice;
-- tasks (UPIDs) awaited with a deadline and a log tail on failure;
+- tasks (UPIDs) awaited with a deadline and a log tail on failure, at most ``max_parallel_tasks`` of them
+  in flight per host per process (:meth:`PveClient.run_task` says where the bound lives and why);
 - the root@pam rule: ``devN``, feature flags other than ``nesting``, hookscripts and bind mounts are refused
   to API tokens (even root@pam's) and to other users, so the client says so *before* any mutating call;
 - counters of reads and mutations (a no-op ``up`` must make zero mutations).
@@ -17,6 +18,7 @@ Secrets (password, token secret, ticket, CSRF token) never appear in a repr or a
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import threading
@@ -61,6 +63,7 @@ _PERMANENT = re.compile(
     r"does not exist|no such|not found|unable to parse|already exists|not implemented", re.I
 )
 _LXC_CONFIG_PATH = re.compile(r"^nodes/[^/]+/lxc(?:/\d+/config)?$")
+_LXC_CLONE_PATH = re.compile(r"^nodes/[^/]+/lxc/(?P<source>\d+)/clone$")
 _DEV_KEY = re.compile(r"^dev\d+$")
 _MOUNT_KEY = re.compile(r"^(?:rootfs|mp\d+)$")
 
@@ -220,15 +223,62 @@ class _LockWait:
     rng: random.Random
     started: float = field(default_factory=time.monotonic)
     attempt: int = 0
+    slot: threading.Semaphore | None = None
+    """The host task slot the caller holds: given back while backing off (a sleeping retry is not a task
+    in flight, and another guest's task can use the slot meanwhile), taken again before the next try."""
 
     def pause(self) -> bool:
         """Sleep before the next try; False when the budget is spent (the caller raises PveLockedError)."""
         remaining = self.started + self.policy.lock_budget - time.monotonic()
         if remaining <= 0:
             return False
-        time.sleep(min(backoff_delay(self.attempt, self.policy, self.rng.random()), remaining))
+        delay = min(backoff_delay(self.attempt, self.policy, self.rng.random()), remaining)
+        if self.slot is None:
+            time.sleep(delay)
+        else:
+            self.slot.release()
+            try:
+                time.sleep(delay)
+            finally:
+                self.slot.acquire()
         self.attempt += 1
         return True
+
+
+_task_slots: dict[str, threading.Semaphore] = {}
+_task_slots_lock = threading.Lock()
+
+
+_clone_sources: dict[tuple[str, str], threading.Lock] = {}
+
+
+def clone_source_lock(target: ApiTarget, path: str) -> contextlib.AbstractContextManager[object]:
+    """What a clone task must hold besides its slot: for ``nodes/<node>/lxc/<vmid>/clone``, the process-wide
+    lock of that source container; for anything else, nothing.
+
+    pve-container's clone holds the source's lock (``disk``) for the whole task, so a second clone of the
+    same template is refused with ``CT is locked (disk)`` until the first ends. Queuing them here instead
+    spends no retries, no lock budget and no backoff sleeps that outlast the lock. (qemu-server clones a
+    template under a shared lock, so VM clones are left parallel.)
+    """
+    found = _LXC_CLONE_PATH.match(path.strip("/"))
+    if found is None:
+        return contextlib.nullcontext()
+    with _task_slots_lock:
+        return _clone_sources.setdefault((target.url, found["source"]), threading.Lock())
+
+
+def task_slots(target: ApiTarget) -> threading.Semaphore:
+    """The process-wide bound on PVE tasks in flight on ``target``'s host, keyed by its API url: every
+    client of the host in this process shares it. The first target seen for a url sets its size (one
+    provider process serves one stack, so one host config)."""
+    with _task_slots_lock:
+        slots = _task_slots.get(target.url)
+        if slots is None:
+            if target.max_parallel_tasks < 1:
+                raise ConfigError([f"api target {target.url}: max_parallel_tasks must be at least 1"])
+            slots = _task_slots[target.url] = threading.BoundedSemaphore(target.max_parallel_tasks)
+        return slots
 
 
 class PveClient:
@@ -351,26 +401,43 @@ class PveClient:
         self, method: Method, path: str, *, timeout: float, step: str, **params: Any
     ) -> dict[str, Any]:
         """Mutate, then wait for the task it started. A task that failed because the guest was locked
-        (the worker checks the lock before doing anything) is started again within the lock budget."""
-        locks = _LockWait(self.policy, self._rng)
-        while True:
-            upid = self._call(method, path, params, locks)
-            if not isinstance(upid, str) or not upid.startswith("UPID:"):
-                raise PveError(self.host, f"{step}: expected a task id, PVE answered {upid!r}", path=path)
-            try:
-                return self.wait_task(upid, timeout=timeout, step=step)
-            except PveTaskTimeoutError:
-                raise
-            except PveTaskError as error:
-                if not is_lock_error(error.task_status):
+        (the worker checks the lock before doing anything) is started again within the lock budget.
+
+        Bounded concurrency: the start and the wait hold one of the host's ``max_parallel_tasks`` slots
+        (:func:`task_slots`), so N concurrent tasks (clones of N templates, N guests' starts) run k at a
+        time; a lock retry gives its slot back while it backs off. Clones of one container template also
+        queue for that template (:func:`clone_source_lock`): PVE would run them one at a time anyway.
+
+        Where the bound lives and why: here, process-wide per host (keyed by the API url), because this
+        is the one place every task a provider starts on a host passes through. No layer above bounds
+        tasks per host: the provider host serves up to 4 gRPC calls at once for all hosts together (and
+        one call may run several tasks), and Pulumi's engine may run more operations in parallel
+        (``--parallel``). More in flight would not go faster: PVE serializes work on a storage and on a
+        guest with its locks, so extra tasks only wait on those locks, burn lock-retry budgets and crowd
+        the host's workers.
+        """
+        slot = task_slots(self.target)
+        # Source first, then a slot: a clone queued behind another clone of its template holds no slot.
+        with clone_source_lock(self.target, path), slot:
+            locks = _LockWait(self.policy, self._rng, slot=slot)
+            while True:
+                upid = self._call(method, path, params, locks)
+                if not isinstance(upid, str) or not upid.startswith("UPID:"):
+                    raise PveError(self.host, f"{step}: expected a task id, PVE answered {upid!r}", path=path)
+                try:
+                    return self.wait_task(upid, timeout=timeout, step=step)
+                except PveTaskTimeoutError:
                     raise
-                self._count_retry()
-                if not locks.pause():
-                    raise PveLockedError(
-                        self.host,
-                        f"{step}: still locked after {self.policy.lock_budget:g}s: {error.task_status}",
-                        path=path,
-                    ) from error
+                except PveTaskError as error:
+                    if not is_lock_error(error.task_status):
+                        raise
+                    self._count_retry()
+                    if not locks.pause():
+                        raise PveLockedError(
+                            self.host,
+                            f"{step}: still locked after {self.policy.lock_budget:g}s: {error.task_status}",
+                            path=path,
+                        ) from error
 
     def wait_task(self, upid: str, *, timeout: float, step: str) -> dict[str, Any]:
         """Poll the task until it stops; return its status. ``TASK ERROR`` -> PveTaskError with the log

@@ -9,15 +9,17 @@ Baseline, set up once per session: node ``pve1``; storage ``local-zfs`` (zfspool
 content ``images,rootdir``) created through the API; a Debian 12 OS template on ``local``. Use
 ``lab_pve`` (session) for read-only checks and ``fresh_pve`` for anything that changes the fake: it puts
 the baseline back after the test. ``PveLab.pve`` is the FakePve object, for glue that makes storage act on
-a real ZFS pool later. Lab files (certificate, key) live in ``<repo>/.lab/pve/``.
+a real ZFS pool later. Lab files (certificate, key) live in ``<repo>/.lab/pve/<pid>/``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import os
 import secrets
+import shutil
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -182,29 +184,28 @@ def _setup_baseline(lab: PveLab) -> None:
     lab.snapshot_baseline()
 
 
-@pytest.fixture(scope="session")
-def lab_pve() -> Iterator[PveLab]:
-    """A fake PVE API for the session: https://127.0.0.2:<free port>, root@pam with a random password."""
-    try:
-        from fakepve import FakePve, settle
-        from fakepve.certs import make_cert
-    except ImportError as error:
-        _unavailable(f"fakepve is not installed (pip install 'fakepve[crypto]'): {error}")
-        raise AssertionError("unreachable") from error
-    LAB_DIR.mkdir(parents=True, exist_ok=True)
-    try:
-        certfile, keyfile, _der = make_cert(str(LAB_DIR), hosts=(HOST,))
-    except ImportError as error:
-        _unavailable(f"fakepve needs the cryptography package for its certificate: {error}")
+@contextlib.contextmanager
+def serve_fake_pve(host: str = HOST) -> Iterator[PveLab]:
+    """A started fake with the baseline (storage, OS template) on ``https://<host>:<free port>``, root@pam
+    with a random password; stopped on exit. Raises ImportError without fakepve[crypto], OSError when it
+    cannot listen. The ``lab_pve`` fixture and the benchmarks start it this way."""
+    from fakepve import FakePve, settle
+    from fakepve.certs import make_cert
+
+    # A directory per process: another session writing its certificate must not replace the CA this one
+    # verifies against (requests reads the CA file again for each new connection).
+    cert_dir = LAB_DIR / str(os.getpid())
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    certfile, keyfile, _der = make_cert(str(cert_dir), hosts=(host,))
     password = secrets.token_urlsafe(18)
-    pve = FakePve(user="root@pam", password=password, host=HOST, port=0)
+    pve = FakePve(user="root@pam", password=password, host=host, port=0)
     pve.time_scale = 0.0
     loop = _LoopThread()
     try:
         loop.run(pve.start(certfile, keyfile))
-    except OSError as error:
+    except BaseException:
         loop.stop()
-        _unavailable(f"fakepve cannot listen on {HOST}: {error}")
+        raise
     lab = PveLab(pve=pve, url=pve.url, cafile=certfile, password=password, _loop=loop)
     try:
         _setup_baseline(lab)
@@ -213,6 +214,24 @@ def lab_pve() -> Iterator[PveLab]:
         loop.run(settle())
         loop.run(pve.stop())
         loop.stop()
+        shutil.rmtree(cert_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lab_pve() -> Iterator[PveLab]:
+    """A fake PVE API for the session: https://127.0.0.2:<free port>, root@pam with a random password."""
+    try:
+        served = serve_fake_pve()
+        lab = served.__enter__()
+    except ImportError as error:
+        _unavailable(f"fakepve[crypto] is not installed (pip install 'fakepve[crypto]'): {error}")
+        raise AssertionError("unreachable") from error
+    except OSError as error:
+        _unavailable(f"fakepve cannot listen on {HOST}: {error}")
+        raise AssertionError("unreachable") from error
+    with contextlib.ExitStack() as stack:
+        stack.push(served)
+        yield lab
 
 
 @pytest.fixture
