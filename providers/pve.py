@@ -19,6 +19,7 @@ Secrets (password, token secret, ticket, CSRF token) never appear in a repr or a
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import re
 import threading
@@ -159,6 +160,29 @@ class RetryPolicy:
     poll_max: float = 2.0
     request_timeout: float = 60.0
     """Seconds one HTTP request may take (PVE's synchronous config writes wait up to 10 s for a lock)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> RetryPolicy:
+        """The defaults, with ``PHOENIX_PVE_LOCK_BUDGET_S`` (a host whose backups hold guests longer) and
+        ``PHOENIX_PVE_RETRY_DELAY_S`` (the first backoff delay) applied when set, in the provider host."""
+        default = cls()
+        return cls(
+            lock_budget=_seconds(environ, "PHOENIX_PVE_LOCK_BUDGET_S", default.lock_budget),
+            base_delay=_seconds(environ, "PHOENIX_PVE_RETRY_DELAY_S", default.base_delay),
+        )
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    text = environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise ConfigError([f"{name}={text!r}: expected a number of seconds >= 0"])
+    return value
 
 
 def backoff_delay(attempt: int, policy: RetryPolicy, jitter: float) -> float:
@@ -659,7 +683,7 @@ def client_for(target: ApiTarget, creds: Credentials) -> PveClient:
     with _clients_lock:
         client = _clients.get(target)
         if client is None or client.credentials != creds:
-            client = _clients[target] = PveClient(target, creds)
+            client = _clients[target] = PveClient(target, creds, policy=RetryPolicy.from_env(os.environ))
         return client
 
 

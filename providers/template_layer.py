@@ -186,7 +186,7 @@ class TemplateLayerProvider(HostProvider):
         with _ALLOCATE:
             used = {as_int(g["vmid"]) for kind in ("lxc", "qemu") for g in api.get(f"nodes/{node}/{kind}")}
             vmid = free_vmid(used, inputs.vmid_start, inputs.vmid_end)
-            step = "create"
+            step = "create" if inputs.parent_vmid is None else "linked clone"
             try:
                 self._create_container(inputs, vmid)
             except PhoenixError as error:
