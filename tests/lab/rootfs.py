@@ -1,8 +1,10 @@
 """Lab fixture `lab_rootfs`: a minimal Debian bookworm rootfs, built once by debootstrap and cached.
 
-The cache (`.lab/cache/rootfs-bookworm`) survives test sessions; `make clean` removes it. A build happens in a
-temporary directory renamed into place at the end, so an interrupted build never leaves a half rootfs behind.
-minbase has bash but no /sbin/init (the lab's containers run `sleep infinity`) and no python3.
+The cache (`.lab/cache/rootfs-bookworm-py3`) survives test sessions; `make clean` removes it. A build happens
+in a temporary directory renamed into place at the end, so an interrupted build never leaves a half rootfs
+behind. minbase has bash but no /sbin/init (the lab's containers run `sleep infinity`); python3 is added
+(`--include`) because the vLLM stand-in server and Phoenix's health probe inside a guest run on it. The
+cache name carries the package set, so a cache built without python3 is never reused.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from tests.lab.requirements import require_lab
 
 SUITE = "bookworm"
 CACHE_DIR = LAB_DIR / "cache"
-ROOTFS = CACHE_DIR / f"rootfs-{SUITE}"
+INCLUDE = ("python3",)
+ROOTFS = CACHE_DIR / f"rootfs-{SUITE}-py3"
 BUILD_TIMEOUT_S = 900
 # Space we never need in a test guest; pruning it makes every copy into a dataset faster.
 PRUNE = (
@@ -74,7 +77,14 @@ def build_rootfs(target: Path = ROOTFS, mirror: str | None = None) -> Path:
             remove_tree(stale)
         tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
         try:
-            argv = ["debootstrap", "--variant=minbase", SUITE, str(tmp), mirror or apt_mirror()]
+            argv = [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(INCLUDE)}",
+                SUITE,
+                str(tmp),
+                mirror or apt_mirror(),
+            ]
             proc = run(argv, check=False, timeout=BUILD_TIMEOUT_S)
             if proc.returncode != 0:
                 log = tmp / "debootstrap" / "debootstrap.log"
