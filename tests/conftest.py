@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.lab.lxc",
     "tests.lab.apparmor",
     "tests.lab.pve",
+    "tests.lab.host",
 ]

@@ -21,6 +21,12 @@ operation does to the pool (PVE's names throughout):
 - start/stop/shutdown/reboot (and create with start=1): the guest's real LXC container is started or stopped
   through the ``pct`` shim, so ``pct exec`` over SSH works after an API start, as on PVE.
 
+The guest configs are mirrored too: on PVE, pmxcfs shows every container's config as
+``/etc/pve/lxc/<vmid>.conf``, and Phoenix reads and rewrites that file over SSH for the raw ``lxc.*`` lines
+the API cannot set. :class:`PveConfigMirror` writes the fake's config there in PVE's format after every
+request that may change it (and after every task), keeping the ``lxc.*`` lines already in the file (PVE
+keeps them in the config it writes back), and removes the file when the guest is destroyed.
+
 How (fakepve 0.5 internals; each hook is an instance attribute on the one FakePve, removed after the test,
 so tests without ``lab_host`` see a plain fake): ``answer`` keeps each API call's validated values (full=,
 snapname=, disk=) in a context variable the task started by the call inherits; ``task`` marks the task
@@ -53,7 +59,7 @@ import pytest
 
 from providers.host import ApiTarget, SshTarget
 from providers.pve import PveClient
-from tests.lab.common import LAB_BIN, LabError, run, wait_until
+from tests.lab.common import LAB_BIN, LAB_DIR, LabError, run, wait_until
 from tests.lab.lxc import pct as pct_shim
 from tests.lab.pve import NODE, ZFS_STORAGE, PveLab
 from tests.lab.requirements import require_lab
@@ -182,6 +188,128 @@ class ActionLog:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+
+# ------------------------------------------------------------------------------------- the /etc/pve side
+
+PVE_LXC_DIR = Path("/etc/pve/lxc")  # what pmxcfs shows on a PVE node (a link to nodes/<node>/lxc there)
+MIRROR_MANIFEST = LAB_DIR / "pve" / "mirrored-confs"  # files a lab run wrote, so a crashed run's are removed
+# Keys PVE's write_pct_config never writes as `key: value` lines.
+UNWRITTEN_KEYS = frozenset({"digest", "description", "pending", "snapshots", "snapname", "lxc"})
+RAW_LXC_LINE = re.compile(r"^(lxc\.[a-z0-9_.-]+)(?::|\s*=)\s*(.*?)\s*$")
+
+
+def raw_lxc_lines(conf: str) -> list[str]:
+    """The raw ``lxc.*`` lines of a config file's main section, as PVE writes them back (``key: value``);
+    PVE's parser accepts ``key = value`` too."""
+    lines = []
+    for line in conf.partition("\n[")[0].splitlines():
+        found = RAW_LXC_LINE.match(line.strip())
+        if found:
+            lines.append(f"{found[1]}: {found[2]}")
+    return lines
+
+
+def _conf_value(value: Any) -> str:
+    return str(int(value)) if isinstance(value, bool) else str(value)
+
+
+def _conf_section(config: dict[str, Any], raw: list[str]) -> str:
+    """One section as pve-container's write_pct_config generates it: the description as ``#`` lines,
+    then the keys in sorted order, then the raw ``lxc.*`` lines."""
+    lines = [f"#{line}" for line in str(config.get("description") or "").splitlines()]
+    lines += [f"{k}: {_conf_value(config[k])}" for k in sorted(config) if k not in UNWRITTEN_KEYS]
+    return "".join(f"{line}\n" for line in [*lines, *raw])
+
+
+def render_pve_conf(
+    config: dict[str, Any],
+    *,
+    raw: list[str] | None = None,
+    pending: dict[str, Any] | None = None,
+    snapshots: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """``/etc/pve/lxc/<vmid>.conf`` for a container: main section, ``[pve:pending]`` (a pending delete is
+    listed in its ``delete:`` key), then one ``[snapname]`` section per snapshot in name order."""
+    text = _conf_section(config, raw or [])
+    if pending:
+        changes = {k: v for k, v in pending.items() if v is not None}
+        deletes = sorted(k for k, v in pending.items() if v is None)
+        text += "\n[pve:pending]\n" + _conf_section(
+            {**changes, **({"delete": ",".join(deletes)} if deletes else {})}, []
+        )
+    for name in sorted(snapshots or {}):
+        text += f"\n[{name}]\n" + _conf_section(dict((snapshots or {})[name]), [])
+    return text
+
+
+class PveConfigMirror:
+    """Writes each fake container's config to ``<root>/<vmid>.conf`` as pmxcfs would show it.
+
+    The ``lxc.*`` lines of a file it wrote are kept when it writes that file again (Phoenix adds them over
+    SSH; PVE keeps them). A file for a new guest starts without any, as a new config on PVE does. Only files
+    this mirror wrote are ever removed; directories it had to create are removed at :meth:`cleanup`.
+    Called on the fake's event loop only, so syncs never overlap.
+    """
+
+    def __init__(self, root: Path = PVE_LXC_DIR, manifest: Path = MIRROR_MANIFEST) -> None:
+        self.root, self.manifest = root, manifest
+        self._owned: set[int] = set()
+        self._made: list[Path] = []
+
+    def path(self, vmid: int) -> Path:
+        return self.root / f"{vmid}.conf"
+
+    def start(self) -> None:
+        """Remove the files a crashed lab run left (listed in the manifest) and make the directory."""
+        if self.manifest.exists():
+            for name in self.manifest.read_text().split():
+                (self.root / name).unlink(missing_ok=True)
+            self.manifest.unlink()
+        for directory in (self.root.parent, self.root):
+            if not directory.exists():
+                directory.mkdir(mode=0o755)
+                self._made.append(directory)
+
+    def sync(self, cts: list[Any]) -> None:
+        """Match the files to ``cts`` (fakepve FakeCt objects): write changed ones, remove gone ones."""
+        seen: set[int] = set()
+        for ct in cts:
+            vmid = int(ct.vmid)
+            seen.add(vmid)
+            path = self.path(vmid)
+            current = path.read_text() if vmid in self._owned and path.exists() else None
+            text = render_pve_conf(
+                ct.config, raw=raw_lxc_lines(current or ""), pending=ct.pending, snapshots=ct.snapshots
+            )
+            if text != current:
+                tmp = path.with_name(f".{path.name}.lab-tmp")
+                tmp.write_text(text)
+                tmp.replace(path)  # atomic, as pmxcfs's writes are: a reader never sees half a file
+                self._own(vmid)
+        for vmid in sorted(self._owned - seen):
+            self.path(vmid).unlink(missing_ok=True)
+            self._owned.discard(vmid)
+            self._save()
+
+    def cleanup(self) -> None:
+        for vmid in sorted(self._owned):
+            self.path(vmid).unlink(missing_ok=True)
+        self._owned.clear()
+        self.manifest.unlink(missing_ok=True)
+        for directory in reversed(self._made):
+            with contextlib.suppress(OSError):  # not empty: something else put files there meanwhile
+                directory.rmdir()
+        self._made.clear()
+
+    def _own(self, vmid: int) -> None:
+        if vmid not in self._owned:
+            self._owned.add(vmid)
+            self._save()
+
+    def _save(self) -> None:
+        self.manifest.parent.mkdir(parents=True, exist_ok=True)
+        self.manifest.write_text("".join(f"{self.path(v).name}\n" for v in sorted(self._owned)))
 
 
 # ------------------------------------------------------------------------------------- the pool side
@@ -457,8 +585,8 @@ class FakePveZfsGlue:
 
     HOOKS = ("answer", "task", "ceph_io", "pause")
 
-    def __init__(self, pve: Any, storage: ZfsPoolStorage) -> None:
-        self.pve, self.storage = pve, storage
+    def __init__(self, pve: Any, storage: ZfsPoolStorage, mirror: PveConfigMirror | None = None) -> None:
+        self.pve, self.storage, self.mirror = pve, storage, mirror
         self.active = False
         self._originals: dict[str, Any] = {}
         self._original_owner: Callable[[str], int | None] | None = None
@@ -501,6 +629,11 @@ class FakePveZfsGlue:
         self._originals.clear()
 
     # ---------------------------------------------------------------------------------- helpers
+
+    def sync_configs(self) -> None:
+        """Mirror the fake's container configs to /etc/pve/lxc (see PveConfigMirror); on the fake's loop."""
+        if self.active and self.mirror is not None:
+            self.mirror.sync(self.pve.cts)
 
     def glued(self, volume: str) -> ZfsVolume | None:
         """The parsed volume if it lives on a zfspool storage backed by the lab pool's data dataset."""
@@ -555,6 +688,15 @@ class FakePveZfsGlue:
     async def _answer(self, request: Any, match: Any, params: Any, user: Any, call: Any = None) -> Any:
         """Keep the call's validated values for the task it may start (the task inherits the context)."""
         original = self._originals["answer"]
+        try:
+            return await self._answer_observed(original, request, match, params, user, call)
+        finally:
+            if request.method != "GET":  # whatever it changed (or undid on failure) shows in /etc/pve
+                self.sync_configs()
+
+    async def _answer_observed(
+        self, original: Any, request: Any, match: Any, params: Any, user: Any, call: Any
+    ) -> Any:
         if call is None:
             return await original(request, match, params, user, call)
 
@@ -580,6 +722,7 @@ class FakePveZfsGlue:
                 return await self._run_body(mark, body)
             finally:
                 reset(_TASK, token)
+                self.sync_configs()  # a task that outlives its request (time_scale > 0) ends here
 
         return await original(node, ttype, tid, user, observed, **kwargs)
 
@@ -814,6 +957,11 @@ class LabHost:
         """The lab's pct shim, run here (tests over SSH run `pct` through the sshd instead)."""
         return pct_shim(*args, input=input)
 
+    def pve_conf(self, vmid: int) -> Path:
+        """``/etc/pve/lxc/<vmid>.conf`` as the glue mirrors it (pmxcfs's view on a real node)."""
+        assert self.glue.mirror is not None
+        return self.glue.mirror.path(vmid)
+
 
 def clean_pool(storage: ZfsPoolStorage, zpool: LabZpool) -> None:
     """Stop the containers on, and destroy, every guest volume on the pool (with its snapshots and clones):
@@ -829,32 +977,46 @@ def clean_pool(storage: ZfsPoolStorage, zpool: LabZpool) -> None:
         )
 
 
-@pytest.fixture
-def lab_host(
-    fresh_pve: PveLab, lab_zpool: LabZpool, lab_sshd: LabSshd, lab_rootfs: Path, lab_lxc_seed: str
+@contextlib.contextmanager
+def running_lab_host(
+    pve: PveLab, zpool: LabZpool, sshd: LabSshd, rootfs: Path, seed: str, *, mirror_root: Path = PVE_LXC_DIR
 ) -> Iterator[LabHost]:
-    """The lab as one host for this test. The glue is installed on the session's fake for the test only; at
-    the end, tasks still running in the fake are waited for, the containers on volumes the test made are
-    stopped and those volumes destroyed, and the fake is put back to its baseline (``fresh_pve``).
+    """The glue installed on ``pve`` while the block runs; afterwards tasks still running in the fake are
+    waited for, the containers on volumes made meanwhile are stopped and those volumes destroyed, and the
+    mirrored /etc/pve/lxc files removed. Resetting the fake itself is the caller's (``fresh_pve``).
 
-    ``lab_host`` owns ``rpool/data`` while it runs: guest volumes found there at the start belong to no guest
-    of the fresh fake (a crashed test's), and are destroyed first.
+    It owns ``rpool/data`` while it runs: guest volumes found there at the start belong to no guest of a
+    fresh fake (a crashed test's), and are destroyed first.
     """
     require_lab("zfs-fuse", "zfs", "lxc-start", "rsync")
-    storage = ZfsPoolStorage(lab_zpool, lab_lxc_seed, ActionLog())
-    clean_pool(storage, lab_zpool)
-    glue = FakePveZfsGlue(fresh_pve.pve, storage)
-    fresh_pve.call(glue.install)
+    storage = ZfsPoolStorage(zpool, seed, ActionLog())
+    clean_pool(storage, zpool)
+    mirror = PveConfigMirror(mirror_root)
+    mirror.start()
+    glue = FakePveZfsGlue(pve.pve, storage, mirror)
+    pve.call(glue.install)
     try:
-        yield LabHost(pve=fresh_pve, zpool=lab_zpool, sshd=lab_sshd, rootfs=lab_rootfs, glue=glue)
+        pve.call(glue.sync_configs)
+        yield LabHost(pve=pve, zpool=zpool, sshd=sshd, rootfs=rootfs, glue=glue)
     finally:
         try:
             wait_until(
-                lambda: not fresh_pve.call(lambda: glue.busy),
+                lambda: not pve.call(lambda: glue.busy),
                 timeout=SETTLE_TIMEOUT_S,
                 what="the lab glue's storage work in the fake to finish",
                 interval=0.05,
             )
         finally:
-            fresh_pve.call(glue.uninstall)
-            clean_pool(storage, lab_zpool)
+            pve.call(glue.uninstall)
+            mirror.cleanup()
+            clean_pool(storage, zpool)
+
+
+@pytest.fixture
+def lab_host(
+    fresh_pve: PveLab, lab_zpool: LabZpool, lab_sshd: LabSshd, lab_rootfs: Path, lab_lxc_seed: str
+) -> Iterator[LabHost]:
+    """The lab as one host for this test (see :func:`running_lab_host`); the fake is put back to its
+    baseline afterwards (``fresh_pve``)."""
+    with running_lab_host(fresh_pve, lab_zpool, lab_sshd, lab_rootfs, lab_lxc_seed) as host:
+        yield host

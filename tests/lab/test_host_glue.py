@@ -14,12 +14,8 @@ import pytest
 
 from providers.errors import PveTaskError
 from providers.pve import PveClient
-from tests.lab import host as lab_host_module
 from tests.lab.host import LabHost, StorageAction, clean_pool
 from tests.lab.pve import NODE, OS_TEMPLATE, ZFS_STORAGE
-
-# The fixture, here until tests/conftest.py registers tests.lab.host with the other lab plugins.
-lab_host = lab_host_module.lab_host
 
 pytestmark = pytest.mark.lab
 
@@ -373,3 +369,29 @@ def test_snapshots_rollback_and_a_full_clone_from_a_snapshot(lab_host: LabHost, 
     client.run_task("POST", f"{CT}/320/snapshot/before/rollback", timeout=TASK_TIMEOUT, step="rollback")
     assert not (lab_host.zpool.mountpoint(dataset) / "root" / "marker").exists()
     assert StorageAction("rollback", f"{dataset}@before", dataset) in lab_host.actions
+
+
+# --------------------------------------------------------------------------------- /etc/pve/lxc mirror
+
+
+def test_guest_configs_are_mirrored_to_etc_pve_keeping_raw_lxc_lines(
+    lab_host: LabHost, client: PveClient
+) -> None:
+    make_template(client, 9200)
+    conf = lab_host.pve_conf(9200)
+    assert conf.read_text().splitlines().count(f"rootfs: {ZFS_STORAGE}:basevol-9200-disk-0,size=1G") == 1
+    assert "template: 1" in conf.read_text().splitlines()
+
+    clone(client, 9200, 9201, full=False)
+    clone_conf = lab_host.pve_conf(9201)
+    assert f"rootfs: {ZFS_STORAGE}:basevol-9200-disk-0/subvol-9201-disk-0,size=1G" in clone_conf.read_text()
+    # What Phoenix does over SSH (the API cannot set raw lines); a later API change keeps the line.
+    clone_conf.write_text(clone_conf.read_text() + "lxc.apparmor.profile: phoenix-lxc-confined\n")
+    client.set(f"{CT}/9201/config", cores=3)
+    lines = clone_conf.read_text().splitlines()
+    assert "cores: 3" in lines
+    assert lines[-1] == "lxc.apparmor.profile: phoenix-lxc-confined"
+
+    destroy(client, 9201)
+    assert not clone_conf.exists()
+    assert conf.exists()
