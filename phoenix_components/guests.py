@@ -175,6 +175,8 @@ class LxcGuest(pulumi.ComponentResource):
                     "served_model_name": spec.vllm.server.served_model_name,
                     "port": spec.vllm.server.port,
                     "startup_timeout_s": spec.vllm.startup_timeout_s,
+                    # A replaced guest keeps its vmid: this is what tells the service it must deploy again.
+                    "guest_instance": self.guest.instance,
                 },
                 target,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.guest]),

@@ -5,6 +5,10 @@ and the power state. SSH does what the API cannot: the raw ``lxc.*`` lines (``lx
 in ``/etc/pve/lxc/<vmid>.conf``, written *before the first start* so the container never runs under the
 wrong profile, and the check that the rootfs really is a linked clone of the layer.
 
+Each container made by ``create`` gets a new ``instance`` token (an output kept by updates): the vmid
+stays the same when the guest is replaced, so what lives *inside* the container (its vLLM service) keys
+on the instance to know it must be deployed again.
+
 Updates send PVE only the keys that changed, and keep the MAC PVE generated when the config gives none
 (a ``net0`` sent without ``hwaddr`` would get a new one). Changes a running container cannot take live
 (devices, mounts, feature flags, raw lines) are applied with a stop/start. A new layer (template vmid)
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,7 +44,7 @@ from providers.template_layer import check_linked, volume_dataset
 PROVIDER_VERSION = "1"
 # Keys a running container cannot take without a restart.
 COLD_KEYS = re.compile(r"^(dev\d+|mp\d+|features|unprivileged)$")
-GENERATED = ("mac", "volume", "dataset", "origin")
+GENERATED = ("mac", "volume", "dataset", "origin", "instance")
 PRE_UPDATE = "pre-update"  # prefix of the snapshots taken before an update
 
 
@@ -229,6 +234,7 @@ class LxcGuestProvider(HostProvider):
             "volume": volid,
             "dataset": dataset,
             "origin": origin,
+            "instance": uuid.uuid4().hex,  # this container, as opposed to a later one with the same vmid
         }
 
     def _resize(self, api: PveClient, path: str, inputs: LxcGuestInputs) -> None:
@@ -343,6 +349,8 @@ class LxcGuestResource(DynamicResource, module="phoenix", name="LxcGuest"):
     mac: pulumi.Output[str]
     dataset: pulumi.Output[str]
     origin: pulumi.Output[str]
+    instance: pulumi.Output[str]
+    """New for every container ``create`` makes; a replaced guest keeps its vmid but not this."""
 
     def __init__(self, name: str, args: LxcGuestArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         provider = LxcGuestProvider(ssh_target=args.ssh_target, api_target=args.api_target)

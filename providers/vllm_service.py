@@ -5,6 +5,11 @@ one SSH session, then wait until ``/health`` answers 200 *and* ``/v1/models`` li
 name. A server that is not ready by the deadline fails the deploy with a typed error naming the guest and
 carrying the last lines of its journal. Probes run inside the guest (``pct exec``), so they work whatever
 network sits between the Pulumi machine and the guest.
+
+``guest_instance`` is the LxcGuest's ``instance`` output: a replaced guest keeps its vmid, so without it
+the service would look unchanged while the new container has no unit at all. A new instance is an
+update (deploy again into the new container), not a replace: a replace's late delete would run
+``disable --now`` in the new container, on the service just deployed there.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class VllmServiceInputs:
     served_model_name: str
     port: int
     startup_timeout_s: int = 900
+    guest_instance: str | None = None  # the container it runs in (LxcGuest's instance output)
     version: str = PROVIDER_VERSION
 
     @classmethod
@@ -153,7 +159,14 @@ class VllmServiceProvider(HostProvider):
             olds,
             news,
             replace_on=["node", "vmid"],
-            update_on=["unit", "unit_path", "served_model_name", "port", "startup_timeout_s"],
+            update_on=[
+                "unit",
+                "unit_path",
+                "served_model_name",
+                "port",
+                "startup_timeout_s",
+                "guest_instance",
+            ],
         )
 
     def create(self, props: dict[str, Any]) -> CreateResult:

@@ -69,16 +69,29 @@ def test_status_read_and_unit_drift() -> None:
     assert parse_status("missing -\ninactive\n") == (None, "inactive")
 
 
+PROPS = {
+    "node": "pve",
+    "vmid": 201.0,
+    "unit": "a",
+    "unit_path": "/u",
+    "served_model_name": "m",
+    "port": 8000.0,
+    "guest_instance": "0f1e",
+}
+
+
 def test_a_new_unit_updates_and_a_new_guest_replaces() -> None:
-    props = {
-        "node": "pve",
-        "vmid": 201.0,
-        "unit": "a",
-        "unit_path": "/u",
-        "served_model_name": "m",
-        "port": 8000.0,
-    }
+    props = PROPS
     provider = VllmServiceProvider()
     assert provider.diff("x", props, {**props, "unit": "b"}).replaces == []
     assert provider.diff("x", props, {**props, "unit": "b"}).changes is True
     assert provider.diff("x", props, {**props, "vmid": 202.0}).replaces == ["vmid"]
+
+
+def test_a_new_guest_instance_deploys_again_in_place() -> None:
+    """A replaced guest keeps its vmid; only its instance says the service must be deployed into it again,
+    as an update: a replace's late delete would disable the service just deployed in the new container."""
+    provider = VllmServiceProvider()
+    moved = provider.diff("x", PROPS, {**PROPS, "guest_instance": "9a8b"})
+    assert (moved.changes, moved.replaces) == (True, [])
+    assert provider.diff("x", PROPS, dict(PROPS)).changes is False
