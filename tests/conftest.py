@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.lab.apparmor",
     "tests.lab.pve",
     "tests.lab.host",
+    "tests.lab.e2e",
 ]

@@ -1,0 +1,278 @@
+"""Lab-only support for the end-to-end test of the real Phoenix program (tests/lab/test_e2e_chain.py).
+
+- :func:`write_lab_config` makes a config directory for the running lab: ``config/`` and ``apparmor/``
+  copied, the feature scripts replaced by the TEST-ONLY stand-ins of ``tests/lab/standins/features`` (the
+  product scripts need network, a GPU and systemd, none of which the lab's containers have), and a ``lab``
+  environment whose host.json points at this lab's fakepve, sshd and pool.
+- the module-scoped fixture ``lab_stack``: the lab host (for the whole module, so the chain is built once),
+  one provider host (``python -m pulumi.dynamic``) and a :class:`~tests.support.harness.Harness` with its
+  state file; on the way out it destroys what is left and cleans the lab even when a test failed.
+
+Lab facts the config says out loud: ``nvidia.manage`` is false (the lab has no NVIDIA driver to install;
+the pinned version still reaches the containers' userspace stand-in), ``apparmor_load`` is
+``compile-only`` (no AppArmor LSM: profiles are compiled, loading is simulated), and the OS template has
+no download URL because the fake host already has it on ``local``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.lab.common import REPO_ROOT
+from tests.lab.host import LabHost, running_lab_host
+from tests.lab.pve import OS_TEMPLATE_NAME, PveLab
+from tests.lab.sshd_server import LabSshd, free_port
+from tests.support.dynhost import DynHost, secret
+from tests.support.harness import Harness, Report
+
+if TYPE_CHECKING:
+    from phoenix_components.config import Environment
+    from tests.lab.zfs import LabZpool
+
+ENV = "lab"
+STANDIN_FEATURES = Path(__file__).parent / "standins" / "features"
+DATA_DATASET = "rpool/data/phoenix-models"
+LAYER_RANGE = (9900, 9919)
+PROFILE = "phoenix-lxc-gpu-docker"
+# Startup deadline of the healthy lab guests: the stand-in answers within a second; a broken one must not
+# hold the test for vLLM's default 900 s.
+HEALTHY_STARTUP_S = 60
+
+
+def lab_chain(product: dict[str, Any]) -> dict[str, Any]:
+    """The product chain as the lab can build it: the same layers, parents, features and pinned versions,
+    with small build resources, and the base layer's smoke test replaced (the product's asks systemd,
+    which the lab's `sleep infinity` containers do not run). The other smoke tests are the product's own,
+    answered by the stand-ins."""
+    chain = copy.deepcopy(product)
+    chain.pop("$schema", None)
+    for layer in chain["layers"].values():
+        layer["build"] = {**layer.get("build", {}), "cores": 1, "memory_mib": 512, "disk_gib": 1}
+    chain["layers"]["base"]["smoke_test"] = ["grep", "-qx", "phoenix-base target=lxc", "/etc/phoenix/base"]
+    return chain
+
+
+def lab_host_json(host: LabHost, nvidia_version: str) -> dict[str, Any]:
+    ssh: LabSshd = host.sshd
+    return {
+        "node": host.node,
+        "api": {
+            "endpoint": host.pve.url,
+            "auth": "password",
+            "user": "root@pam",
+            "verify_tls": host.pve.cafile,
+        },
+        "ssh": {"host": ssh.host, "port": ssh.port, "user": ssh.user, "host_key": ssh.host_key_fingerprint},
+        "storage": {
+            "rootfs": host.storage,
+            "zfs_pool": host.zpool.data,
+            "templates": "local",
+            "snippets": "local",
+            "vm_disks": host.storage,
+        },
+        "vmid_ranges": {
+            "layers": {"start": LAYER_RANGE[0], "end": LAYER_RANGE[1]},
+            "guests": {"start": 800, "end": 899},
+        },
+        "bridges": [{"name": "vmbr0", "cidr": "10.99.0.0/24", "gateway": "10.99.0.1", "vlan_aware": True}],
+        "gpus": [
+            {"index": 0, "model": "Phoenix lab stand-in GPU", "memory_mib": 16384},
+            {"index": 1, "model": "Phoenix lab stand-in GPU", "memory_mib": 16384},
+        ],
+        "nvidia": {
+            "version": nvidia_version,
+            "runfile_url": f"https://download.invalid/NVIDIA-Linux-x86_64-{nvidia_version}.run",
+            "sha256": "0" * 64,
+            "manage": False,  # no NVIDIA hardware or driver in the lab: nothing to install on the host
+        },
+        "os_templates": {"debian-12": {"file": OS_TEMPLATE_NAME}},  # already on the fake's `local`
+        "apparmor_profiles": [PROFILE],
+        "apparmor_load": "compile-only",  # no AppArmor LSM in the lab kernel: compiled, load simulated
+        "max_parallel_tasks": 4,
+    }
+
+
+@dataclass(frozen=True)
+class LabGuest:
+    """One vLLM workload container of the lab's guests.json."""
+
+    vmid: int
+    gpu: int
+    served: str
+    port: int = field(default_factory=free_port)
+    extra_args: tuple[str, ...] = ()
+    startup_timeout_s: int = HEALTHY_STARTUP_S
+    gpu_memory_utilization: float = 0.4
+
+    @property
+    def hostname(self) -> str:
+        return f"lab-vllm-{self.vmid}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "vmid": self.vmid,
+            "hostname": self.hostname,
+            "layer": "vllm",
+            "description": f"vLLM (lab stand-in) serving {self.served}",
+            "cores": 1,
+            "memory_mib": 512,
+            "disk_gib": 2,  # above the layer's 1 GiB: the clone is grown (resize)
+            "pve_features": {"nesting": True},
+            "network": {
+                "bridge": "vmbr0",
+                "ip": f"10.99.0.{self.vmid - 800 + 10}/24",
+                "gateway": "10.99.0.1",
+                "mac": f"BC:24:11:99:{self.vmid // 100:02X}:{self.vmid % 100:02X}",
+            },
+            "gpus": [self.gpu],
+            "apparmor_profile": PROFILE,
+            "mounts": [{"type": "dataset_clone", "path": "/models", "dataset": "models"}],
+            "firewall": {
+                "enabled": True,
+                "rules": [{"direction": "in", "action": "ACCEPT", "proto": "tcp", "dport": str(self.port)}],
+            },
+            "vllm": {
+                "model": {"model": "phoenix-lab/tiny", "max_model_len": 1024},
+                "cache": {"gpu_memory_utilization": self.gpu_memory_utilization},
+                # The lab's containers share the host's network namespace (LXC network type none), so
+                # each server listens on loopback, on a port of its own.
+                "server": {"host": "127.0.0.1", "port": self.port, "served_model_name": self.served},
+                "extra_args": list(self.extra_args),
+                "startup_timeout_s": self.startup_timeout_s,
+            },
+        }
+
+
+def write_lab_config(root: Path, host: LabHost, guests: Sequence[LabGuest]) -> Path:
+    """A complete Phoenix config for the running lab under ``root``; returns its ``config`` directory."""
+    config = root / "config"
+    shutil.copytree(REPO_ROOT / "config", config, dirs_exist_ok=True)
+    shutil.copytree(REPO_ROOT / "apparmor", root / "apparmor", dirs_exist_ok=True)
+    shutil.rmtree(config / "features")  # the product scripts never run in the lab
+    shutil.copytree(STANDIN_FEATURES, config / "features")
+    product = json.loads((REPO_ROOT / "config" / "chain.json").read_text())
+    (config / "chain.json").write_text(json.dumps(lab_chain(product), indent=2))
+    env_dir = config / "environments" / ENV
+    shutil.rmtree(env_dir, ignore_errors=True)
+    env_dir.mkdir(parents=True)
+    nvidia = product["layers"]["gpu"]["versions"]["nvidia"]
+    (env_dir / "host.json").write_text(json.dumps(lab_host_json(host, nvidia), indent=2))
+    write_guests(config, guests)
+    return config
+
+
+def write_guests(config: Path, guests: Sequence[LabGuest]) -> None:
+    document = {
+        "containers": [guest.to_json() for guest in guests],
+        # compression "on": zfs-fuse predates lz4 (the default), which every ZFS on a PVE host has.
+        "datasets": {
+            "models": {"dataset": DATA_DATASET, "snapshot": "v1", "quota_gib": 1, "compression": "on"}
+        },
+    }
+    (config / "environments" / ENV / "guests.json").write_text(json.dumps(document, indent=2))
+
+
+# ------------------------------------------------------------------------------------------ the stack
+
+
+@dataclass
+class LabStack:
+    """The real Phoenix program against the lab: config on disk, one provider host, one state file."""
+
+    host: LabHost
+    config: Path
+    dynhost: DynHost
+    harness: Harness
+    guests: list[LabGuest]
+
+    def environment(self) -> Environment:
+        from phoenix_components.config import load_environment
+
+        return load_environment(self.config, ENV)
+
+    def program(self) -> Callable[[], object]:
+        """What ``__main__.py`` does for the config as it is on disk now (validated before anything runs)."""
+        from phoenix_components.program import build
+
+        environment = self.environment()
+        return lambda: build(environment)
+
+    def set_guests(self, guests: Sequence[LabGuest]) -> None:
+        self.guests = list(guests)
+        write_guests(self.config, self.guests)
+
+    first: Report | None = None
+    """The report of the latest up that started from an empty state."""
+
+    def up(self) -> Report:
+        return self.harness.up(self.program())
+
+    def ensure_up(self) -> Report:
+        """The stack deployed: an up from an empty state when there is none (the module's first test, or
+        after a destroy); returns the report of that first up."""
+        if self.first is None or not self.harness.resources():
+            self.first = self.up()
+        return self.first
+
+    def api_mutations(self, since: int = 0) -> list[tuple[str, str]]:
+        """POST/PUT/DELETE requests fakepve received after the first ``since`` requests."""
+        return [(m, p) for m, p in self.host.pve.requests()[since:] if m != "GET"]
+
+    def guest_exec(self, vmid: int, *argv: str) -> subprocess.CompletedProcess[str]:
+        """``pct exec`` through the lab's shim, as the host's root would run it."""
+        return self.host.pct("exec", str(vmid), "--", *argv)
+
+    def origin(self, dataset: str) -> str:
+        return self.host.zpool.get(dataset, "origin")
+
+
+@pytest.fixture(scope="module")
+def lab_stack(
+    lab_pve: PveLab,
+    lab_zpool: LabZpool,
+    lab_sshd: LabSshd,
+    lab_rootfs: Path,
+    lab_lxc_seed: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LabStack]:
+    """The lab with the glue for the whole module (the chain is built once), a provider host configured
+    with the lab's secrets and an empty state. Whatever a test leaves is destroyed at the end; if that
+    fails too, the pool, /etc/pve/lxc, /etc/apparmor.d and the fake are cleaned directly."""
+    root = tmp_path_factory.mktemp("e2e")
+    before = set(lab_zpool.datasets())
+    profile = Path("/etc/apparmor.d") / PROFILE
+    profile_existed = profile.exists()
+    lab_pve.call(lab_pve.pve.requests.clear)
+    try:
+        with running_lab_host(lab_pve, lab_zpool, lab_sshd, lab_rootfs, lab_lxc_seed) as host:
+            guests = [LabGuest(801, gpu=0, served="tiny-a"), LabGuest(802, gpu=1, served="tiny-b")]
+            config = write_lab_config(root, host, guests)
+            secrets = {
+                "phoenix:pvePassword": secret(lab_pve.password),
+                "phoenix:sshPrivateKey": secret(lab_sshd.user_private_key),
+            }
+            with DynHost(config=secrets, call_timeout=300.0) as dynhost:
+                harness = Harness(root / "state.json", dynhost, stack=ENV)
+                stack = LabStack(host, config, dynhost, harness, guests)
+                try:
+                    yield stack
+                finally:
+                    if harness.resources() or harness.pending_deletes():
+                        try:
+                            harness.destroy()
+                        except Exception as error:  # noqa: BLE001 - the direct cleanup below still runs
+                            print(f"lab_stack: destroy failed ({error}); cleaning the lab directly")
+                    lab_zpool.destroy_all_but(before)  # data datasets and clones are not guest volumes
+    finally:
+        if not profile_existed:
+            profile.unlink(missing_ok=True)
+        lab_pve.reset()

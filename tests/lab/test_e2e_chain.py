@@ -1,0 +1,302 @@
+"""The template chain, workload guests and vLLM services, end to end on the lab (issue 5, "Done when").
+
+The real Phoenix program (``phoenix_components.program.build``) runs through the test harness, its dynamic
+resources through the real provider host (``python -m pulumi.dynamic``), against the lab: fakepve whose
+``local-zfs`` acts on the real zfs-fuse pool, the real sshd, the ``pct`` shim running real LXC containers.
+Feature scripts are the TEST-ONLY stand-ins of tests/lab/standins (see tests/lab/e2e.py for why).
+
+The tests share one deployment (module-scoped ``lab_stack``, the chain is built once) and run in file
+order; each starts from "deployed" (``ensure_up``) so any of them also runs alone. Every check is made on
+the lab itself (``zfs get``, fakepve's request log and configs, files inside the containers, the vLLM
+stand-in's HTTP answers), not only on the providers' outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.common import LXC_PATH
+from tests.lab.e2e import DATA_DATASET, PROFILE, LabGuest, LabStack
+from tests.support.dynhost import ProviderError
+from tests.support.harness import Drift, Report
+
+pytestmark = pytest.mark.lab
+
+LAYERS = ("base", "gpu", "docker", "vllm")
+DYNAMIC = "pulumi-python:dynamic"
+PROFILE_LINE = f"lxc.apparmor.profile: {PROFILE}"
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def short(urn: str) -> str:
+    return urn.rsplit("::", 1)[1]
+
+
+def is_dynamic(urn: str) -> bool:
+    """A dynamic resource (a provider really acts on it): the last type of the URN's type chain."""
+    return urn.split("::")[2].rsplit("$", 1)[-1].startswith(DYNAMIC)
+
+
+def dynamic_ops(report: Report) -> dict[str, str]:
+    """Operation per dynamic resource, by resource name."""
+    return {short(urn): op for urn, op in sorted(report.ops.items()) if is_dynamic(urn)}
+
+
+def outputs(stack: LabStack, name: str) -> dict[str, Any]:
+    return dict(stack.harness.resource(name).outputs)
+
+
+def layer_vmids(stack: LabStack) -> dict[str, int]:
+    return {layer: int(outputs(stack, f"layer-{layer}-template")["vmid"]) for layer in LAYERS}
+
+
+def base_snapshot(stack: LabStack, vmid: int) -> str:
+    return f"{stack.host.zpool.data}/basevol-{vmid}-disk-0@__base__"
+
+
+def lxc_cts(stack: LabStack) -> dict[int, dict[str, Any]]:
+    """vmid → config of every container fakepve has."""
+    client = stack.host.client()
+    try:
+        return {
+            int(ct["vmid"]): client.get(f"nodes/{stack.host.node}/lxc/{ct['vmid']}/config")
+            for ct in client.get(f"nodes/{stack.host.node}/lxc")
+        }
+    finally:
+        client.close()
+
+
+def served_models(guest: LabGuest) -> list[str]:
+    """What the guest's vLLM (stand-in) lists, asked directly: the lab's containers share this machine's
+    network namespace, so its loopback port is reachable from the test."""
+    url = f"http://127.0.0.1:{guest.port}/v1/models"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return [model["id"] for model in json.load(answer)["data"]]
+
+
+def recorded_profile(vmid: int) -> str:
+    """The AppArmor profile the pct shim found in /etc/pve/lxc/<vmid>.conf at the container's last start."""
+    return (LXC_PATH / str(vmid) / "apparmor.profile").read_text().strip()
+
+
+def assert_guest_serving(stack: LabStack, guest: LabGuest) -> None:
+    assert stack.guest_exec(guest.vmid, "systemctl", "is-active", "vllm.service").stdout.strip() == "active"
+    assert served_models(guest) == [guest.served]
+
+
+def assert_linked_chain(stack: LabStack) -> dict[str, int]:
+    """Every layer a template whose dataset's origin (on the pool) is its parent's base snapshot."""
+    vmids, cts, pool = layer_vmids(stack), lxc_cts(stack), stack.host.zpool.data
+    parent: str | None = None
+    for layer in LAYERS:
+        vmid = vmids[layer]
+        dataset = f"{pool}/basevol-{vmid}-disk-0"
+        assert cts[vmid].get("template") == 1, f"layer {layer} (CT {vmid}) is not a template"
+        assert stack.host.zpool.exists(f"{dataset}@__base__")
+        want = "-" if parent is None else base_snapshot(stack, vmids[parent])
+        assert stack.origin(dataset) == want, f"layer {layer}: {dataset} is not a linked clone of {want}"
+        parent = layer
+    return vmids
+
+
+# ------------------------------------------------------------------------------------------------- tests
+
+
+def test_first_up_builds_the_chain_as_linked_clones_and_two_serving_guests(lab_stack: LabStack) -> None:
+    report = lab_stack.ensure_up()
+    ops = dynamic_ops(report)
+    print(
+        f"\nfirst up: {dict(report.counts)}; dynamic resources: {len(ops)}, provider calls "
+        f"{dict(report.provider_calls)}"
+    )
+    assert set(report.ops.values()) == {"create"}
+    for name in [*(f"layer-{layer}-template" for layer in LAYERS), f"apparmor-{PROFILE}"]:
+        assert ops[name] == "create"
+    for guest in lab_stack.guests:
+        for part in ("container", "vllm", "models"):
+            assert ops[f"ct-{guest.vmid}-{part}"] == "create"
+
+    vmids = assert_linked_chain(lab_stack)
+    print("layers (vmid, origin on the pool): " + ", ".join(f"{layer}={vmids[layer]}" for layer in LAYERS))
+    assert len(set(vmids.values())) == 4 and all(9900 <= v <= 9919 for v in vmids.values())
+    assert lab_stack.origin(f"{lab_stack.host.zpool.data}/basevol-{vmids['base']}-disk-0") == "-"
+
+    cts, pool = lxc_cts(lab_stack), lab_stack.host.zpool.data
+    pins = {name: layer.versions for name, layer in lab_stack.environment().chain.layers.items()}
+    docker = pins["docker"]
+    for guest in lab_stack.guests:
+        vmid = guest.vmid
+        # A linked clone of the vllm layer, as PVE names it, and verified so on the pool.
+        assert cts[vmid]["rootfs"].startswith(
+            f"local-zfs:basevol-{vmids['vllm']}-disk-0/subvol-{vmid}-disk-0,"
+        )
+        assert lab_stack.origin(f"{pool}/subvol-{vmid}-disk-0") == base_snapshot(lab_stack, vmids["vllm"])
+        # Every layer's work is inside the guest: four clones deep.
+        markers = lab_stack.guest_exec(
+            vmid,
+            "cat",
+            "/etc/phoenix/base",
+            "/etc/phoenix/nvidia",
+            "/etc/phoenix/docker",
+            "/etc/phoenix/vllm",
+        ).stdout
+        assert markers.splitlines() == [
+            "phoenix-base target=lxc",
+            f"nvidia={pins['gpu']['nvidia']}",
+            f"docker={docker['docker']} toolkit={docker['nvidia_container_toolkit']} revision=1",
+            f"vllm={pins['vllm']['vllm']}",
+        ]
+        # The model-weights clone is this guest's own clone of the snapshot, in PVE's config as mp0.
+        clone = f"{DATA_DATASET}-ct{vmid}"
+        assert lab_stack.origin(clone) == f"{DATA_DATASET}@v1"
+        assert cts[vmid]["mp0"].startswith(f"{lab_stack.host.zpool.mountpoint(clone)},")
+        assert cts[vmid]["dev0"] == f"/dev/nvidia{guest.gpu},mode=0666"  # its own GPU
+        # The raw AppArmor line is in the config and was there at the container's first start.
+        conf = lab_stack.host.pve_conf(vmid).read_text()
+        assert conf.partition("\n[")[0].splitlines().count(PROFILE_LINE) == 1
+        assert recorded_profile(vmid) == PROFILE
+        # The deploy waited for health: the service is up and serves exactly its model name.
+        assert outputs(lab_stack, f"ct-{vmid}-vllm")["models"] == [guest.served]
+        assert_guest_serving(lab_stack, guest)
+
+
+def test_second_up_makes_no_mutating_api_call_and_no_mutating_ssh_command(lab_stack: LabStack) -> None:
+    lab_stack.ensure_up()
+    since = len(lab_stack.host.pve.requests())
+    report = lab_stack.up()
+    api = lab_stack.api_mutations(since)
+    print(
+        f"\nsecond up: {len(api)} mutating API calls, {report.mutations} mutating provider calls "
+        f"(Create/Update/Delete, the only ones that run mutating SSH commands); provider calls "
+        f"{dict(report.provider_calls)}; {dict(report.counts)}"
+    )
+    assert api == []
+    assert report.mutations == 0 and report.log == []
+    assert report.changed == {}
+    assert set(report.provider_calls) <= {"Check", "Diff"}
+
+
+def test_hand_edited_apparmor_line_is_drift_and_the_next_up_restores_it(lab_stack: LabStack) -> None:
+    lab_stack.ensure_up()
+    guest = lab_stack.guests[0]
+    conf = lab_stack.host.pve_conf(guest.vmid)
+    conf.write_text(conf.read_text().replace(PROFILE_LINE, "lxc.apparmor.profile: unconfined"))
+
+    drift = {short(urn): d for urn, d in lab_stack.harness.refresh().items()}
+    print("\nrefresh: " + ", ".join(f"{name}={d.kind}{list(d.changed) or ''}" for name, d in drift.items()))
+    assert drift[f"ct-{guest.vmid}-container"] == Drift("changed", ("raw_lines",))
+    assert {name: d for name, d in drift.items() if d.kind != "same"} == {
+        f"ct-{guest.vmid}-container": Drift("changed", ("raw_lines",))
+    }
+
+    report = lab_stack.up()
+    print(
+        f"up after the drift: changed {[(short(u), op) for u, op in report.changed.items()]}, the rest same"
+    )
+    assert {short(urn): op for urn, op in report.changed.items()} == {f"ct-{guest.vmid}-container": "update"}
+    main = conf.read_text().partition("\n[")[0].splitlines()
+    assert main.count(PROFILE_LINE) == 1
+    assert not any("unconfined" in line for line in main)
+    assert recorded_profile(guest.vmid) == PROFILE  # the restart ran under Phoenix's profile again
+    assert lab_stack.harness.refresh()[lab_stack.harness.resource(f"ct-{guest.vmid}-container").urn] == Drift(
+        "same"
+    )
+    assert_guest_serving(lab_stack, guest)  # enabled unit started again at boot, as systemd does
+
+
+def test_changed_docker_feature_rebuilds_docker_vllm_and_guests_only(lab_stack: LabStack) -> None:
+    lab_stack.ensure_up()
+    before = layer_vmids(lab_stack)
+    pool = lab_stack.host.zpool
+    guids = {
+        layer: pool.get(f"{pool.data}/basevol-{before[layer]}-disk-0", "guid") for layer in ("base", "gpu")
+    }
+    script = lab_stack.config / "features" / "docker.sh"
+    script.write_text(script.read_text().replace("REVISION=1\n", "REVISION=2\n", 1))
+
+    since = len(lab_stack.host.pve.requests())
+    report = lab_stack.up()
+    ops = dynamic_ops(report)
+    print(
+        f"\ndocker feature changed: {dict(report.counts)}; per resource: "
+        + ", ".join(f"{name}={op}" for name, op in ops.items() if op != "same")
+        + f"; untouched: {sorted(name for name, op in ops.items() if op == 'same')}; "
+        f"{len(lab_stack.api_mutations(since))} mutating API calls"
+    )
+    changed = {name: op for name, op in ops.items() if op != "same"}
+    assert changed == {
+        "layer-docker-template": "replace",
+        "layer-vllm-template": "replace",
+        **{f"ct-{g.vmid}-container": "replace" for g in lab_stack.guests},
+        # Same vmid, new container: the service is deployed into it again (and health-gated).
+        **{f"ct-{g.vmid}-vllm": "update" for g in lab_stack.guests},
+    }
+    after = assert_linked_chain(lab_stack)
+    assert after["base"] == before["base"] and after["gpu"] == before["gpu"]
+    for layer in ("base", "gpu"):  # the very same datasets, not rebuilt
+        assert pool.get(f"{pool.data}/basevol-{after[layer]}-disk-0", "guid") == guids[layer]
+    assert {after["docker"], after["vllm"]}.isdisjoint({before["docker"], before["vllm"]})
+    cts = lxc_cts(lab_stack)
+    for old in (before["docker"], before["vllm"]):  # create-before-delete: the old layers are gone
+        assert old not in cts and not pool.exists(f"{pool.data}/basevol-{old}-disk-0")
+    for guest in lab_stack.guests:
+        assert lab_stack.origin(f"{pool.data}/subvol-{guest.vmid}-disk-0") == base_snapshot(
+            lab_stack, after["vllm"]
+        )
+        docker = lab_stack.guest_exec(guest.vmid, "cat", "/etc/phoenix/docker").stdout
+        assert docker.strip().endswith("revision=2")
+        assert recorded_profile(guest.vmid) == PROFILE
+        assert_guest_serving(lab_stack, guest)
+
+
+def test_a_guest_whose_health_check_never_passes_fails_the_deploy_naming_it(lab_stack: LabStack) -> None:
+    lab_stack.ensure_up()
+    healthy = list(lab_stack.guests)
+    never = LabGuest(
+        803, gpu=0, served="tiny-never", extra_args=("--lab-standin-hide-model",), startup_timeout_s=10
+    )
+    lab_stack.set_guests([*healthy, never])
+    try:
+        started = time.monotonic()
+        with pytest.raises(ProviderError) as caught:
+            lab_stack.up()
+        waited = time.monotonic() - started
+        details = caught.value.details
+        headline = next(line for line in details.splitlines() if "vLLM in CT" in line)
+        print(f"\nnever-ready guest: deploy failed after {waited:.1f}s: {headline.strip()}")
+        assert "vLLM in CT 803 did not serve 'tiny-never' within 10s" in details
+        assert "--- journalctl -u vllm.service (tail) ---" in details
+        # The last log lines are the server's own: the stand-in's warning says why it never got ready.
+        assert "/v1/models: not listing 'tiny-never' (--lab-standin-hide-model)" in details
+        assert waited < 120
+        assert served_models(never) == []  # it runs, healthy, but never lists its model
+    finally:
+        lab_stack.set_guests(healthy)
+    report = lab_stack.up()  # the failed guest leaves with its config entry
+    assert {short(u) for u, op in report.changed.items() if op == "delete" and is_dynamic(u)} == {
+        "ct-803-container",
+        "ct-803-models",
+    }
+    assert 803 not in lxc_cts(lab_stack)
+    assert not lab_stack.host.zpool.exists(f"{lab_stack.host.zpool.data}/subvol-803-disk-0")
+    assert not lab_stack.host.pve_conf(803).exists()
+
+
+def test_destroy_leaves_no_phoenix_guest_and_no_phoenix_dataset(lab_stack: LabStack) -> None:
+    lab_stack.ensure_up()
+    report = lab_stack.harness.destroy()
+    print(f"\ndestroy: {dict(report.counts)}; provider calls {dict(report.provider_calls)}")
+    assert lxc_cts(lab_stack) == {}
+    pool = lab_stack.host.zpool
+    assert pool.datasets(pool.data) == [pool.data]
+    assert lab_stack.harness.resources() == {} and lab_stack.harness.pending_deletes() == []
+    assert not Path(f"/etc/apparmor.d/{PROFILE}").exists()
+    assert list(lab_stack.host.pve_conf(801).parent.glob("*.conf")) == []
