@@ -112,6 +112,7 @@ class LabGuest:
     extra_args: tuple[str, ...] = ()
     startup_timeout_s: int = HEALTHY_STARTUP_S
     gpu_memory_utilization: float = 0.4
+    snapshot_before_update: bool = False
 
     @property
     def hostname(self) -> str:
@@ -136,6 +137,7 @@ class LabGuest:
             "gpus": [self.gpu],
             "apparmor_profile": PROFILE,
             "mounts": [{"type": "dataset_clone", "path": "/models", "dataset": "models"}],
+            "snapshot_before_update": self.snapshot_before_update,
             "firewall": {
                 "enabled": True,
                 "rules": [{"direction": "in", "action": "ACCEPT", "proto": "tcp", "dport": str(self.port)}],
@@ -254,7 +256,10 @@ def lab_stack(
     lab_pve.call(lab_pve.pve.requests.clear)
     try:
         with running_lab_host(lab_pve, lab_zpool, lab_sshd, lab_rootfs, lab_lxc_seed) as host:
-            guests = [LabGuest(801, gpu=0, served="tiny-a"), LabGuest(802, gpu=1, served="tiny-b")]
+            guests = [
+                LabGuest(801, gpu=0, served="tiny-a", snapshot_before_update=True),
+                LabGuest(802, gpu=1, served="tiny-b"),
+            ]
             config = write_lab_config(root, host, guests)
             secrets = {
                 "phoenix:pvePassword": secret(lab_pve.password),

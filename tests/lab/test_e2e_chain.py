@@ -74,6 +74,15 @@ def lxc_cts(stack: LabStack) -> dict[int, dict[str, Any]]:
         client.close()
 
 
+def guest_snapshots(stack: LabStack, vmid: int) -> list[dict[str, Any]]:
+    client = stack.host.client()
+    try:
+        snapshots: list[dict[str, Any]] = client.get(f"nodes/{stack.host.node}/lxc/{vmid}/snapshot")
+        return snapshots
+    finally:
+        client.close()
+
+
 def served_models(guest: LabGuest) -> list[str]:
     """What the guest's vLLM (stand-in) lists, asked directly: the lab's containers share this machine's
     network namespace, so its loopback port is reachable from the test."""
@@ -158,6 +167,8 @@ def test_first_up_builds_the_chain_as_linked_clones_and_two_serving_guests(lab_s
         clone = f"{DATA_DATASET}-ct{vmid}"
         assert lab_stack.origin(clone) == f"{DATA_DATASET}@v1"
         assert cts[vmid]["mp0"].startswith(f"{lab_stack.host.zpool.mountpoint(clone)},")
+        wrote = lab_stack.guest_exec(vmid, "sh", "-c", f"echo {vmid} > /models/owner")
+        assert wrote.returncode == 0, wrote.stderr
         assert cts[vmid]["dev0"] == f"/dev/nvidia{guest.gpu},mode=0666"  # its own GPU
         # The raw AppArmor line is in the config and was there at the container's first start.
         conf = lab_stack.host.pve_conf(vmid).read_text()
@@ -166,6 +177,11 @@ def test_first_up_builds_the_chain_as_linked_clones_and_two_serving_guests(lab_s
         # The deploy waited for health: the service is up and serves exactly its model name.
         assert outputs(lab_stack, f"ct-{vmid}-vllm")["models"] == [guest.served]
         assert_guest_serving(lab_stack, guest)
+    # /models in each guest is that guest's own writable clone; the snapshotted data stays as it was.
+    for guest in lab_stack.guests:
+        owner = lab_stack.host.zpool.mountpoint(f"{DATA_DATASET}-ct{guest.vmid}") / "owner"
+        assert owner.read_text() == f"{guest.vmid}\n"
+    assert not (lab_stack.host.zpool.mountpoint(DATA_DATASET) / "owner").exists()
 
 
 def test_second_up_makes_no_mutating_api_call_and_no_mutating_ssh_command(lab_stack: LabStack) -> None:
@@ -202,9 +218,13 @@ def test_hand_edited_apparmor_line_is_drift_and_the_next_up_restores_it(lab_stac
         f"up after the drift: changed {[(short(u), op) for u, op in report.changed.items()]}, the rest same"
     )
     assert {short(urn): op for urn, op in report.changed.items()} == {f"ct-{guest.vmid}-container": "update"}
-    main = conf.read_text().partition("\n[")[0].splitlines()
-    assert main.count(PROFILE_LINE) == 1
-    assert not any("unconfined" in line for line in main)
+    main, _, snapshots = conf.read_text().partition("\n[")
+    assert main.splitlines().count(PROFILE_LINE) == 1
+    assert "unconfined" not in main
+    # snapshot_before_update: a PVE snapshot of the guest (a ZFS snapshot of its linked clone) came first.
+    (snapname,) = [s["name"] for s in guest_snapshots(lab_stack, guest.vmid) if s["name"] != "current"]
+    assert snapname.startswith("pre-update") and snapshots.startswith(f"{snapname}]")
+    assert lab_stack.host.zpool.exists(f"{lab_stack.host.zpool.data}/subvol-{guest.vmid}-disk-0@{snapname}")
     assert recorded_profile(guest.vmid) == PROFILE  # the restart ran under Phoenix's profile again
     assert lab_stack.harness.refresh()[lab_stack.harness.resource(f"ct-{guest.vmid}-container").urn] == Drift(
         "same"
