@@ -213,11 +213,16 @@ def test_hand_edited_apparmor_line_is_drift_and_the_next_up_restores_it(lab_stac
         f"ct-{guest.vmid}-container": Drift("changed", ("raw_lines",))
     }
 
+    since = len(lab_stack.host.pve.requests())
     report = lab_stack.up()
+    api = lab_stack.api_mutations(since)
     print(
-        f"up after the drift: changed {[(short(u), op) for u, op in report.changed.items()]}, the rest same"
+        f"up after the drift: changed {[(short(u), op) for u, op in report.changed.items()]}, the rest same; "
+        f"API mutations {[(m, p.rsplit('/', 2)[-2:]) for m, p in api]}"
     )
     assert {short(urn): op for urn, op in report.changed.items()} == {f"ct-{guest.vmid}-container": "update"}
+    # Only the raw line changed: snapshot, stop, start; no config key is sent to PVE.
+    assert not any(path.endswith("/config") for _method, path in api)
     main, _, snapshots = conf.read_text().partition("\n[")
     assert main.splitlines().count(PROFILE_LINE) == 1
     assert "unconfined" not in main
@@ -275,6 +280,7 @@ def test_changed_docker_feature_rebuilds_docker_vllm_and_guests_only(lab_stack: 
         assert docker.strip().endswith("revision=2")
         assert recorded_profile(guest.vmid) == PROFILE
         assert_guest_serving(lab_stack, guest)
+    assert {d.kind for d in lab_stack.harness.refresh().values()} == {"same"}  # what state says is there
 
 
 def test_a_guest_whose_health_check_never_passes_fails_the_deploy_naming_it(lab_stack: LabStack) -> None:
