@@ -32,7 +32,11 @@ UNIT_PATH = "/etc/systemd/system/vllm.service"
 
 
 def systemd_quote(arg: str) -> str:
-    """One ExecStart argument: systemd expands ``%`` specifiers and ``$`` variables, so both are escaped."""
+    """One ExecStart argument: systemd expands ``%`` specifiers and ``$`` variables, so both are escaped.
+    A control character (a newline would start a new unit line: another ``ExecStartPre=``) is refused; the
+    config models never let one through, this is the last line of defence."""
+    if any(ord(c) < 0x20 or c == "\x7f" for c in arg):
+        raise ValueError(f"a control character in a systemd unit argument: {arg!r}")
     escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
     return f'"{escaped}"'
 
