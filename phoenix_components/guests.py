@@ -177,6 +177,7 @@ class LxcGuest(pulumi.ComponentResource):
                     "startup_timeout_s": spec.vllm.startup_timeout_s,
                     # A replaced guest keeps its vmid: this is what tells the service it must deploy again.
                     "guest_instance": self.guest.instance,
+                    "guest_name": spec.hostname,
                 },
                 target,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.guest]),

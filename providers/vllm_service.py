@@ -68,6 +68,7 @@ class VllmServiceInputs:
     port: int
     startup_timeout_s: int = 900
     guest_instance: str | None = None  # the container it runs in (LxcGuest's instance output)
+    guest_name: str = ""  # the guest's hostname, for messages only (never a change on its own)
     version: str = PROVIDER_VERSION
 
     @classmethod
@@ -85,11 +86,14 @@ class VllmServiceInputs:
 class VllmNotReadyError(HostError):
     """The server did not become ready before its deadline; the deploy stops here."""
 
-    def __init__(self, host: str, vmid: int, served: str, waited: float, last: str, journal: str) -> None:
+    def __init__(
+        self, host: str, vmid: int, served: str, waited: float, last: str, journal: str, guest_name: str = ""
+    ) -> None:
         self.vmid, self.served, self.journal_tail = vmid, served, tail(journal, 20)
+        guest = f"CT {vmid} ({guest_name})" if guest_name else f"CT {vmid}"
         super().__init__(
             host,
-            f"vLLM in CT {vmid} did not serve {served!r} within {waited:.0f}s (last probe: {last})"
+            f"vLLM in {guest} did not serve {served!r} within {waited:.0f}s (last probe: {last})"
             f"\n--- journalctl -u {SERVICE} (tail) ---\n{self.journal_tail}",
         )
 
@@ -196,6 +200,7 @@ class VllmServiceProvider(HostProvider):
                 inputs.startup_timeout_s,
                 json.dumps(last),
                 journal.stdout or journal.stderr,
+                inputs.guest_name,
             )
         return {
             **inputs.to_props(),

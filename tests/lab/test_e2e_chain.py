@@ -298,7 +298,7 @@ def test_a_guest_whose_health_check_never_passes_fails_the_deploy_naming_it(lab_
         details = caught.value.details
         headline = next(line for line in details.splitlines() if "vLLM in CT" in line)
         print(f"\nnever-ready guest: deploy failed after {waited:.1f}s: {headline.strip()}")
-        assert "vLLM in CT 803 did not serve 'tiny-never' within 10s" in details
+        assert "vLLM in CT 803 (lab-vllm-803) did not serve 'tiny-never' within 10s" in details
         assert "--- journalctl -u vllm.service (tail) ---" in details
         # The last log lines are the server's own: the stand-in's warning says why it never got ready.
         assert "/v1/models: not listing 'tiny-never' (--lab-standin-hide-model)" in details
