@@ -187,14 +187,19 @@ def test_first_up_builds_the_chain_as_linked_clones_and_two_serving_guests(lab_s
 def test_second_up_makes_no_mutating_api_call_and_no_mutating_ssh_command(lab_stack: LabStack) -> None:
     lab_stack.ensure_up()
     since = len(lab_stack.host.pve.requests())
+    sshd_log = lab_stack.host.sshd.server.log
+    sessions_before = sshd_log.read_text().count("Starting session: command")
     report = lab_stack.up()
     api = lab_stack.api_mutations(since)
+    ssh_sessions = sshd_log.read_text().count("Starting session: command") - sessions_before
     print(
-        f"\nsecond up: {len(api)} mutating API calls, {report.mutations} mutating provider calls "
-        f"(Create/Update/Delete, the only ones that run mutating SSH commands); provider calls "
+        f"\nsecond up: {len(api)} mutating API calls, {ssh_sessions} SSH commands of any kind (sshd log), "
+        f"{report.mutations} mutating provider calls; provider calls "
         f"{dict(report.provider_calls)}; {dict(report.counts)}"
     )
     assert api == []
+    assert sessions_before > 0, "the sshd log counts commands (the first up ran many)"
+    assert ssh_sessions == 0
     assert report.mutations == 0 and report.log == []
     assert report.changed == {}
     assert set(report.provider_calls) <= {"Check", "Diff"}
