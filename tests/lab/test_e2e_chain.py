@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,38 @@ def test_hand_edited_apparmor_line_is_drift_and_the_next_up_restores_it(lab_stac
         "same"
     )
     assert_guest_serving(lab_stack, guest)  # enabled unit started again at boot, as systemd does
+
+
+def test_a_pve_config_key_changed_by_hand_is_drift_and_the_next_up_sends_only_it(lab_stack: LabStack) -> None:
+    """The other half of a guest's drift: a PVE config key (here `cores`, through the API, as someone in
+    the web UI would) shows on refresh and the next up puts back exactly that key."""
+    lab_stack.ensure_up()
+    guest = lab_stack.guests[1]
+    config = f"nodes/{lab_stack.host.node}/lxc/{guest.vmid}/config"
+    client = lab_stack.host.client()
+    declared = client.get(config)["cores"]
+    client.set(config, cores=int(declared) + 3)
+
+    drift = {short(urn): d for urn, d in lab_stack.harness.refresh().items() if d.kind != "same"}
+    print(
+        "\nrefresh after a hand-made cores change: "
+        + ", ".join(f"{n}={d.kind}{list(d.changed)}" for n, d in drift.items())
+    )
+    assert drift == {f"ct-{guest.vmid}-container": Drift("changed", ("params",))}
+
+    since = len(lab_stack.host.pve.requests())
+    report = lab_stack.up()
+    fake = lab_stack.host.pve
+    bodies = fake.call(lambda: [(m, p, b) for m, p, b in fake.pve.requests[since:] if m == "PUT"])
+    print(f"up after the drift: PUT requests {[(p, b) for _m, p, b in bodies]}")
+    assert {short(urn): op for urn, op in report.changed.items()} == {f"ct-{guest.vmid}-container": "update"}
+    (put,) = [(p, b) for _m, p, b in bodies if p.endswith(f"/lxc/{guest.vmid}/config")]
+    sent = dict(urllib.parse.parse_qsl(put[1].decode()))
+    assert set(sent) - {"digest"} == {"cores"}, "only the key that drifted is sent"
+    assert int(client.get(config)["cores"]) == int(declared)
+    assert lab_stack.harness.refresh()[lab_stack.harness.resource(f"ct-{guest.vmid}-container").urn] == Drift(
+        "same"
+    )
 
 
 def test_changed_docker_feature_rebuilds_docker_vllm_and_guests_only(lab_stack: LabStack) -> None:
