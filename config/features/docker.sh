@@ -37,7 +37,10 @@ apt-get install -y -qq --no-install-recommends --allow-downgrades \
     "containerd.io=${PHOENIX_CONTAINERD_VERSION}" \
     "nvidia-container-toolkit=${ctk}" "nvidia-container-toolkit-base=${ctk}" \
     "libnvidia-container-tools=${ctk}" "libnvidia-container1=${ctk}"
-apt-mark hold docker-ce docker-ce-cli containerd.io nvidia-container-toolkit >/dev/null
+# Hold every pinned package: the toolkit only requires libnvidia-container-tools >= its own version, so
+# holding it alone lets an upgrade move the libraries off the pin.
+apt-mark hold docker-ce docker-ce-cli containerd.io nvidia-container-toolkit nvidia-container-toolkit-base \
+    libnvidia-container-tools libnvidia-container1 >/dev/null
 
 nvidia-ctk runtime configure --runtime=docker
 if [[ "$target" == "lxc" ]]; then
