@@ -9,6 +9,10 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 : "${PHOENIX_DOCKER_VERSION:?}" "${PHOENIX_CONTAINERD_VERSION:?}" "${PHOENIX_NVIDIA_CONTAINER_TOOLKIT_VERSION:?}"
 target="${PHOENIX_TARGET:-lxc}"
+case "$target" in
+    lxc | vm | ec2) ;;
+    *) echo "PHOENIX_TARGET must be lxc, vm or ec2, not '$target'" >&2; exit 2 ;;
+esac
 codename="$(. /etc/os-release && echo "$VERSION_CODENAME")"
 keyrings=/etc/apt/keyrings
 install -m 0755 -d "$keyrings"

@@ -10,6 +10,10 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 : "${PHOENIX_NVIDIA_VERSION:?}" "${PHOENIX_NVIDIA_RUNFILE_URL:?}" "${PHOENIX_NVIDIA_SHA256:?}"
 target="${PHOENIX_TARGET:-lxc}"
+case "$target" in
+    lxc | vm | ec2) ;;
+    *) echo "PHOENIX_TARGET must be lxc, vm or ec2, not '$target'" >&2; exit 2 ;;
+esac
 
 installed=""
 if command -v nvidia-smi >/dev/null 2>&1; then

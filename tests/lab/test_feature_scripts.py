@@ -336,7 +336,7 @@ def test_base_setup_installs_only_what_is_missing_and_runs_twice(box: Sandbox) -
 
 
 # Every script with inputs: a missing or empty one fails before anything runs. (base_setup.sh has none;
-# PHOENIX_TARGET is optional everywhere, defaulting to lxc.)
+# PHOENIX_TARGET is optional everywhere, defaulting to lxc; an unknown one is refused, tested below.)
 
 REQUIRED = (
     [(NVIDIA, NVIDIA_ENV, var) for var in NVIDIA_ENV]
@@ -361,3 +361,19 @@ def test_a_missing_required_variable_fails_fast(
     assert proc.returncode != 0
     assert f"{missing}: parameter null or not set" in proc.stderr  # bash's `${VAR:?}` names the variable
     assert box.calls() == []  # nothing downloaded, installed or configured
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize(
+    ("script", "env"), [(NVIDIA, NVIDIA_ENV), (DOCKER, DOCKER_ENV)], ids=["nvidia", "docker"]
+)
+def test_an_unknown_target_is_refused_before_anything_runs(
+    box: Sandbox, script: Path, env: dict[str, str]
+) -> None:
+    box.serve(RUNFILE_URL, RUNFILE)
+
+    proc = box.run(script, {**env, "PHOENIX_TARGET": "k8s"})
+
+    assert proc.returncode == 2
+    assert "PHOENIX_TARGET must be lxc, vm or ec2, not 'k8s'" in proc.stderr
+    assert box.calls() == []
