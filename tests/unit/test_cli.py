@@ -64,3 +64,17 @@ def test_schema_check_passes_on_the_shipped_schemas(capsys: pytest.CaptureFixtur
 def test_plan_of_an_aws_stack_says_what_covers_it(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--stack", "cloud-dev"]) == 2
     assert "cloud-dev is an AWS environment" in capsys.readouterr().err
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_not_a_traceback() -> None:
+    script = Path(sys.executable).parent / "phoenix"
+    proc = subprocess.run(
+        f"'{script}' plan --stack prod | head -1",
+        shell=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.stdout.startswith("Plan for environment 'prod'")
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
