@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import runpy
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
@@ -159,6 +160,7 @@ def write_lab_config(root: Path, host: LabHost, guests: Sequence[LabGuest]) -> P
     config = root / "config"
     shutil.copytree(REPO_ROOT / "config", config, dirs_exist_ok=True)
     shutil.copytree(REPO_ROOT / "apparmor", root / "apparmor", dirs_exist_ok=True)
+    shutil.copy(REPO_ROOT / "__main__.py", root / "__main__.py")  # the program itself, run as Pulumi runs it
     shutil.rmtree(config / "features")  # the product scripts never run in the lab
     shutil.copytree(STANDIN_FEATURES, config / "features")
     product = json.loads((REPO_ROOT / "config" / "chain.json").read_text())
@@ -202,11 +204,14 @@ class LabStack:
         return load_environment(self.config, ENV)
 
     def program(self) -> Callable[[], object]:
-        """What ``__main__.py`` does for the config as it is on disk now (validated before anything runs)."""
-        from phoenix_components.program import build
+        """``__main__.py`` itself, as the Pulumi language host runs it, reading the config as it is on disk
+        now (the stack name is the environment; it is validated before anything runs)."""
+        main = self.config.parent / "__main__.py"
 
-        environment = self.environment()
-        return lambda: build(environment)
+        def program() -> None:  # its exports are the stack outputs it sets with pulumi.export
+            runpy.run_path(str(main), run_name="__main__")
+
+        return program
 
     def set_guests(self, guests: Sequence[LabGuest]) -> None:
         self.guests = list(guests)

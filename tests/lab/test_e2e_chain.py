@@ -128,6 +128,9 @@ def test_first_up_builds_the_chain_as_linked_clones_and_two_serving_guests(lab_s
         f"{dict(report.provider_calls)}"
     )
     assert set(report.ops.values()) == {"create"}
+    # The stack outputs __main__.py exports: every layer verified (promotable), each served model's endpoint.
+    assert report.exports["layer_verified"] == dict.fromkeys(LAYERS, True)
+    assert set(report.exports["vllm_endpoints"]) == {guest.served for guest in lab_stack.guests}
     for name in [*(f"layer-{layer}-template" for layer in LAYERS), f"apparmor-{PROFILE}"]:
         assert ops[name] == "create"
     for guest in lab_stack.guests:
