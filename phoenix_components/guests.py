@@ -7,7 +7,9 @@ nothing.
   the AppArmor profile as a raw line before the first start), its PVE firewall (pulumi-proxmoxve) and,
   when it has an engine config, a VllmService whose health check gates the deploy.
 - A VM is a pulumi-proxmoxve ``VmLegacy`` cloned from a template made once per cloud image, with a
-  cloud-init snippet (``FileLegacy``) that runs the same feature scripts as the layers, and its firewall.
+  cloud-init snippet that runs the same feature scripts as the layers, and its firewall. The snippet is a
+  HostFile written over Phoenix's pinned SSH rather than ``FileLegacy``, whose own SSH client does not
+  pin the host key.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from phoenix_components.models import Container, DatasetCloneMount, Firewall, Vm
 from phoenix_components.targets import api_target, ssh_target
 from phoenix_components.vllm import UNIT_PATH, render_unit
 from providers.guest_snapshot import GuestSnapshot
+from providers.host_file import HostFile
 from providers.lxc_guest import LxcGuestArgs as LxcGuestResourceArgs
 from providers.lxc_guest import LxcGuestResource
 from providers.vllm_service import VllmServiceResource
@@ -234,17 +237,19 @@ class VmGuest(pulumi.ComponentResource):
         super().__init__("phoenix:guest:VmGuest", name, None, opts)
         env, vm, host = args.environment, args.spec, args.environment.host
         self.vmid = vm.vmid
-        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        snippet = proxmox.FileLegacy(
+        # The snippet goes over Phoenix's pinned SSH (HostFile), not FileLegacy's own SSH client.
+        file_name = f"phoenix-{vm.vmid}-user-data.yaml"
+        snippet = HostFile(
             f"{name}-cloud-init",
-            node_name=host.node,
-            datastore_id=host.storage.snippets,
-            content_type="snippets",
-            source_raw=proxmox.FileLegacySourceRawArgs(
-                data=user_data(env, vm), file_name=f"phoenix-{vm.vmid}-user-data.yaml"
-            ),
-            opts=child,
+            {
+                "path": f"{host.storage.snippets_path}/{file_name}",
+                "content": user_data(env, vm),
+                "mode": 0o640,
+            },
+            ssh_target(host),
+            pulumi.ResourceOptions(parent=self),
         )
+        snippet_id = snippet.path.apply(lambda _path: f"{host.storage.snippets}:snippets/{file_name}")
         net = vm.network
         pci = {g.index: g.pci for g in host.gpus}
         ip = proxmox.VmLegacyInitializationIpConfigIpv4Args(
@@ -271,7 +276,7 @@ class VmGuest(pulumi.ComponentResource):
             ],
             initialization=proxmox.VmLegacyInitializationArgs(
                 datastore_id=host.storage.vm_disks,
-                user_data_file_id=snippet.id,
+                user_data_file_id=snippet_id,
                 ip_configs=[proxmox.VmLegacyInitializationIpConfigArgs(ipv4=ip)],
             ),
             hostpcis=[
@@ -286,7 +291,7 @@ class VmGuest(pulumi.ComponentResource):
             ),
         )
         self.firewall = _firewall(name, env, vm.firewall, self.vm, vm_id=vm.vmid)
-        self.register_outputs({"vmid": vm.vmid, "name": vm.name, "ip": net.ip, "snippet": snippet.id})
+        self.register_outputs({"vmid": vm.vmid, "name": vm.name, "ip": net.ip, "snippet": snippet_id})
 
 
 @dataclass(frozen=True)

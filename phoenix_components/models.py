@@ -88,6 +88,9 @@ class Storage(Model):
     zfs_pool: ZfsName = Field(default="rpool/data", description="the dataset that storage points at")
     templates: StorageId = Field(default="local", description="storage with vztmpl/iso content")
     snippets: StorageId = Field(default="local", description="storage with snippets content (cloud-init)")
+    snippets_path: AbsPath = Field(
+        default="/var/lib/vz/snippets", description="where that storage keeps snippets on the host's disk"
+    )
     vm_disks: StorageId = "local-zfs"
 
 

@@ -423,16 +423,15 @@ def _plan_container(
 def _plan_vm(b: _Builder, env: Environment, vm: Vm, image: str) -> None:
     node, storage = env.host.node, env.host.storage
     name = f"vm-{vm.vmid}"
+    path = f"{storage.snippets_path}/phoenix-{vm.vmid}-user-data.yaml"
     snippet = b.add(
         f"{name}-cloud-init",
-        "FileLegacy",
+        "HostFile",
         [],
         [
-            _api(
-                "POST",
-                f"nodes/{node}/storage/{storage.snippets}/upload",
-                content="snippets",
-                filename=f"phoenix-{vm.vmid}-user-data.yaml",
+            _ssh(
+                *write_file_argv(path, 0o640),
+                stdin=f"cloud-init running {', '.join(vm.features) or 'nothing'}",
             )
         ],
         "guests",

@@ -45,7 +45,9 @@ def stack_environment(config_dir: Path) -> Environment | CloudEnvironment:
 def proxmox_provider(env: Environment) -> proxmox.Provider:
     """The pulumi-proxmoxve provider for the resources it models fully (VMs, downloads, firewall).
 
-    Credentials come from the stack's secret config only, and stay secrets.
+    API credentials come from the stack's secret config only, and stay secrets. It gets no SSH access:
+    everything it manages goes through the API, and every host command goes through Phoenix's own
+    executor, which pins the host key (the provider's SSH client would not).
     """
     config, host = pulumi.Config("phoenix"), env.host
     api = host.api
@@ -56,13 +58,8 @@ def proxmox_provider(env: Environment) -> proxmox.Provider:
     else:
         auth["username"] = api.user
         auth["password"] = config.get_secret("pvePassword")
-    ssh = proxmox.ProviderSshArgs(
-        username=host.ssh.user,
-        private_key=config.get_secret("sshPrivateKey"),
-        nodes=[proxmox.ProviderSshNodeArgs(name=host.node, address=host.ssh.host, port=host.ssh.port)],
-    )
     return proxmox.Provider(
-        f"pve-{host.node}", endpoint=api.endpoint, insecure=api.verify_tls is False, ssh=ssh, **auth
+        f"pve-{host.node}", endpoint=api.endpoint, insecure=api.verify_tls is False, **auth
     )
 
 

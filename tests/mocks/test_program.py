@@ -184,9 +184,9 @@ def test_invalid_config_stops_the_program_before_any_resource(tmp_path: Path) ->
 
 
 def test_credentials_stay_secrets_and_reach_only_the_proxmox_provider() -> None:
-    """The PVE password and SSH key are Pulumi secrets: the pulumi-proxmoxve provider gets them marked
-    secret; no dynamic resource input and no stack output carries them (dynamic providers read them in
-    configure(), inside the provider host)."""
+    """The PVE password and SSH key are Pulumi secrets: the pulumi-proxmoxve provider gets the password
+    marked secret and no SSH key at all; no dynamic resource input and no stack output carries either
+    (dynamic providers read them in configure(), inside the provider host)."""
     password, key = "pve-hunter2-do-not-leak", "-----BEGIN OPENSSH PRIVATE KEY----- do-not-leak"
     monitor = install(
         "dev",
@@ -196,6 +196,7 @@ def test_credentials_stay_secrets_and_reach_only_the_proxmox_provider() -> None:
     run_program(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"))
 
     provider = next(r for r in monitor.registrations if r.type == "pulumi:providers:proxmoxve")
+    assert "ssh" not in provider.inputs, "pulumi-proxmoxve gets no SSH access (its client would not pin keys)"
     assert rpc.is_rpc_secret(provider.inputs["password"])
     assert rpc.unwrap_rpc_secret(provider.inputs["password"]) == password
     others = [r for r in monitor.registrations if r is not provider]

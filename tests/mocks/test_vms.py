@@ -56,8 +56,14 @@ def test_vm_is_a_linked_clone_of_the_image_template_with_its_snippet_and_firewal
         ip = machine.inputs["initialization"]["ipConfigs"][0]["ipv4"]
         assert ip == {"address": vm.network.ip, "gateway": vm.network.gateway}
         snippet = regs[f"vm-{vm.vmid}-cloud-init"]
-        assert snippet.inputs["contentType"] == "snippets"
-        assert snippet.inputs["sourceRaw"]["data"] == user_data(ENV, vm)
-        assert machine.inputs["initialization"]["userDataFileId"] == f"vm-{vm.vmid}-cloud-init-id"
+        assert snippet.type == "pulumi-python:dynamic/phoenix:HostFile", "written over the pinned SSH"
+        file_name = f"phoenix-{vm.vmid}-user-data.yaml"
+        assert snippet.inputs["path"] == f"{ENV.host.storage.snippets_path}/{file_name}"
+        assert snippet.inputs["content"] == user_data(ENV, vm)
+        assert (
+            machine.inputs["initialization"]["userDataFileId"]
+            == f"{ENV.host.storage.snippets}:snippets/{file_name}"
+        )
+        assert snippet.urn in machine.dependencies
         assert regs[f"vm-{vm.vmid}-firewall-rules"].inputs["vmId"] == vm.vmid
         assert machine.dependencies and template.urn in machine.dependencies
