@@ -112,7 +112,11 @@ def test_main_builds_for_every_stack(stack: str) -> None:
                 ct.snapshots.prefix,
             )
         if ct.firewall.enabled:
-            assert regs[f"ct-{ct.vmid}-firewall"].inputs["containerId"] == ct.vmid
+            firewall = regs[f"ct-{ct.vmid}-firewall"]
+            assert firewall.type == "pulumi-python:dynamic/phoenix:GuestFirewall"
+            assert (firewall.inputs["kind"], firewall.inputs["vmid"]) == ("lxc", ct.vmid)
+            assert len(firewall.inputs["rules"]) == len(ct.firewall.rules)
+            assert container.urn in firewall.dependencies
     for vm in env.guests.vms:
         assert regs[f"vm-{vm.vmid}"].type == "phoenix:guest:VmGuest"
         machine = regs[f"vm-{vm.vmid}-vm"]
