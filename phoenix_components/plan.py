@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from phoenix_components.chain import reuses_promoted_templates
 from phoenix_components.config import Environment
 from phoenix_components.features import exec_argv, feature_env
+from phoenix_components.firewall import firewall_inputs
 from phoenix_components.guests import cloud_image_template_vmid
 from phoenix_components.lxc_config import clone_dataset, container_params, raw_lines
 from phoenix_components.models import (
@@ -25,6 +26,7 @@ from phoenix_components.models import (
 )
 from phoenix_components.vllm import UNIT_PATH, engine_args
 from providers.command import display, write_file_argv
+from providers.guest_firewall import GuestFirewallInputs, plan_steps
 
 LAYER_VMID = "$vmid({})"
 
@@ -296,25 +298,12 @@ def _plan_layers(
 def _plan_firewall(
     b: _Builder, env: Environment, owner: str, kind: str, vmid: int, fw: Firewall, group: str
 ) -> None:
+    """GuestFirewall's own steps (providers.guest_firewall.plan_steps), computed from the same inputs."""
     if not fw.enabled:
         return
-    base = f"nodes/{env.host.node}/{kind}/{vmid}/firewall"
-    steps = [_api("PUT", f"{base}/options", enable=1, policy_in=fw.policy_in, policy_out=fw.policy_out)]
-    for rule in fw.rules:
-        steps.append(
-            _api(
-                "POST",
-                f"{base}/rules",
-                type=rule.direction,
-                action=rule.action,
-                proto=rule.proto,
-                dport=rule.dport,
-                source=rule.source,
-                dest=rule.dest,
-                enable=1,
-            )
-        )
-    b.add(f"{owner}-firewall", "firewall.Rules", [owner], steps, group)
+    inputs = GuestFirewallInputs.from_props(firewall_inputs(env.host.node, kind, vmid, fw))
+    steps = [_api(call.method, call.path, **call.params) for call in plan_steps(inputs)]
+    b.add(f"{owner}-firewall", "GuestFirewall", [owner], steps, group)
 
 
 def _plan_container(

@@ -71,8 +71,10 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
 
         return build_cloud(env)
     host = env.host
-    provider = proxmox_provider(env)
-    on_host = pulumi.ResourceOptions(provider=provider)
+    # Only an environment with VMs or OS templates to download has anything for pulumi-proxmoxve; the
+    # rest needs no plugin besides the Python SDK (the lab stack runs with the Go-built CLI alone).
+    downloads = {key: t for key, t in host.os_templates.items() if t.url is not None}
+    provider = proxmox_provider(env) if downloads or env.guests.vms else None
     os_templates: dict[str, pulumi.Resource] = {
         key: proxmox.download.File(
             f"os-template-{key}",
@@ -81,10 +83,9 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
             content_type="vztmpl",
             url=template.url,
             file_name=template.file,
-            opts=on_host,
+            opts=pulumi.ResourceOptions(provider=provider),
         )
-        for key, template in host.os_templates.items()
-        if template.url is not None
+        for key, template in downloads.items()
     }
     baseline = HostBaseline(f"host-{host.node}", HostBaselineArgs(environment=env))
     chain = TemplateChain(
@@ -107,19 +108,22 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
                 depends_on=tuple(needs),
             ),
         )
-    images = {
-        image: CloudImageTemplate(
-            f"cloud-image-{image}", CloudImageTemplateArgs(environment=env, image=image, provider=provider)
-        )
-        for image in sorted({vm.image for vm in env.guests.vms})
-    }
-    vms = {
-        vm.vmid: VmGuest(
-            f"vm-{vm.vmid}",
-            VmGuestArgs(environment=env, spec=vm, template=images[vm.image].template, provider=provider),
-        )
-        for vm in env.guests.vms
-    }
+    vms: dict[int, VmGuest] = {}
+    if provider is not None:  # always, when there are VMs
+        images = {
+            image: CloudImageTemplate(
+                f"cloud-image-{image}",
+                CloudImageTemplateArgs(environment=env, image=image, provider=provider),
+            )
+            for image in sorted({vm.image for vm in env.guests.vms})
+        }
+        vms = {
+            vm.vmid: VmGuest(
+                f"vm-{vm.vmid}",
+                VmGuestArgs(environment=env, spec=vm, template=images[vm.image].template, provider=provider),
+            )
+            for vm in env.guests.vms
+        }
     return {
         "environment": env.name,
         "node": host.node,

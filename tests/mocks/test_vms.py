@@ -65,5 +65,8 @@ def test_vm_is_a_linked_clone_of_the_image_template_with_its_snippet_and_firewal
             == f"{ENV.host.storage.snippets}:snippets/{file_name}"
         )
         assert snippet.urn in machine.dependencies
-        assert regs[f"vm-{vm.vmid}-firewall-rules"].inputs["vmId"] == vm.vmid
+        firewall = regs[f"vm-{vm.vmid}-firewall"]
+        assert firewall.type == "pulumi-python:dynamic/phoenix:GuestFirewall"
+        assert (firewall.inputs["kind"], firewall.inputs["vmid"]) == ("qemu", vm.vmid)
+        assert machine.urn in firewall.dependencies
         assert machine.dependencies and template.urn in machine.dependencies
