@@ -126,8 +126,13 @@ def render_runner(features: Sequence[str], variables: Mapping[str, Mapping[str, 
     return "\n".join(lines) + "\n"
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 class _Dumper(yaml.SafeDumper):
-    """Multi-line strings as literal blocks, so the scripts read in the console as they are in the repo."""
+    """``yaml.safe_dump``'s dumper, with multi-line strings as literal blocks so the scripts read in the
+    console as they are in the repo. PyYAML falls back to a quoted scalar wherever a block cannot carry
+    the text exactly (trailing spaces, control characters), so every value still round-trips."""
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
@@ -152,6 +157,10 @@ def render_user_data(
     The instance replaces when this text changes (``user_data_replace_on_change``), as a layer does when
     its key changes: features run once, at first boot, never half-applied onto an old instance.
     """
+    # The header is a YAML comment, which nothing can escape: only plain names go into it.
+    named = [environment, *features]
+    if not all(_PLAIN_NAME.fullmatch(name) for name in named):
+        raise PhoenixError(f"cannot name {named!r} in a cloud-init comment: letters, digits, `_`, `-` only")
     files: list[dict[str, str]] = [
         {"path": f"{FEATURES_DIR}/{f}.sh", "permissions": "0755", "content": scripts[f]} for f in features
     ]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_proxmoxve as proxmox
+import yaml
 
 from phoenix_components.config import Environment
 from phoenix_components.features import feature_env
@@ -26,6 +27,7 @@ from phoenix_components.lxc_config import clone_dataset, container_params, raw_l
 from phoenix_components.models import Container, DatasetCloneMount, Firewall, Vm
 from phoenix_components.targets import api_target, ssh_target
 from phoenix_components.vllm import UNIT_PATH, render_unit
+from providers.command import render
 from providers.guest_snapshot import GuestSnapshot
 from providers.host_file import HostFile
 from providers.lxc_guest import LxcGuestArgs as LxcGuestResourceArgs
@@ -198,24 +200,61 @@ class LxcGuest(pulumi.ComponentResource):
         )
 
 
-def user_data(env: Environment, vm: Vm) -> str:
-    """cloud-init user-data that writes the VM's feature scripts and runs them in order, fail-fast."""
-    files, commands = [], []
+VM_FEATURES_DIR = "/var/lib/phoenix/features"
+VM_RUNNER = "/var/lib/phoenix/run-features.sh"
+
+
+def vm_runner(env: Environment, vm: Vm) -> str:
+    """The first-boot script of a VM: each feature in order with its own environment, fail-fast.
+
+    Every line is an argv list quoted once by :func:`providers.command.render`, so a value (a runfile URL
+    with ``;cmd;#`` in it, say) stays one argument of ``env`` and can never become a command or a comment.
+    """
+    lines = [
+        "#!/bin/sh",
+        "# Phoenix: the VM's feature scripts, in order, as `pct exec` runs them in a layer.",
+        "set -eu",
+    ]
     for feature in vm.features:
-        encoded = base64.b64encode(env.feature_scripts[feature].encode()).decode()
-        path = f"/var/lib/phoenix/features/{feature}.sh"
-        files.append(f"  - path: {path}\n    permissions: '0755'\n    encoding: b64\n    content: {encoded}")
-        variables = " ".join(f"{k}={v}" for k, v in feature_env(env, [feature], "vm").items())
-        commands.append(f"  - [sh, -c, 'env {variables} bash {path}']")
-    parts = ["#cloud-config", "write_files:", *files] if files else ["#cloud-config"]
-    if commands:
-        parts += ["runcmd:", *commands]
-    user = vm.cloud_init
-    parts += ["users:", "  - default", f"  - name: {user.user}", "    sudo: ALL=(ALL) NOPASSWD:ALL"]
-    if user.ssh_authorized_keys:
-        parts.append("    ssh_authorized_keys:")
-        parts += [f"      - {key}" for key in user.ssh_authorized_keys]
-    return "\n".join(parts) + "\n"
+        assignments = [f"{k}={v}" for k, v in feature_env(env, [feature], "vm").items()]
+        lines.append(render(["env", *assignments, "bash", f"{VM_FEATURES_DIR}/{feature}.sh"]))
+    return "\n".join(lines) + "\n"
+
+
+def user_data(env: Environment, vm: Vm) -> str:
+    """cloud-init user-data that writes the VM's feature scripts and runs them in order, fail-fast.
+
+    Built as a data structure and serialised by ``yaml.safe_dump``: a value can only ever be a YAML
+    scalar, so an SSH key with a line break in it cannot add a key, a user or a ``sudo`` rule.
+    (cloud-init's ``runcmd`` would run every entry even after one failed, hence one runner with
+    ``set -e``.)
+    """
+    files: list[dict[str, str]] = [
+        {
+            "path": f"{VM_FEATURES_DIR}/{feature}.sh",
+            "permissions": "0755",
+            "encoding": "b64",
+            "content": base64.b64encode(env.feature_scripts[feature].encode()).decode(),
+        }
+        for feature in vm.features
+    ]
+    document: dict[str, object] = {}
+    if vm.features:
+        files.append(
+            {
+                "path": VM_RUNNER,
+                "permissions": "0755",
+                "encoding": "b64",
+                "content": base64.b64encode(vm_runner(env, vm).encode()).decode(),
+            }
+        )
+        document["write_files"] = files
+        document["runcmd"] = [["sh", VM_RUNNER]]
+    user: dict[str, object] = {"name": vm.cloud_init.user, "sudo": "ALL=(ALL) NOPASSWD:ALL"}
+    if vm.cloud_init.ssh_authorized_keys:
+        user["ssh_authorized_keys"] = list(vm.cloud_init.ssh_authorized_keys)
+    document["users"] = ["default", user]
+    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False, allow_unicode=False)
 
 
 def cloud_image_template_vmid(env: Environment, image: str) -> int:

@@ -129,7 +129,11 @@ class NvidiaDriver(Model):
     """The host driver. Plain http is accepted for a local mirror: the pinned sha256 is what is trusted."""
 
     version: Annotated[str, StringConstraints(pattern=r"^[0-9]{3}\.[0-9]{2,3}(\.[0-9]{2,3})?$")]
-    runfile_url: Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[^\s]*$")]
+    # No whitespace or control character: the URL travels as one argv word, and a line break in it has no
+    # meaning to curl. Shell metacharacters are legal in URLs and are quoted (tests/security).
+    runfile_url: Annotated[
+        str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[^\s\x00-\x1f\x7f]*$")
+    ]
     sha256: Sha256
     uninstall_on_delete: bool = False
     manage: bool = Field(
@@ -493,9 +497,20 @@ class Container(Model):
         return value
 
 
+# One authorized_keys entry: a key type sshd knows, the base64 key, an optional comment. No control
+# character anywhere: sshd reads one key per line, and a carriage return or newline would start another.
+SshPublicKey = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
+        r"|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\x00-\x1f\x7f]*)?$"
+    ),
+]
+
+
 class CloudInit(Model):
     user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]*$")] = "phoenix"
-    ssh_authorized_keys: list[Annotated[str, StringConstraints(pattern=r"^(ssh-|ecdsa-)[^\n]+$")]] = []
+    ssh_authorized_keys: list[SshPublicKey] = []
 
 
 class Vm(Model):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import re
 import runpy
+import shlex
 
 import yaml
 
 from phoenix_components.config import load_environment
-from phoenix_components.guests import cloud_image_template_vmid, user_data
+from phoenix_components.guests import VM_RUNNER, cloud_image_template_vmid, user_data
 from tests.mocks.test_program import ROOT, run_program
 from tests.support.recording import install
 
@@ -22,9 +22,14 @@ def test_user_data_writes_and_runs_each_feature_script_in_order() -> None:
     written = {f["path"]: base64.b64decode(f["content"]).decode() for f in data["write_files"]}
     for feature in vm.features:
         assert written[f"/var/lib/phoenix/features/{feature}.sh"] == ENV.feature_scripts[feature]
-    commands = [" ".join(c) for c in data["runcmd"]]
-    assert [re.search(r"features/(\w+)\.sh", c).group(1) for c in commands] == vm.features  # type: ignore[union-attr]
-    docker = next(c for c in commands if "docker.sh" in c)
+    # One runner, run once by cloud-init: `set -eu` stops at the first failing feature (runcmd would not).
+    assert data["runcmd"] == [["sh", VM_RUNNER]]
+    runner = written[VM_RUNNER]
+    assert runner.splitlines()[:3] == ["#!/bin/sh", runner.splitlines()[1], "set -eu"]
+    commands = [shlex.split(line) for line in runner.splitlines()[3:]]
+    assert [c[-1] for c in commands] == [f"/var/lib/phoenix/features/{f}.sh" for f in vm.features]
+    docker = commands[vm.features.index("docker")]
+    assert docker[0] == "env" and docker[-2] == "bash"
     assert "PHOENIX_TARGET=vm" in docker and "PHOENIX_DOCKER_VERSION=5:28.2.2-1~debian.12~bookworm" in docker
 
 

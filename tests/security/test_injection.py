@@ -3,7 +3,8 @@
 Values are generated with shell metacharacters (``;``, ``$()``, backticks, quotes, newlines, spaces, globs).
 Where the models refuse a value, the ValidationError names the field; where they accept it, the command
 that carries it is an argv list, and ``shlex.split(render(argv)) == argv`` (and a real ``sh`` sees the same
-arguments): quoted once, never interpreted. The vLLM unit is checked with systemd's own unquoting rules.
+arguments): quoted once, never interpreted. The vLLM unit is checked with systemd's own unquoting rules
+(tests/security/readers.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from phoenix_components.vllm import engine_args, render_unit
 from providers.command import render, write_file_argv
 from providers.pct import exec_argv, script_argv
 from providers.zfs import clone_argv, create_argv, destroy_argv, get_argv, snapshot_argv
+from tests.security.readers import environment_words, exec_words, unit_entries
 
 METACHARACTERS = [
     ";",
@@ -179,31 +181,6 @@ def test_zfs_and_file_argv_builders_round_trip(
         round_trips(argv)
 
 
-def systemd_split(line: str) -> list[str]:
-    """ExecStart words as systemd reads them: double-quoted words with ``\\\\`` and ``\\"`` escapes, then
-    ``%%`` -> ``%`` and ``$$`` -> ``$`` (a lone ``%`` or ``$`` would be a specifier or a variable)."""
-    words: list[str] = []
-    i = 0
-    while i < len(line):
-        if line[i] == " ":
-            i += 1
-            continue
-        assert line[i] == '"', f"unquoted word at {i}: {line[i:]!r}"
-        i += 1
-        word: list[str] = []
-        while line[i] != '"':
-            if line[i] == "\\":
-                i += 1
-            word.append(line[i])
-            i += 1
-        i += 1
-        text = "".join(word)
-        stripped = text.replace("%%", "").replace("$$", "")
-        assert "%" not in stripped and "$" not in stripped, f"unescaped specifier or variable in {text!r}"
-        words.append(text.replace("%%", "%").replace("$$", "$"))
-    return words
-
-
 @given(
     extra=st.lists(arg.filter(lambda a: not any(c.isspace() for c in a)), max_size=4),
     served=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True),
@@ -224,14 +201,15 @@ def test_the_vllm_unit_quotes_accepted_extra_args_for_systemd(
             render_unit(engine, environment=env)
         return
     unit = render_unit(engine, environment=env)
-    lines = unit.split("\n")  # systemd's line breaks (str.splitlines also breaks at \x1c-\x1e, \x85)
-    exec_lines = [line for line in lines if line.startswith("ExecStart=")]
+    # Read as systemd reads it (tests/security/readers.py): lines end at \n and \r, `\` continues one.
+    entries = unit_entries(unit)
+    exec_lines = [v for _, k, v in entries if k == "ExecStart"]
     assert len(exec_lines) == 1  # nothing accepted can add a line (a second ExecStart, an ExecStartPre)
-    assert systemd_split(exec_lines[0].removeprefix("ExecStart=")) == engine_args(engine)
-    for line in (line for line in lines if line.startswith("Environment=")):
-        (assignment,) = systemd_split(line.removeprefix("Environment="))
-        key, _, value = assignment.partition("=")
-        assert env[key] == value
+    assert exec_words(exec_lines[0]) == engine_args(engine)
+    seen: dict[str, str] = {}
+    for assignment in (v for _, k, v in entries if k == "Environment"):
+        seen.update(environment_words(assignment))
+    assert seen == env
 
 
 def test_extra_args_with_whitespace_are_rejected_naming_the_field() -> None:
