@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import pulumi
 
 from phoenix_components.config import Environment
-from phoenix_components.features import feature_env
 from phoenix_components.lxc_config import NVIDIA_CONTROL_DEVICES
 from phoenix_components.targets import api_target, ssh_target
 from providers.template_layer import TemplateLayerResource
@@ -45,7 +44,7 @@ def layer_inputs(env: Environment, name: str) -> dict[str, object]:
         "storage": host.storage.rootfs,
         "pool": host.storage.zfs_pool,
         "features": [
-            {"name": f, "script": env.feature_scripts[f], "env": feature_env(env, [f], "lxc")}
+            {"name": f, "script": env.feature_scripts[f], "env": env.layer_feature_env(name, f)}
             for f in layer.features
         ],
         "smoke_test": list(layer.smoke_test),

@@ -79,11 +79,28 @@ class Environment:
             lineage.insert(0, parent)
         return lineage
 
+    def layer_feature_env(self, name: str, feature: str) -> dict[str, str]:
+        """The environment layer ``name``'s build sends with ``feature``: the target, **this layer's own**
+        pins (``PHOENIX_<NAME>_VERSION``) and, for the nvidia feature, the host driver's source.
+
+        Pins belong to the layer that declares them: two layers that run the same feature with different
+        pins each send their own, and a layer that pins nothing sends no version at all.
+        """
+        layer = self.chain.layers[name]
+        variables = {"PHOENIX_TARGET": "lxc", **{version_variable(k): v for k, v in layer.versions.items()}}
+        if feature == "nvidia" and self.host.nvidia is not None:
+            variables["PHOENIX_NVIDIA_VERSION"] = self.host.nvidia.version
+            variables["PHOENIX_NVIDIA_RUNFILE_URL"] = self.host.nvidia.runfile_url
+            variables["PHOENIX_NVIDIA_SHA256"] = self.host.nvidia.sha256
+        return dict(sorted(variables.items()))
+
     def layer_key(self, name: str) -> str:
-        """Content address of a layer: parent's key, origin, feature script contents, versions, smoke test.
+        """Content address of a layer: parent's key, origin, and exactly what its build runs — each feature
+        script's contents with the environment sent with it — then the smoke test and build resources.
 
         Anything that changes what a layer contains changes its key; nothing else does (not the vmid, not
-        the environment), so the same chain has the same keys in dev, staging and prod.
+        the environment's name), so the same chain on the same driver has the same keys in dev, staging
+        and prod.
         """
         layer = self.chain.layers[name]
         origin: Any
@@ -95,12 +112,18 @@ class Environment:
             origin = {"os_template": template.file, "sha512": template.sha512}
         material = {
             "origin": origin,
-            "features": [[f, _sha256(self.feature_scripts[f])] for f in layer.features],
-            "versions": dict(sorted(layer.versions.items())),
+            "features": [
+                [f, _sha256(self.feature_scripts[f]), self.layer_feature_env(name, f)] for f in layer.features
+            ],
             "smoke_test": layer.smoke_test,
             "build": layer.build.model_dump(),
         }
         return _sha256(json.dumps(material, sort_keys=True))[:16]
+
+
+def version_variable(name: str) -> str:
+    """``nvidia_container_toolkit -> PHOENIX_NVIDIA_CONTAINER_TOOLKIT_VERSION``, as the scripts expect."""
+    return f"PHOENIX_{name.upper()}_VERSION"
 
 
 def _sha256(text: str) -> str:

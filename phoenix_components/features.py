@@ -1,8 +1,9 @@
 """Feature scripts as data: which script, with which pinned versions, in which environment variables.
 
 The same script runs in an LXC layer (``pct exec``), a VM (cloud-init) and on EC2 (user-data); only
-``PHOENIX_TARGET`` and the environment below differ. Versions are pinned once, on the layer of the chain
-that introduces a feature, and named ``PHOENIX_<NAME>_VERSION`` (``nvidia_container_toolkit`` →
+``PHOENIX_TARGET`` and the environment below differ. A layer sends the versions it pins itself
+(:meth:`Environment.layer_feature_env`); a VM takes those of the layer that introduces the feature.
+Versions are named ``PHOENIX_<NAME>_VERSION`` (``nvidia_container_toolkit`` →
 ``PHOENIX_NVIDIA_CONTAINER_TOOLKIT_VERSION``).
 """
 
@@ -10,18 +11,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from phoenix_components.config import Environment
+from phoenix_components.config import Environment, version_variable
 from providers.pct import script_argv
 
 Target = Literal["lxc", "vm", "ec2"]
 
-
-def version_variable(name: str) -> str:
-    return f"PHOENIX_{name.upper()}_VERSION"
+__all__ = ["Target", "exec_argv", "feature_env", "feature_versions", "version_variable"]
 
 
 def feature_versions(env: Environment) -> dict[str, dict[str, str]]:
-    """For each feature in the chain, the versions pinned by the layer that introduces it."""
+    """For each feature in the chain, the versions pinned by the layer that introduces it.
+
+    This is for guests that run a feature outside any layer (a VM's cloud-init): they take the chain's
+    first pin of it. A layer's own build never uses this — it sends its own pins
+    (:meth:`Environment.layer_feature_env`)."""
     pinned: dict[str, dict[str, str]] = {}
     for name in env.layer_order():
         layer = env.chain.layers[name]

@@ -281,7 +281,7 @@ def _plan_layers(
         steps.append(_api("POST", f"nodes/{node}/lxc/{vmid}/status/start"))
         for feature in layer.features:
             steps.append(
-                _ssh(*exec_argv(vmid, feature_env(env, [feature], "lxc")), stdin=f"features/{feature}.sh")
+                _ssh(*exec_argv(vmid, env.layer_feature_env(name, feature)), stdin=f"features/{feature}.sh")
             )
         steps.append(_ssh("pct", "exec", vmid, "--", *layer.smoke_test))
         steps.append(_api("POST", f"nodes/{node}/lxc/{vmid}/status/shutdown"))
