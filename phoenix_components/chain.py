@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pulumi
 
 from phoenix_components.config import Environment
-from phoenix_components.lxc_config import NVIDIA_CONTROL_DEVICES
+from phoenix_components.lxc_config import GpuMinors, gpu_devices
 from phoenix_components.targets import api_target, ssh_target
 from providers.template_layer import TemplateLayerResource
 
@@ -25,15 +25,24 @@ class TemplateLayerArgs:
     name: str
     parent: TemplateLayer | PromotedLayer | None = None
     depends_on: tuple[pulumi.Resource, ...] = ()  # host prerequisites: OS template, driver
+    gpu_minors: pulumi.Input[GpuMinors] | None = None  # HostBaseline.gpu_minors, for builds with GPUs
 
 
-def layer_inputs(env: Environment, name: str) -> dict[str, object]:
-    """The TemplateLayer resource's inputs for ``name`` (the parent's vmid is added by the component)."""
+def build_devices(env: Environment, name: str, gpu_minors: GpuMinors) -> list[str]:
+    """devN values of a build with ``build.gpus``: every host GPU by its device minor, and the controls."""
+    if not env.chain.layers[name].build.gpus:
+        return []
+    devices = gpu_devices([g.index for g in env.host.gpus], gpu_minors, f"layer {name}")
+    return [f"{d},mode=0666" for d in devices]
+
+
+def layer_inputs(env: Environment, name: str, gpu_minors: GpuMinors | None = None) -> dict[str, object]:
+    """The TemplateLayer resource's inputs for ``name`` (the parent's vmid is added by the component).
+
+    ``build_devices`` needs the GPU minors; without them (an Output the component adds) it is empty.
+    """
     layer, host = env.chain.layers[name], env.host
     key = env.layer_key(name)
-    devices: list[str] = []
-    if layer.build.gpus:
-        devices = [f"/dev/nvidia{g.index}" for g in host.gpus] + list(NVIDIA_CONTROL_DEVICES)
     inputs: dict[str, object] = {
         "node": host.node,
         "layer": name,
@@ -52,7 +61,7 @@ def layer_inputs(env: Environment, name: str) -> dict[str, object]:
         "memory_mib": layer.build.memory_mib,
         "disk_gib": layer.build.disk_gib,
         "nesting": layer.build.nesting,
-        "build_devices": [f"{d},mode=0666" for d in devices],
+        "build_devices": build_devices(env, name, gpu_minors) if gpu_minors is not None else [],
         "net0": f"name=eth0,bridge={host.bridges[0].name},ip=dhcp",
         "parent_vmid": None,
         "os_template": None,
@@ -75,6 +84,10 @@ class TemplateLayer(pulumi.ComponentResource):
         env = args.environment
         self.layer = args.name
         inputs = layer_inputs(env, args.name)
+        if env.chain.layers[args.name].build.gpus:
+            inputs["build_devices"] = pulumi.Output.from_input(args.gpu_minors or {}).apply(
+                lambda minors: build_devices(env, args.name, minors)
+            )
         if args.parent is not None:
             inputs["parent_vmid"] = args.parent.vmid
         self.template = TemplateLayerResource(
@@ -138,6 +151,7 @@ class TemplateChainArgs:
     environment: Environment
     os_templates: dict[str, pulumi.Resource] | None = None  # key -> the download of that OS template
     driver: pulumi.Resource | None = None  # the host NVIDIA driver, needed by layers built with GPUs
+    gpu_minors: pulumi.Input[GpuMinors] | None = None  # HostBaseline.gpu_minors
 
 
 class TemplateChain(pulumi.ComponentResource):
@@ -171,6 +185,7 @@ class TemplateChain(pulumi.ComponentResource):
                     name=layer_name,
                     parent=self.layers[layer.parent] if layer.parent is not None else None,
                     depends_on=tuple(needs),
+                    gpu_minors=args.gpu_minors,
                 ),
                 pulumi.ResourceOptions(parent=self),
             )

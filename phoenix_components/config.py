@@ -302,6 +302,9 @@ def _check_host(host: Host, chain: Chain, profiles: set[str], files: _Files) -> 
         )
     for path, value, first in _duplicates([(f"gpus[{i}].index", g.index) for i, g in enumerate(host.gpus)]):
         yield Problem(f, path, f"GPU index {value} is already listed at {first}")
+    declared = [(f"gpus[{i}].minor", g.minor) for i, g in enumerate(host.gpus) if g.minor is not None]
+    for path, value, first in _duplicates(declared):
+        yield Problem(f, path, f"device minor {value} (/dev/nvidia{value}) is already declared at {first}")
     for path, value, first in _duplicates(
         [(f"bridges[{i}].name", b.name) for i, b in enumerate(host.bridges)]
     ):
@@ -345,8 +348,26 @@ def _check_chain(host: Host, chain: Chain, scripts: set[str], files: _Files) -> 
                 yield Problem(f, f"{at}.versions", "the nvidia feature needs a pinned versions.nvidia")
         if layer.build.gpus and not host.gpus:
             yield Problem(f, f"{at}.build.gpus", f"{files.host} lists no GPUs to pass in")
+        elif layer.build.gpus and host.nvidia is not None and not host.nvidia.manage:
+            yield from _undeclared_minors(
+                host, [g.index for g in host.gpus], f"{at}.build.gpus", f, files.host
+            )
     for cycle in _cycles(layers):
         yield Problem(f, f"layers.{cycle[0]}.parent", "parent cycle: " + " -> ".join([*cycle, cycle[0]]))
+
+
+def _undeclared_minors(host: Host, gpus: Sequence[int], at: str, f: str, host_file: str) -> Iterator[Problem]:
+    """Without a managed driver nothing reads the host's device minors, so host.json must say them."""
+    declared = {g.index: g.minor for g in host.gpus}
+    missing = [gpu for gpu in gpus if gpu in declared and declared[gpu] is None]
+    if missing:
+        yield Problem(
+            f,
+            at,
+            f"GPU {', '.join(map(str, missing))} has no `minor` in {host_file} gpus, and nvidia.manage is "
+            "false, so nothing reads its /dev/nvidiaN: add the `Device Minor` from "
+            "/proc/driver/nvidia/gpus/<pci>/information",
+        )
 
 
 def _inherited_features(layers: Mapping[str, Layer], name: str) -> list[str]:
@@ -519,6 +540,8 @@ def _check_container(
         )
     if ct.gpus and host.nvidia is None:
         yield Problem(f, f"{path}.gpus", f"GPUs need the host driver: `nvidia` in {files.host}")
+    elif ct.gpus and host.nvidia is not None and not host.nvidia.manage:
+        yield from _undeclared_minors(host, ct.gpus, f"{path}.gpus", f, files.host)
     if ct.vllm is not None:
         tp = ct.vllm.parallel.tensor_parallel_size
         if not ct.gpus:

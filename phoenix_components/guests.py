@@ -23,7 +23,7 @@ import yaml
 
 from phoenix_components.config import Environment
 from phoenix_components.features import feature_env
-from phoenix_components.lxc_config import clone_dataset, container_params, raw_lines
+from phoenix_components.lxc_config import GpuMinors, clone_dataset, container_params, raw_lines
 from phoenix_components.models import Container, DatasetCloneMount, Firewall, Vm
 from phoenix_components.targets import api_target, ssh_target
 from phoenix_components.vllm import UNIT_PATH, render_unit
@@ -95,6 +95,7 @@ class LxcGuestArgs:
     layer_vmid: pulumi.Input[int]
     data_snapshots: dict[str, ZfsSnapshot] = field(default_factory=dict)  # dataset key -> its snapshot
     depends_on: tuple[pulumi.Resource, ...] = ()  # the AppArmor profile it runs under, the driver
+    gpu_minors: pulumi.Input[GpuMinors] | None = None  # HostBaseline.gpu_minors: where devN paths come from
 
 
 class LxcGuest(pulumi.ComponentResource):
@@ -125,9 +126,10 @@ class LxcGuest(pulumi.ComponentResource):
             if self.clones
             else pulumi.Output.from_input({})
         )
-        params = mountpoints.apply(
-            lambda mountpoints: {
-                k: v for k, v in container_params(spec, mountpoints).items() if k != "hostname"
+        # devN paths use the device minors the host's NVIDIA inventory read, never the GPU index.
+        params = pulumi.Output.all(mountpoints, args.gpu_minors or {}).apply(
+            lambda both: {
+                k: v for k, v in container_params(spec, both[0], both[1]).items() if k != "hostname"
             }
         )
         inputs = {

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pulumi
 
 from phoenix_components.config import Environment
+from phoenix_components.lxc_config import GpuMinors, declared_minors, inventory_minors
 from phoenix_components.targets import ssh_target
 from providers.apparmor_profile import AppArmorProfile
 from providers.nvidia_driver import NvidiaHostDriver
@@ -27,7 +28,9 @@ class HostBaselineArgs:
 
 class HostBaseline(pulumi.ComponentResource):
     """``profiles[name]``, ``driver`` (``None`` without GPUs) and ``snapshots[dataset key]`` (what guests
-    clone their data from) are what guests depend on."""
+    clone their data from) are what guests depend on; ``gpu_minors`` (GPU index -> device minor) is
+    where their devN lines come from: the driver's inventory, or host.json when the driver is not
+    managed."""
 
     def __init__(self, name: str, args: HostBaselineArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("phoenix:host:HostBaseline", name, None, opts)
@@ -57,6 +60,11 @@ class HostBaseline(pulumi.ComponentResource):
                 ssh_target=target,
                 opts=child,
             )
+        self.gpu_minors: pulumi.Output[GpuMinors] = (
+            self.driver.gpus.apply(lambda inventory: inventory_minors(host.gpus, inventory))
+            if self.driver is not None
+            else pulumi.Output.from_input(None).apply(lambda _: declared_minors(host.gpus))
+        )
         self.datasets: dict[str, ZfsDataset] = {}
         self.snapshots: dict[str, ZfsSnapshot] = {}
         for key, data in env.guests.datasets.items():

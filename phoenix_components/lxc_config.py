@@ -7,10 +7,84 @@ kept by sending net0 back with the hwaddr PVE chose — see the guest provider).
 
 from __future__ import annotations
 
-from phoenix_components.models import BindMount, Container, DatasetCloneMount, Network, VolumeMount
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from phoenix_components.models import BindMount, Container, DatasetCloneMount, Gpu, Network, VolumeMount
+from providers.errors import PhoenixError
+from providers.nvidia_driver import NvidiaOutputError, normalize_bus_id
 
 # Device nodes a CUDA process needs besides /dev/nvidiaN (present once the host driver is loaded).
 NVIDIA_CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
+
+GpuMinors = Mapping[str, int | str]
+"""``str(host.json GPU index)`` -> device minor (the N of ``/dev/nvidiaN``); a str minor is a placeholder
+(the plan). The keys are strings because the map travels in Pulumi Outputs, whose dicts are keyword
+arguments."""
+
+
+class GpuMinorError(PhoenixError):
+    """A GPU's device node is unknown, or the host's inventory contradicts host.json."""
+
+
+def gpu_device(minor: int | str) -> str:
+    return f"/dev/nvidia{minor}"
+
+
+def declared_minors(gpus: Sequence[Gpu]) -> dict[str, int | str]:
+    """The minors host.json declares (``gpus[].minor``), for a host whose driver Phoenix does not manage."""
+    return {str(g.index): g.minor for g in gpus if g.minor is not None}
+
+
+def inventory_minors(
+    declared: Sequence[Gpu], inventory: Sequence[Mapping[str, Any]] | None
+) -> dict[str, int | str]:
+    """host.json index -> the device minor the NVIDIA driver resource read from the host.
+
+    ``inventory`` is ``NvidiaHostDriver.gpus`` (nvidia-smi's index and PCI bus id joined with the kernel's
+    ``Device Minor``). The minor is the kernel's, never the index: they differ whenever the driver probed
+    the GPUs in another order than nvidia-smi enumerates them. A GPU host.json lists but the host does not
+    have is left out (the guest that asks for it names itself in the error); a host.json PCI address or
+    minor that contradicts what the host reports is an error here.
+    """
+    if inventory is None:
+        raise GpuMinorError("the NVIDIA driver resource reported no GPU inventory")
+    by_index = {int(g["index"]): g for g in inventory}
+    minors: dict[str, int | str] = {}
+    problems: list[str] = []
+    for gpu in declared:
+        found = by_index.get(gpu.index)
+        if found is None:
+            continue
+        minor = int(found["minor"])
+        bus = found.get("pci_bus_id")
+        try:
+            declared_bus = normalize_bus_id(gpu.pci) if gpu.pci is not None else None
+        except NvidiaOutputError:
+            declared_bus = gpu.pci
+        if declared_bus is not None and bus and declared_bus != bus:
+            problems.append(f"GPU {gpu.index} is at {bus} on the host, host.json gpus says {gpu.pci}")
+        if gpu.minor is not None and gpu.minor != minor:
+            problems.append(
+                f"GPU {gpu.index} is {gpu_device(minor)} on the host, "
+                f"host.json gpus declares minor {gpu.minor}"
+            )
+        minors[str(gpu.index)] = minor
+    if problems:
+        raise GpuMinorError("; ".join(problems))
+    return minors
+
+
+def gpu_devices(gpus: Sequence[int], minors: GpuMinors, who: str) -> list[str]:
+    """``/dev/nvidiaN`` of each GPU index, then the control devices; ``who`` names the guest in errors."""
+    missing = [gpu for gpu in gpus if str(gpu) not in minors]
+    if missing:
+        known = ", ".join(sorted(minors, key=int)) or "none"
+        raise GpuMinorError(
+            f"{who}: no device minor for GPU {', '.join(map(str, missing))}: the host's NVIDIA inventory "
+            f"has GPUs {known}"
+        )
+    return [gpu_device(minors[str(gpu)]) for gpu in gpus] + (list(NVIDIA_CONTROL_DEVICES) if gpus else [])
 
 
 def net0(net: Network) -> str:
@@ -27,11 +101,14 @@ def clone_dataset(data_dataset: str, vmid: int) -> str:
     return f"{data_dataset}-ct{vmid}"
 
 
-def container_params(ct: Container, clone_mountpoints: dict[str, str]) -> dict[str, str | int]:
+def container_params(
+    ct: Container, clone_mountpoints: Mapping[str, str], gpu_minors: GpuMinors | None = None
+) -> dict[str, str | int]:
     """PVE ``config`` parameters for ``ct``.
 
     ``clone_mountpoints`` maps a data dataset key to the host mountpoint of this guest's clone of it
-    (an output of the ZfsClone resource; ``/<dataset>`` on a default pool).
+    (an output of the ZfsClone resource; ``/<dataset>`` on a default pool). ``gpu_minors`` maps the host's
+    GPU indices to their device minors (:func:`inventory_minors`); the devN lines use the minors.
     """
     params: dict[str, str | int] = {
         "hostname": ct.hostname,
@@ -46,7 +123,7 @@ def container_params(ct: Container, clone_mountpoints: dict[str, str]) -> dict[s
     flags = [name for name, on in ct.pve_features.model_dump().items() if on]
     if flags:
         params["features"] = ",".join(f"{name}=1" for name in flags)
-    devices = [f"/dev/nvidia{gpu}" for gpu in ct.gpus] + (list(NVIDIA_CONTROL_DEVICES) if ct.gpus else [])
+    devices = gpu_devices(ct.gpus, gpu_minors or {}, f"CT {ct.vmid} ({ct.hostname})")
     for i, device in enumerate(devices):
         params[f"dev{i}"] = f"{device},mode=0666"
     for i, mount in enumerate(ct.mounts):

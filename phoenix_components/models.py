@@ -117,9 +117,18 @@ class VmidRanges(Model):
 
 
 class Gpu(Model):
-    index: Annotated[int, Field(ge=0, le=15)]
+    index: Annotated[int, Field(ge=0, le=15)] = Field(description="nvidia-smi's index of the GPU")
     model: str
     memory_mib: Annotated[int, Field(gt=0)]
+    # The kernel driver numbers /dev/nvidiaN by its own probe order, which NVIDIA does not promise to be
+    # nvidia-smi's index order: so there is no default. With a managed driver the minors come from the
+    # NvidiaHostDriver resource's inventory (a declared one is checked against it); without one, a GPU
+    # passed into a container or a layer build must declare it.
+    minor: Annotated[int, Field(ge=0, le=254)] | None = Field(
+        default=None,
+        description="device minor, the N of /dev/nvidiaN (`Device Minor` in "
+        "/proc/driver/nvidia/gpus/<pci>/information); needed when `nvidia.manage` is false",
+    )
     pci: (
         Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}(\.[0-7])?$")] | None
     ) = Field(default=None, description="PCI address (`lspci -D`), needed to pass the GPU through to a VM")

@@ -17,7 +17,13 @@ from phoenix_components.config import Environment
 from phoenix_components.features import exec_argv, feature_env
 from phoenix_components.firewall import firewall_inputs
 from phoenix_components.guests import cloud_image_template_vmid
-from phoenix_components.lxc_config import clone_dataset, container_params, raw_lines
+from phoenix_components.lxc_config import (
+    GpuMinors,
+    clone_dataset,
+    container_params,
+    declared_minors,
+    raw_lines,
+)
 from phoenix_components.models import (
     Container,
     DatasetCloneMount,
@@ -306,6 +312,15 @@ def _plan_firewall(
     b.add(f"{owner}-firewall", "GuestFirewall", [owner], steps, group)
 
 
+def _gpu_minors(env: Environment) -> GpuMinors:
+    """What the devN lines will say: a managed driver's minors are read at deploy time, so the plan names
+    them; an unmanaged driver's are the ones host.json declares."""
+    nvidia = env.host.nvidia
+    if nvidia is not None and nvidia.manage:
+        return {str(g.index): f"<minor of GPU {g.index}>" for g in env.host.gpus}
+    return declared_minors(env.host.gpus)
+
+
 def _plan_container(
     b: _Builder,
     env: Environment,
@@ -340,7 +355,7 @@ def _plan_container(
                     "guests",
                 )
             )
-    config = container_params(ct, mountpoints)
+    config = container_params(ct, mountpoints, _gpu_minors(env))
     config.pop("hostname")  # set by the clone call
     steps = [
         _api(

@@ -89,7 +89,10 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
     }
     baseline = HostBaseline(f"host-{host.node}", HostBaselineArgs(environment=env))
     chain = TemplateChain(
-        "chain", TemplateChainArgs(environment=env, os_templates=os_templates, driver=baseline.driver)
+        "chain",
+        TemplateChainArgs(
+            environment=env, os_templates=os_templates, driver=baseline.driver, gpu_minors=baseline.gpu_minors
+        ),
     )
     containers: dict[int, LxcGuest] = {}
     for ct in env.guests.containers:
@@ -106,6 +109,7 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
                 layer_vmid=chain.layers[ct.layer].vmid,
                 data_snapshots=baseline.snapshots,
                 depends_on=tuple(needs),
+                gpu_minors=baseline.gpu_minors,
             ),
         )
     vms: dict[int, VmGuest] = {}

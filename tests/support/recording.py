@@ -29,8 +29,17 @@ class EchoMocks(pulumi.runtime.Mocks):
     No CRUD runs under mocks.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, gpu_inventory: list[dict[str, Any]] | None = None) -> None:
         self._layer_vmids: dict[str, int] = {}
+        # What NvidiaHostDriver's batched read reports; by default minor == index (a common host). Tests of
+        # the devN rule pass a host whose minors differ.
+        self.gpu_inventory = (
+            gpu_inventory
+            if gpu_inventory is not None
+            else [
+                {"index": i, "minor": i, "pci_bus_id": None, "device": f"/dev/nvidia{i}"} for i in range(16)
+            ]
+        )
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outs = dict(args.inputs)
@@ -42,6 +51,8 @@ class EchoMocks(pulumi.runtime.Mocks):
             outs.update(mountpoint=f"/{outs['name']}", origin=outs.get("origin") or "-")
         elif args.typ.endswith("zfs:Snapshot"):
             outs["name"] = f"{outs['dataset']}@{outs['snapshot']}"
+        elif args.typ.endswith("phoenix:NvidiaHostDriver"):
+            outs.update(gpus=[dict(g) for g in self.gpu_inventory], majors={"nvidia": 195, "nvidia-uvm": 511})
         elif args.typ.endswith("phoenix:LxcGuest"):
             origin = f"rpool/data/basevol-{outs['template_vmid']}-disk-0@__base__"
             outs.update(mac="BC:24:11:00:00:01", origin=origin)

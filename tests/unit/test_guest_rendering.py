@@ -27,7 +27,7 @@ def test_net0_keeps_the_configured_mac_vlan_and_firewall() -> None:
 
 def test_gpu_container_params_pass_its_gpu_and_the_control_devices_only() -> None:
     ct = ENV.guests.containers[1]  # vllm-granite on GPU 1
-    params = container_params(ct, {"models": "/mnt/models-ct202"})
+    params = container_params(ct, {"models": "/mnt/models-ct202"}, {"0": 0, "1": 1})
     devices = sorted(v for k, v in params.items() if k.startswith("dev"))
     assert devices == sorted(
         f"{d},mode=0666"
