@@ -21,9 +21,13 @@ def firewall_rule(rule: FirewallRule) -> dict[str, str]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def firewall_inputs(node: str, kind: str, vmid: Any, fw: Firewall) -> dict[str, Any]:
-    """GuestFirewall's inputs for a guest whose ``firewall`` is enabled."""
+def firewall_inputs(
+    node: str, kind: str, vmid: Any, fw: Firewall, guest_instance: Any = ""
+) -> dict[str, Any]:
+    """GuestFirewall's inputs for a guest whose ``firewall`` is enabled (``guest_instance``: the LXC
+    guest's container token, so a replaced container gets its firewall written again)."""
     return {
+        "guest_instance": guest_instance,
         "node": node,
         "kind": kind,
         "vmid": vmid,

@@ -10,6 +10,10 @@ The rules are owned whole: ``create``/``update`` make the guest's rule list exac
 order, and ``read`` reports any difference (a rule added, removed or edited by hand in the web UI) as
 drift. PVE's rule API inserts a new rule at the top, so the declared list is posted last rule first.
 ``delete`` removes every rule and turns the guest's firewall off.
+
+PVE removes a guest's firewall config when the guest is destroyed (``pct destroy``), and a replaced LXC
+guest keeps its vmid: ``guest_instance`` (the LxcGuest's per-container token) is what tells this
+resource that the container is a new one whose firewall must be written again.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class GuestFirewallInputs:
     policy_in: str = "DROP"
     policy_out: str = "ACCEPT"
     rules: list[dict[str, str]] = field(default_factory=list)
+    guest_instance: str = ""
     version: str = PROVIDER_VERSION
 
     @classmethod
@@ -144,7 +149,7 @@ class GuestFirewallProvider(HostProvider):
             olds,
             news,
             replace_on=["node", "kind", "vmid"],
-            update_on=["enabled", "policy_in", "policy_out", "rules"],
+            update_on=["enabled", "policy_in", "policy_out", "rules", "guest_instance"],
         )
 
     def _apply(self, inputs: GuestFirewallInputs) -> dict[str, Any]:

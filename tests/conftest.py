@@ -1,4 +1,5 @@
-"""Shared fixtures. Lab fixtures live in tests/lab/* and are registered here as plugins."""
+"""Shared fixtures. Lab fixtures live in tests/lab/*, the real engine's in tests/support/engine.py; all
+are registered here as plugins."""
 
 pytest_plugins = [
     "tests.lab.sshd",
@@ -8,5 +9,6 @@ pytest_plugins = [
     "tests.lab.apparmor",
     "tests.lab.pve",
     "tests.lab.host",
+    "tests.support.engine",
     "tests.lab.e2e",
 ]

@@ -57,6 +57,8 @@ def test_up_again_is_no_change_and_an_edit_is_one_update(engine: Engine, tmp_pat
     again = engine.up()
     print(f"\nsecond up: engine change summary {again.summary}, changes {again.changes}")
     assert again.changes == 0 and again.summary == {"same": 3}
+    assert again.provider_mutations == 0 and again.provider_calls["Diff"] == 2  # asked, and nothing to do
+    assert first.provider_calls["Create"] == 2
     assert engine.preview(expect_no_changes=True) == {"same": 3}
 
     edited = engine.up(notes(files, {"a": "one!", "b": "two"}))

@@ -1,9 +1,10 @@
-"""The template chain, workload guests and vLLM services, end to end on the lab (issue 5, "Done when").
+"""The template chain, workload guests and vLLM services, end to end on the lab, under the real engine.
 
-The real Phoenix program (``phoenix_components.program.build``) runs through the test harness, its dynamic
-resources through the real provider host (``python -m pulumi.dynamic``), against the lab: fakepve whose
-``local-zfs`` acts on the real zfs-fuse pool, the real sshd, the ``pct`` shim running real LXC containers.
-Feature scripts are the TEST-ONLY stand-ins of tests/lab/standins (see tests/lab/e2e.py for why).
+``pulumi up`` of the ``lab`` stack by the Go-built Pulumi CLI (``make pulumi``): the language host runs
+``__main__.py``, the engine plans and orders every step, ``pulumi-resource-pulumi-python`` runs Phoenix's
+providers, against the lab: fakepve whose ``local-zfs`` acts on the real zfs-fuse pool, the real sshd,
+the ``pct`` shim running real LXC containers. Feature scripts are the TEST-ONLY stand-ins of
+tests/lab/standins (see tests/lab/e2e.py for why).
 
 The tests share one deployment (module-scoped ``lab_stack``, the chain is built once) and run in file
 order; each starts from "deployed" (``ensure_up``) so any of them also runs alone. Every check is made on
@@ -21,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pulumi.automation import CommandError
 
 from tests.lab.common import LXC_PATH
 from tests.lab.e2e import DATA_DATASET, PROFILE, LabGuest, LabStack
-from tests.support.dynhost import ProviderError
-from tests.support.harness import Drift, Report
+from tests.support.engine import Drift, Report
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.cli]
 
 LAYERS = ("base", "gpu", "docker", "vllm")
 DYNAMIC = "pulumi-python:dynamic"
@@ -52,7 +53,7 @@ def dynamic_ops(report: Report) -> dict[str, str]:
 
 
 def outputs(stack: LabStack, name: str) -> dict[str, Any]:
-    return dict(stack.harness.resource(name).outputs)
+    return dict(stack.engine.resource(name).outputs)
 
 
 def layer_vmids(stack: LabStack) -> dict[str, int]:
@@ -124,10 +125,10 @@ def test_first_up_builds_the_chain_as_linked_clones_and_two_serving_guests(lab_s
     report = lab_stack.ensure_up()
     ops = dynamic_ops(report)
     print(
-        f"\nfirst up: {dict(report.counts)}; dynamic resources: {len(ops)}, provider calls "
+        f"\nfirst up: engine summary {report.summary}; dynamic resources: {len(ops)}, provider calls "
         f"{dict(report.provider_calls)}"
     )
-    assert set(report.ops.values()) == {"create"}
+    assert set(report.ops.values()) == {"create"} and set(report.summary) == {"create"}
     # The stack outputs __main__.py exports: every layer verified (promotable), each served model's endpoint.
     assert report.exports["layer_verified"] == dict.fromkeys(LAYERS, True)
     assert set(report.exports["vllm_endpoints"]) == {guest.served for guest in lab_stack.guests}
@@ -188,7 +189,7 @@ def test_first_up_builds_the_chain_as_linked_clones_and_two_serving_guests(lab_s
     assert not (lab_stack.host.zpool.mountpoint(DATA_DATASET) / "owner").exists()
 
 
-def test_second_up_makes_no_mutating_api_call_and_no_mutating_ssh_command(lab_stack: LabStack) -> None:
+def test_second_up_changes_nothing_by_the_engines_count_fakepves_and_sshds(lab_stack: LabStack) -> None:
     lab_stack.ensure_up()
     since = len(lab_stack.host.pve.requests())
     sshd_log = lab_stack.host.sshd.server.log
@@ -197,16 +198,26 @@ def test_second_up_makes_no_mutating_api_call_and_no_mutating_ssh_command(lab_st
     api = lab_stack.api_mutations(since)
     ssh_sessions = sshd_log.read_text().count("Starting session: command") - sessions_before
     print(
-        f"\nsecond up: {len(api)} mutating API calls, {ssh_sessions} SSH commands of any kind (sshd log), "
-        f"{report.mutations} mutating provider calls; provider calls "
-        f"{dict(report.provider_calls)}; {dict(report.counts)}"
+        f"\nsecond up: the engine's change count {report.changes} (summary {report.summary}); "
+        f"{len(api)} mutating API calls (fakepve); {ssh_sessions} SSH commands of any kind (sshd log); "
+        f"provider calls {dict(report.provider_calls)}"
     )
+    assert report.changes == 0 and set(report.summary) == {"same"}
+    assert report.changed == {}
     assert api == []
     assert sessions_before > 0, "the sshd log counts commands (the first up ran many)"
     assert ssh_sessions == 0
-    assert report.mutations == 0 and report.log == []
-    assert report.changed == {}
-    assert set(report.provider_calls) <= {"Check", "Diff"}
+    assert report.provider_mutations == 0 and set(report.provider_calls) <= {
+        "Handshake",
+        "GetPluginInfo",
+        "CheckConfig",
+        "DiffConfig",
+        "Configure",
+        "Check",
+        "Diff",
+    }
+    # `pulumi preview --expect-no-changes` agrees (it fails the command on any change).
+    assert set(lab_stack.engine.preview(expect_no_changes=True)) == {"same"}
 
 
 def test_hand_edited_apparmor_line_is_drift_and_the_next_up_restores_it(lab_stack: LabStack) -> None:
@@ -215,7 +226,7 @@ def test_hand_edited_apparmor_line_is_drift_and_the_next_up_restores_it(lab_stac
     conf = lab_stack.host.pve_conf(guest.vmid)
     conf.write_text(conf.read_text().replace(PROFILE_LINE, "lxc.apparmor.profile: unconfined"))
 
-    drift = {short(urn): d for urn, d in lab_stack.harness.refresh().items()}
+    drift = {short(urn): d for urn, d in lab_stack.engine.refresh().items()}
     print("\nrefresh: " + ", ".join(f"{name}={d.kind}{list(d.changed) or ''}" for name, d in drift.items()))
     assert drift[f"ct-{guest.vmid}-container"] == Drift("changed", ("raw_lines",))
     assert {name: d for name, d in drift.items() if d.kind != "same"} == {
@@ -240,7 +251,7 @@ def test_hand_edited_apparmor_line_is_drift_and_the_next_up_restores_it(lab_stac
     assert snapname.startswith("pre-update") and snapshots.startswith(f"{snapname}]")
     assert lab_stack.host.zpool.exists(f"{lab_stack.host.zpool.data}/subvol-{guest.vmid}-disk-0@{snapname}")
     assert recorded_profile(guest.vmid) == PROFILE  # the restart ran under Phoenix's profile again
-    assert lab_stack.harness.refresh()[lab_stack.harness.resource(f"ct-{guest.vmid}-container").urn] == Drift(
+    assert lab_stack.engine.refresh()[lab_stack.engine.resource(f"ct-{guest.vmid}-container").urn] == Drift(
         "same"
     )
     assert_guest_serving(lab_stack, guest)  # enabled unit started again at boot, as systemd does
@@ -256,7 +267,7 @@ def test_a_pve_config_key_changed_by_hand_is_drift_and_the_next_up_sends_only_it
     declared = client.get(config)["cores"]
     client.set(config, cores=int(declared) + 3)
 
-    drift = {short(urn): d for urn, d in lab_stack.harness.refresh().items() if d.kind != "same"}
+    drift = {short(urn): d for urn, d in lab_stack.engine.refresh().items() if d.kind != "same"}
     print(
         "\nrefresh after a hand-made cores change: "
         + ", ".join(f"{n}={d.kind}{list(d.changed)}" for n, d in drift.items())
@@ -273,7 +284,7 @@ def test_a_pve_config_key_changed_by_hand_is_drift_and_the_next_up_sends_only_it
     sent = dict(urllib.parse.parse_qsl(put[1].decode()))
     assert set(sent) - {"digest"} == {"cores"}, "only the key that drifted is sent"
     assert int(client.get(config)["cores"]) == int(declared)
-    assert lab_stack.harness.refresh()[lab_stack.harness.resource(f"ct-{guest.vmid}-container").urn] == Drift(
+    assert lab_stack.engine.refresh()[lab_stack.engine.resource(f"ct-{guest.vmid}-container").urn] == Drift(
         "same"
     )
 
@@ -302,9 +313,20 @@ def test_changed_docker_feature_rebuilds_docker_vllm_and_guests_only(lab_stack: 
         "layer-docker-template": "replace",
         "layer-vllm-template": "replace",
         **{f"ct-{g.vmid}-container": "replace" for g in lab_stack.guests},
-        # Same vmid, new container: the service is deployed into it again (and health-gated).
+        # Same vmid, new container: the service is deployed into it again (and health-gated), and its
+        # firewall written again (PVE drops a guest's firewall config with the guest).
         **{f"ct-{g.vmid}-vllm": "update" for g in lab_stack.guests},
+        **{f"ct-{g.vmid}-firewall": "update" for g in lab_stack.guests},
     }
+    # The engine's own order: each layer's replacement is created before the one it replaces is deleted,
+    # and the old vllm layer (a linked clone of the old docker layer) goes before the old docker layer.
+    steps = [(op, short(urn)) for op, urn in report.steps]
+    for layer in ("layer-docker-template", "layer-vllm-template"):
+        assert steps.index(("create-replacement", layer)) < steps.index(("delete-replaced", layer))
+    assert steps.index(("delete-replaced", "layer-vllm-template")) < steps.index(
+        ("delete-replaced", "layer-docker-template")
+    )
+    print("engine steps: " + ", ".join(f"{op} {name}" for op, name in steps if op != "same"))
     after = assert_linked_chain(lab_stack)
     assert after["base"] == before["base"] and after["gpu"] == before["gpu"]
     for layer in ("base", "gpu"):  # the very same datasets, not rebuilt
@@ -321,7 +343,7 @@ def test_changed_docker_feature_rebuilds_docker_vllm_and_guests_only(lab_stack: 
         assert docker.strip().endswith("revision=2")
         assert recorded_profile(guest.vmid) == PROFILE
         assert_guest_serving(lab_stack, guest)
-    assert {d.kind for d in lab_stack.harness.refresh().values()} == {"same"}  # what state says is there
+    assert {d.kind for d in lab_stack.engine.refresh().values()} == {"same"}  # what state says is there
 
 
 def test_a_guest_whose_health_check_never_passes_fails_the_deploy_naming_it(lab_stack: LabStack) -> None:
@@ -333,10 +355,10 @@ def test_a_guest_whose_health_check_never_passes_fails_the_deploy_naming_it(lab_
     lab_stack.set_guests([*healthy, never])
     try:
         started = time.monotonic()
-        with pytest.raises(ProviderError) as caught:
+        with pytest.raises(CommandError) as caught:
             lab_stack.up()
         waited = time.monotonic() - started
-        details = caught.value.details
+        details = str(caught.value)
         headline = next(line for line in details.splitlines() if "vLLM in CT" in line)
         print(f"\nnever-ready guest: deploy failed after {waited:.1f}s: {headline.strip()}")
         assert "vLLM in CT 803 (lab-vllm-803) did not serve 'tiny-never' within 10s" in details
@@ -359,11 +381,11 @@ def test_a_guest_whose_health_check_never_passes_fails_the_deploy_naming_it(lab_
 
 def test_destroy_leaves_no_phoenix_guest_and_no_phoenix_dataset(lab_stack: LabStack) -> None:
     lab_stack.ensure_up()
-    report = lab_stack.harness.destroy()
-    print(f"\ndestroy: {dict(report.counts)}; provider calls {dict(report.provider_calls)}")
+    report = lab_stack.engine.destroy()
+    print(f"\ndestroy: engine summary {report.summary}; provider calls {dict(report.provider_calls)}")
     assert lxc_cts(lab_stack) == {}
     pool = lab_stack.host.zpool
     assert pool.datasets(pool.data) == [pool.data]
-    assert lab_stack.harness.resources() == {} and lab_stack.harness.pending_deletes() == []
+    assert lab_stack.engine.resources() == {} and lab_stack.engine.pending_deletes() == []
     assert not Path(f"/etc/apparmor.d/{PROFILE}").exists()
     assert list(lab_stack.host.pve_conf(801).parent.glob("*.conf")) == []

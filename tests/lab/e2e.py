@@ -1,12 +1,15 @@
-"""Lab-only support for the end-to-end test of the real Phoenix program (tests/lab/test_e2e_chain.py).
+"""Lab-only support for the end-to-end tests of the real Phoenix program under the real Pulumi engine
+(tests/cli/test_lab_e2e.py).
 
 - :func:`write_lab_config` makes a config directory for the running lab: ``config/`` and ``apparmor/``
   copied, the feature scripts replaced by the TEST-ONLY stand-ins of ``tests/lab/standins/features`` (the
   product scripts need network, a GPU and systemd, none of which the lab's containers have), and a ``lab``
   environment whose host.json points at this lab's fakepve, sshd and pool.
-- the module-scoped fixture ``lab_stack``: the lab host (for the whole module, so the chain is built once),
-  one provider host (``python -m pulumi.dynamic``) and a :class:`~tests.support.harness.Harness` with its
-  state file; on the way out it destroys what is left and cleans the lab even when a test failed.
+- the module-scoped fixture ``lab_stack``: the lab host (for the whole module, so the chain is built once)
+  and the ``lab`` stack of that directory on a file backend, run by the Go-built Pulumi CLI
+  (:class:`~tests.support.engine.Engine`: ``pulumi up`` runs ``__main__.py`` through the language host,
+  the providers through ``pulumi-resource-pulumi-python``); on the way out it destroys what is left and
+  cleans the lab even when a test failed.
 
 Lab facts the config says out loud: ``nvidia.manage`` is false (the lab has no NVIDIA driver to install;
 the pinned version still reaches the containers' userspace stand-in), ``apparmor_load`` is
@@ -18,22 +21,22 @@ from __future__ import annotations
 
 import copy
 import json
-import runpy
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 
 from tests.lab.common import REPO_ROOT
 from tests.lab.host import LabHost, running_lab_host
 from tests.lab.pve import OS_TEMPLATE_NAME, PveLab
 from tests.lab.sshd_server import LabSshd, free_port
-from tests.support.dynhost import DynHost, secret
-from tests.support.harness import Harness, Report
+from tests.support.engine import Engine, Report
 
 if TYPE_CHECKING:
     from phoenix_components.config import Environment
@@ -85,9 +88,10 @@ def lab_host_json(host: LabHost, nvidia_version: str) -> dict[str, Any]:
             "guests": {"start": 800, "end": 899},
         },
         "bridges": [{"name": "vmbr0", "cidr": "10.99.0.0/24", "gateway": "10.99.0.1", "vlan_aware": True}],
+        # No driver to read minors from (nvidia.manage is false), so host.json declares them.
         "gpus": [
-            {"index": 0, "model": "Phoenix lab stand-in GPU", "memory_mib": 16384},
-            {"index": 1, "model": "Phoenix lab stand-in GPU", "memory_mib": 16384},
+            {"index": 0, "minor": 0, "model": "Phoenix lab stand-in GPU", "memory_mib": 16384},
+            {"index": 1, "minor": 1, "model": "Phoenix lab stand-in GPU", "memory_mib": 16384},
         ],
         "nvidia": {
             "version": nvidia_version,
@@ -161,6 +165,10 @@ def write_lab_config(root: Path, host: LabHost, guests: Sequence[LabGuest]) -> P
     shutil.copytree(REPO_ROOT / "config", config, dirs_exist_ok=True)
     shutil.copytree(REPO_ROOT / "apparmor", root / "apparmor", dirs_exist_ok=True)
     shutil.copy(REPO_ROOT / "__main__.py", root / "__main__.py")  # the program itself, run as Pulumi runs it
+    project = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())
+    # The project's own Pulumi.yaml, its virtualenv made absolute (this directory has none of its own).
+    project["runtime"]["options"]["virtualenv"] = str(Path(sys.executable).parent.parent)
+    (root / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
     shutil.rmtree(config / "features")  # the product scripts never run in the lab
     shutil.copytree(STANDIN_FEATURES, config / "features")
     product = json.loads((REPO_ROOT / "config" / "chain.json").read_text())
@@ -190,28 +198,17 @@ def write_guests(config: Path, guests: Sequence[LabGuest]) -> None:
 
 @dataclass
 class LabStack:
-    """The real Phoenix program against the lab: config on disk, one provider host, one state file."""
+    """The real Phoenix program against the lab: its project directory and its ``lab`` stack."""
 
     host: LabHost
     config: Path
-    dynhost: DynHost
-    harness: Harness
+    engine: Engine
     guests: list[LabGuest]
 
     def environment(self) -> Environment:
         from phoenix_components.config import load_environment
 
         return load_environment(self.config, ENV)
-
-    def program(self) -> Callable[[], object]:
-        """``__main__.py`` itself, as the Pulumi language host runs it, reading the config as it is on disk
-        now (the stack name is the environment; it is validated before anything runs)."""
-        main = self.config.parent / "__main__.py"
-
-        def program() -> None:  # its exports are the stack outputs it sets with pulumi.export
-            runpy.run_path(str(main), run_name="__main__")
-
-        return program
 
     def set_guests(self, guests: Sequence[LabGuest]) -> None:
         self.guests = list(guests)
@@ -221,12 +218,13 @@ class LabStack:
     """The report of the latest up that started from an empty state."""
 
     def up(self) -> Report:
-        return self.harness.up(self.program())
+        """``pulumi up`` of the stack: __main__.py reads the config as it is on disk now."""
+        return self.engine.up()
 
     def ensure_up(self) -> Report:
         """The stack deployed: an up from an empty state when there is none (the module's first test, or
         after a destroy); returns the report of that first up."""
-        if self.first is None or not self.harness.resources():
+        if self.first is None or not self.engine.resources():
             self.first = self.up()
         return self.first
 
@@ -249,10 +247,11 @@ def lab_stack(
     lab_sshd: LabSshd,
     lab_rootfs: Path,
     lab_lxc_seed: str,
+    pulumi_bin: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LabStack]:
-    """The lab with the glue for the whole module (the chain is built once), a provider host configured
-    with the lab's secrets and an empty state. Whatever a test leaves is destroyed at the end; if that
+    """The lab with the glue for the whole module (the chain is built once) and an empty ``lab`` stack
+    whose secret config holds the lab's secrets. Whatever a test leaves is destroyed at the end; if that
     fails too, the pool, /etc/pve/lxc, /etc/apparmor.d and the fake are cleaned directly."""
     root = tmp_path_factory.mktemp("e2e")
     before = set(lab_zpool.datasets())
@@ -266,22 +265,27 @@ def lab_stack(
                 LabGuest(802, gpu=1, served="tiny-b"),
             ]
             config = write_lab_config(root, host, guests)
-            secrets = {
-                "phoenix:pvePassword": secret(lab_pve.password),
-                "phoenix:sshPrivateKey": secret(lab_sshd.user_private_key),
-            }
-            with DynHost(config=secrets, call_timeout=300.0) as dynhost:
-                harness = Harness(root / "state.json", dynhost, stack=ENV)
-                stack = LabStack(host, config, dynhost, harness, guests)
-                try:
-                    yield stack
-                finally:
-                    if harness.resources() or harness.pending_deletes():
-                        try:
-                            harness.destroy()
-                        except Exception as error:  # noqa: BLE001 - the direct cleanup below still runs
-                            print(f"lab_stack: destroy failed ({error}); cleaning the lab directly")
-                    lab_zpool.destroy_all_but(before)  # data datasets and clones are not guest volumes
+            engine = Engine(
+                root / "engine",
+                ENV,
+                work_dir=root,
+                config={"phoenix:environment": ENV},
+                secrets={
+                    "phoenix:pvePassword": lab_pve.password,
+                    "phoenix:sshPrivateKey": lab_sshd.user_private_key,
+                },
+                bin_dir=pulumi_bin,
+            )
+            stack = LabStack(host, config, engine, guests)
+            try:
+                yield stack
+            finally:
+                if engine.resources() or engine.pending_deletes():
+                    try:
+                        engine.destroy()
+                    except Exception as error:  # noqa: BLE001 - the direct cleanup below still runs
+                        print(f"lab_stack: destroy failed ({error}); cleaning the lab directly")
+                lab_zpool.destroy_all_but(before)  # data datasets and clones are not guest volumes
     finally:
         if not profile_existed:
             profile.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import pytest
 from pulumi import automation as auto
 from pulumi.automation.events import EngineEvent, OpType
 
@@ -78,6 +79,18 @@ class Report:
     """The engine's change summary (``resource_changes``): op → count."""
     outputs: dict[str, Any] = field(default_factory=dict)
     stdout: str = ""
+    provider_calls: Counter[str] = field(default_factory=Counter)
+    """ResourceProvider methods the engine called during the operation (``PULUMI_DEBUG_GRPC``'s log):
+    ``Check``, ``Diff``, ``Create``, ... — the lab's "nothing was asked to change" evidence."""
+
+    @property
+    def exports(self) -> dict[str, Any]:
+        return self.outputs
+
+    @property
+    def provider_mutations(self) -> int:
+        """Create/Update/Delete calls the engine made to providers."""
+        return sum(self.provider_calls[m] for m in ("Create", "Update", "Delete"))
 
     @property
     def counts(self) -> Counter[Op]:
@@ -122,6 +135,21 @@ class StateResource:
         return self.type.startswith("pulumi-python:dynamic")
 
 
+def provider_calls(log: Path) -> Counter[str]:
+    """Count the ResourceProvider RPCs in a ``PULUMI_DEBUG_GRPC`` log (one JSON object per line)."""
+    calls: Counter[str] = Counter()
+    if not log.exists():
+        return calls
+    for line in log.read_text().splitlines():
+        entry = json.loads(line) if line.strip() else {}
+        if entry.get("progress") != "request_started":  # each call is logged as started, then completed
+            continue
+        service, _, name = str(entry.get("method", "")).rpartition("/")
+        if service.endswith("pulumirpc.ResourceProvider"):
+            calls[name] += 1
+    return calls
+
+
 class _Events:
     """Collects the engine's step events of one operation."""
 
@@ -134,7 +162,9 @@ class _Events:
             meta = done.metadata
             self.steps.append((OpType(meta.op).value, meta.urn, tuple(meta.diffs or ())))
 
-    def report(self, summary: Mapping[Any, int] | None, outputs: Mapping[str, Any], stdout: str) -> Report:
+    def report(
+        self, summary: Mapping[Any, int] | None, outputs: Mapping[str, Any], stdout: str, grpc: Path
+    ) -> Report:
         ops: dict[str, Op] = {}
         for op, urn, _diffs in self.steps:
             ops[urn] = "replace" if OpType(op) in _REPLACE_STEPS else op
@@ -144,6 +174,7 @@ class _Events:
             summary={str(getattr(k, "value", k)): int(v) for k, v in (summary or {}).items()},
             outputs=dict(outputs),
             stdout=stdout,
+            provider_calls=provider_calls(grpc),
         )
 
 
@@ -214,26 +245,34 @@ class Engine:
     def name(self) -> str:
         return self.stack.name
 
+    def _grpc_log(self) -> Path:
+        """A fresh gRPC log for the next CLI run (the engine writes every RPC it makes there)."""
+        self._runs = getattr(self, "_runs", 0) + 1
+        log = self.root / f"grpc-{self._runs}.jsonl"
+        self.stack.workspace.env_vars["PULUMI_DEBUG_GRPC"] = str(log)
+        return log
+
     def set_program(self, program: Callable[[], Any]) -> None:
         self.stack.workspace.program = program
 
     def up(self, program: Callable[[], Any] | None = None) -> Report:
         if program is not None:
             self.set_program(program)
-        events = _Events()
+        events, grpc = _Events(), self._grpc_log()
         result = self.stack.up(on_event=events, color="never", suppress_progress=True)
         outputs = {k: v.value for k, v in result.outputs.items()}
-        return events.report(result.summary.resource_changes, outputs, result.stdout)
+        return events.report(result.summary.resource_changes, outputs, result.stdout, grpc)
 
     def preview(self, *, expect_no_changes: bool = False) -> dict[str, int]:
+        self._grpc_log()
         result = self.stack.preview(color="never", expect_no_changes=expect_no_changes)
         return {str(getattr(k, "value", k)): int(v) for k, v in result.change_summary.items()}
 
     def refresh(self) -> dict[str, Drift]:
         """URN → what ``pulumi refresh`` found, for every resource in the state."""
         before = self.resources()
-        events = _Events()
-        self.stack.refresh(on_event=events, color="never", suppress_progress=True)
+        self._grpc_log()
+        self.stack.refresh(color="never", suppress_progress=True)
         after = self.resources()
         drift: dict[str, Drift] = {}
         for urn, old in before.items():
@@ -246,9 +285,9 @@ class Engine:
         return drift
 
     def destroy(self) -> Report:
-        events = _Events()
+        events, grpc = _Events(), self._grpc_log()
         result = self.stack.destroy(on_event=events, color="never", suppress_progress=True)
-        return events.report(result.summary.resource_changes, {}, result.stdout)
+        return events.report(result.summary.resource_changes, {}, result.stdout, grpc)
 
     def export(self) -> dict[str, Any]:
         """``pulumi stack export``: the deployment as stored (secrets sealed)."""
@@ -304,3 +343,16 @@ def _unwrap(value: Any) -> Any:
     if isinstance(value, list):
         return [_unwrap(v) for v in value]
     return value
+
+
+@pytest.fixture(scope="session")
+def pulumi_bin() -> Path:
+    """The Pulumi CLI's directory. Without one the test skips, saying how to get one; under CI it fails
+    instead (``.ci/run`` runs ``make pulumi`` first), so CI never passes by skipping the engine."""
+    found = cli_dir()
+    if found is None:
+        message = "no Pulumi CLI: `make pulumi` builds it (tools/pulumi/build.sh), or put one on PATH"
+        if os.environ.get("CI"):
+            pytest.fail(message + " (CI must build it: .ci/run runs make pulumi)")
+        pytest.skip(message)
+    return found
