@@ -4,7 +4,7 @@ Named from the vmid (``ct-201``, ``vm-231``), never from list position, so reord
 nothing.
 
 - An LXC guest is the LxcGuest dynamic resource (a linked clone of its layer's template, GPUs via devN,
-  the AppArmor profile as a raw line before the first start), its PVE firewall (pulumi-proxmoxve) and,
+  the AppArmor profile as a raw line before the first start), its PVE firewall (GuestFirewall) and,
   when it has an engine config, a VllmService whose health check gates the deploy.
 - A VM is a pulumi-proxmoxve ``VmLegacy`` cloned from a template made once per cloud image, with a
   cloud-init snippet that runs the same feature scripts as the layers, and its firewall. The snippet is a
@@ -23,11 +23,13 @@ import yaml
 
 from phoenix_components.config import Environment
 from phoenix_components.features import feature_env
+from phoenix_components.firewall import firewall_inputs
 from phoenix_components.lxc_config import GpuMinors, clone_dataset, container_params, raw_lines
 from phoenix_components.models import Container, DatasetCloneMount, Firewall, Vm
 from phoenix_components.targets import api_target, ssh_target
 from phoenix_components.vllm import UNIT_PATH, render_unit
 from providers.command import render
+from providers.guest_firewall import GuestFirewall
 from providers.guest_snapshot import GuestSnapshot
 from providers.host_file import HostFile
 from providers.lxc_guest import LxcGuestArgs as LxcGuestResourceArgs
@@ -43,49 +45,21 @@ def _firewall(
     fw: Firewall,
     owner: pulumi.Resource,
     *,
-    container_id: pulumi.Input[int] | None = None,
-    vm_id: pulumi.Input[int] | None = None,
+    kind: str,
+    vmid: pulumi.Input[int],
+    guest_instance: pulumi.Input[str] = "",
 ) -> list[pulumi.Resource]:
-    """PVE guest firewall: options (enabled, policies) and the ordered rules, both children of ``owner``."""
+    """PVE guest firewall (options and the ordered rules), a child of ``owner`` made after it."""
     if not fw.enabled:
         return []
-    opts = pulumi.ResourceOptions(parent=owner, depends_on=[owner])
-    options = proxmox.firewall.OptionsLegacy(
-        f"{name}-firewall",
-        node_name=env.host.node,
-        container_id=container_id,
-        vm_id=vm_id,
-        enabled=True,
-        input_policy=fw.policy_in,
-        output_policy=fw.policy_out,
-        opts=opts,
-    )
-    resources: list[pulumi.Resource] = [options]
-    if fw.rules:
-        rules = [
-            proxmox.firewall.RulesLegacyRuleArgs(
-                type=rule.direction,
-                action=rule.action,
-                proto=rule.proto,
-                dport=rule.dport,
-                source=rule.source,
-                dest=rule.dest,
-                comment=rule.comment,
-                enabled=True,
-            )
-            for rule in fw.rules
-        ]
-        resources.append(
-            proxmox.firewall.RulesLegacy(
-                f"{name}-firewall-rules",
-                node_name=env.host.node,
-                container_id=container_id,
-                vm_id=vm_id,
-                rules=rules,
-                opts=opts,
-            )
+    return [
+        GuestFirewall(
+            f"{name}-firewall",
+            firewall_inputs(env.host.node, kind, vmid, fw, guest_instance),
+            api_target(env.host),
+            pulumi.ResourceOptions(parent=owner, depends_on=[owner]),
         )
-    return resources
+    ]
 
 
 @dataclass(frozen=True)
@@ -151,7 +125,15 @@ class LxcGuest(pulumi.ComponentResource):
             LxcGuestResourceArgs(inputs=inputs, ssh_target=target, api_target=api_target(host)),
             pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *self.clones.values()]),
         )
-        self.firewall = _firewall(name, env, spec.firewall, self.guest, container_id=spec.vmid)
+        self.firewall = _firewall(
+            name,
+            env,
+            spec.firewall,
+            self.guest,
+            kind="lxc",
+            vmid=self.guest.vmid,
+            guest_instance=self.guest.instance,
+        )
         self.snapshots: GuestSnapshot | None = None
         if spec.snapshots is not None:
             policy = spec.snapshots
@@ -331,7 +313,7 @@ class VmGuest(pulumi.ComponentResource):
                 parent=self, provider=args.provider, depends_on=[snippet, args.template]
             ),
         )
-        self.firewall = _firewall(name, env, vm.firewall, self.vm, vm_id=vm.vmid)
+        self.firewall = _firewall(name, env, vm.firewall, self.vm, kind="qemu", vmid=vm.vmid)
         self.register_outputs({"vmid": vm.vmid, "name": vm.name, "ip": net.ip, "snippet": snippet_id})
 
 
