@@ -15,7 +15,7 @@ setup: $(BIN)/python ## Python virtualenv with Phoenix and its test tools
 
 lab-deps: ## Debian packages the lab needs (root)
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server zfs-fuse apparmor lxc debootstrap shellcheck rsync
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server zfs-fuse apparmor lxc debootstrap shellcheck rsync qemu-system-x86 linux-image-amd64
 
 test: ## the full suite: unit, mocks, provider host and the lab
 	$(BIN)/pytest
