@@ -210,6 +210,13 @@ def ensure_image(kernel: Kernel) -> tuple[Path, float]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if image.exists():
             return image, 0.0
+        # Under the lock nobody else is building: what is left is a killed build or an image for an
+        # older key, each about 2 GB.
+        for stale in [*root.glob("build-*"), *root.glob("rootfs-*.ext4")]:
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink()
         started = time.monotonic()
         with tempfile.TemporaryDirectory(dir=root, prefix="build-") as work:
             tree = Path(work) / "tree"
