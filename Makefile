@@ -3,8 +3,15 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STACK ?= dev
+# The Pulumi CLI `make pulumi` builds (outside the tree, in ~/.cache/phoenix) goes first on PATH, so every
+# target below, the tests and `phoenix` run that one; a CLI installed the usual way is used otherwise.
+PULUMI_BIN := $(shell tools/pulumi/build.sh --bin-dir)
+export PATH := $(PULUMI_BIN):$(PATH)
+# The language host `make pulumi` builds reads the program's Python from here (docs/pulumi-cli.md).
+export PULUMI_PYTHON_CMD := $(abspath $(BIN)/python)
 
-.PHONY: setup lab-deps test test-fast lint format schema validate graph plan preview up bench bench-quick clean
+.PHONY: setup lab-deps pulumi test test-fast lint format schema validate graph plan preview up demo demo-down \
+	bench bench-quick clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,7 +24,10 @@ lab-deps: ## Debian packages the lab needs (root)
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server zfs-fuse apparmor lxc debootstrap shellcheck rsync qemu-system-x86 linux-image-amd64
 
-test: ## the full suite: unit, mocks, provider host and the lab
+pulumi: ## build the pinned Pulumi CLI and Python language host from their Go modules (cached), print the version
+	tools/pulumi/build.sh
+
+test: ## the full suite: unit, mocks, provider host, the lab, and the real Pulumi engine (cli)
 	$(BIN)/pytest
 
 test-fast: ## everything but the lab
@@ -48,7 +58,13 @@ preview: ## pulumi preview when the CLI is installed, else the offline validate/
 	$(BIN)/phoenix preview --stack $(STACK)
 
 up:
-	PULUMI_PYTHON_CMD=$(BIN)/python pulumi up --stack $(STACK)
+	pulumi up --stack $(STACK)
+
+demo: ## the Proxmox host in a box (simulated PVE API; real ZFS, LXC, sshd, AppArmor parser) and `pulumi up` of it
+	$(BIN)/python -m tests.lab.box up
+
+demo-down: ## destroy the demo stack and stop the box
+	$(BIN)/python -m tests.lab.box down
 
 bench: ## benchmarks; each prints its measured ratios
 	$(BIN)/python -m bench

@@ -15,6 +15,10 @@ stand-in's HTTP answers), not only on the providers' outputs.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -215,6 +219,7 @@ def test_second_up_changes_nothing_by_the_engines_count_fakepves_and_sshds(lab_s
         "Configure",
         "Check",
         "Diff",
+        "Cancel",  # the engine's shutdown signal to each provider
     }
     # `pulumi preview --expect-no-changes` agrees (it fails the command on any change).
     assert set(lab_stack.engine.preview(expect_no_changes=True)) == {"same"}
@@ -308,25 +313,32 @@ def test_changed_docker_feature_rebuilds_docker_vllm_and_guests_only(lab_stack: 
         + f"; untouched: {sorted(name for name, op in ops.items() if op == 'same')}; "
         f"{len(lab_stack.api_mutations(since))} mutating API calls"
     )
+    steps = [(op, short(urn)) for op, urn in report.steps]
+    print("engine steps: " + ", ".join(f"{op} {name}" for op, name in steps if op != "same"))
     changed = {name: op for name, op in ops.items() if op != "same"}
     assert changed == {
         "layer-docker-template": "replace",
         "layer-vllm-template": "replace",
         **{f"ct-{g.vmid}-container": "replace" for g in lab_stack.guests},
-        # Same vmid, new container: the service is deployed into it again (and health-gated), and its
-        # firewall written again (PVE drops a guest's firewall config with the guest).
-        **{f"ct-{g.vmid}-vllm": "update" for g in lab_stack.guests},
-        **{f"ct-{g.vmid}-firewall": "update" for g in lab_stack.guests},
+        # A container keeps its vmid, so it is replaced delete-before-create, and the engine replaces
+        # what depends on it with it: its service is deployed into the new container (health-gated) and
+        # its firewall written again (PVE drops a guest's firewall config with the guest).
+        **{f"ct-{g.vmid}-vllm": "replace" for g in lab_stack.guests},
+        **{f"ct-{g.vmid}-firewall": "replace" for g in lab_stack.guests},
     }
     # The engine's own order: each layer's replacement is created before the one it replaces is deleted,
     # and the old vllm layer (a linked clone of the old docker layer) goes before the old docker layer.
-    steps = [(op, short(urn)) for op, urn in report.steps]
     for layer in ("layer-docker-template", "layer-vllm-template"):
         assert steps.index(("create-replacement", layer)) < steps.index(("delete-replaced", layer))
     assert steps.index(("delete-replaced", "layer-vllm-template")) < steps.index(
         ("delete-replaced", "layer-docker-template")
     )
-    print("engine steps: " + ", ".join(f"{op} {name}" for op, name in steps if op != "same"))
+    # A container (fixed vmid) goes before its replacement comes, its dependents before it.
+    for guest in lab_stack.guests:
+        container, service = f"ct-{guest.vmid}-container", f"ct-{guest.vmid}-vllm"
+        assert steps.index(("delete-replaced", service)) < steps.index(("delete-replaced", container))
+        assert steps.index(("delete-replaced", container)) < steps.index(("create-replacement", container))
+        assert steps.index(("create-replacement", container)) < steps.index(("create-replacement", service))
     after = assert_linked_chain(lab_stack)
     assert after["base"] == before["base"] and after["gpu"] == before["gpu"]
     for layer in ("base", "gpu"):  # the very same datasets, not rebuilt
@@ -370,13 +382,63 @@ def test_a_guest_whose_health_check_never_passes_fails_the_deploy_naming_it(lab_
     finally:
         lab_stack.set_guests(healthy)
     report = lab_stack.up()  # the failed guest leaves with its config entry
-    assert {short(u) for u, op in report.changed.items() if op == "delete" and is_dynamic(u)} == {
-        "ct-803-container",
-        "ct-803-models",
-    }
+    deleted = {short(u) for u, op in report.changed.items() if op == "delete" and is_dynamic(u)}
+    # The engine runs a container's dependents side by side: its firewall (a few API calls) was made
+    # while the service was still waiting for health, so it is in the state and leaves with the rest.
+    assert deleted == {"ct-803-container", "ct-803-models", "ct-803-firewall"}
     assert 803 not in lxc_cts(lab_stack)
     assert not lab_stack.host.zpool.exists(f"{lab_stack.host.zpool.data}/subvol-803-disk-0")
     assert not lab_stack.host.pve_conf(803).exists()
+
+
+def test_stack_export_holds_no_plaintext_secret(lab_stack: LabStack) -> None:
+    lab_stack.ensure_up()
+    exported = lab_stack.engine.export_text()
+    key_lines = [
+        line for line in lab_stack.host.sshd.user_private_key.splitlines() if "PRIVATE KEY" not in line
+    ]
+    assert lab_stack.host.pve.password not in exported
+    assert not any(line in exported for line in key_lines if len(line) > 16)
+    # The stack's config holds both, sealed by the passphrase (the stack file, not the state).
+    stack_file = (lab_stack.config.parent / "Pulumi.lab.yaml").read_text()
+    assert lab_stack.host.pve.password not in stack_file and "secure:" in stack_file
+
+
+def phoenix(stack: LabStack, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``phoenix`` command in the lab project directory, with the CLI and stack backend a user has."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "phoenix"), *args],
+        cwd=stack.config.parent,
+        env={**os.environ, **stack.engine.env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_phoenix_preview_and_promote_run_the_real_cli(lab_stack: LabStack) -> None:
+    """``phoenix preview`` is ``pulumi preview``; ``phoenix promote`` reads ``pulumi stack output --json``."""
+    lab_stack.ensure_up()
+    preview = phoenix(lab_stack, "preview", "--stack", "lab")
+    assert preview.returncode == 0, preview.stderr
+    assert "unchanged" in preview.stdout and "to create" not in preview.stdout
+
+    # The next environment of the flow: the same host and chain (so the same layer keys), its own stack.
+    project, environments = lab_stack.config.parent, lab_stack.config / "environments"
+    shutil.copytree(environments / "lab", environments / "lab-next")
+    (project / "Pulumi.lab-next.yaml").write_text("config:\n  phoenix:environment: lab-next\n")
+    promoted = phoenix(
+        lab_stack, "promote", "--from", "lab", "--to", "lab-next", "--config", str(lab_stack.config)
+    )
+    print(f"\nphoenix promote: {promoted.stdout.strip()} {promoted.stderr.strip()}")
+    assert promoted.returncode == 0, promoted.stderr
+    assert "reuses these templates" in promoted.stdout  # same node: the verified templates themselves
+    lock = json.loads((environments / "lab-next" / "promotion.lock.json").read_text())
+    exported = json.loads(lab_stack.engine.cli("stack", "output", "--json", "--stack", "lab").stdout)
+    assert lock["source"] == "lab"
+    assert {name: layer["key"] for name, layer in lock["layers"].items()} == exported["layers"]
+    assert {name: layer["vmid"] for name, layer in lock["layers"].items()} == exported["layer_vmids"]
+    assert all(layer["verified"] for layer in lock["layers"].values())
 
 
 def test_destroy_leaves_no_phoenix_guest_and_no_phoenix_dataset(lab_stack: LabStack) -> None:

@@ -1,4 +1,5 @@
-"""A test-only two-layer chain for the fault suite: the real TemplateLayer provider, stand-in features.
+"""A test-only two-layer chain for the fault suite: the real TemplateLayer provider under the real Pulumi
+engine (inline programs through pulumi.automation), stand-in features.
 
 ``base`` is made from the OS template (vmids 9100-9104), ``child`` is a linked clone of it (9110-9114), so
 with a fresh fake each lands on the first vmid of its range. The feature scripts are stand-ins that run in
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -18,7 +20,7 @@ import pulumi
 from providers.template_layer import TemplateLayerResource
 from tests.lab.host import LabHost
 from tests.lab.pve import NODE, OS_TEMPLATE, ZFS_STORAGE
-from tests.support.dynhost import DynHost, secret
+from tests.support.engine import Engine
 
 BASE_RANGE = (9100, 9104)
 CHILD_RANGE = (9110, 9114)
@@ -89,12 +91,16 @@ def chain_program(host: LabHost, chain: Chain = Chain()) -> Callable[[], dict[st
     return run
 
 
-def provider_host(host: LabHost, **env: str) -> DynHost:
-    """A fresh provider host with the lab's secrets as stack config and lab-fast PVE retries."""
-    return DynHost(
-        config={
-            "phoenix:sshPrivateKey": secret(host.sshd.user_private_key),
-            "phoenix:pvePassword": secret(host.pve.password),
+def chain_engine(host: LabHost, root: Path, **env: str) -> Engine:
+    """An empty stack run by the real Pulumi engine, the lab's secrets as its secret config and lab-fast
+    PVE retries in the environment of the provider processes the engine starts."""
+    return Engine(
+        root,
+        "faults",
+        program=chain_program(host, Chain(child=False)),
+        secrets={
+            "phoenix:sshPrivateKey": host.sshd.user_private_key,
+            "phoenix:pvePassword": host.pve.password,
         },
         env={"PHOENIX_PVE_LOCK_BUDGET_S": "1.5", "PHOENIX_PVE_RETRY_DELAY_S": "0.05", **env},
     )

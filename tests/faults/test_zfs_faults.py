@@ -1,4 +1,4 @@
-"""ZFS faults through the real provider host and the harness's state: a name taken out of band by a clone of
+"""ZFS faults under the real Pulumi engine and its state: a name taken out of band by a clone of
 another origin ("exists": refused, never adopted), and a dataset kept busy past the deadline ("busy").
 
 The direct-call versions (tests/provider/test_zfs_providers.py) check the errors; these check the state a
@@ -15,17 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pulumi.automation import CommandError
 
 from providers.zfs_clone import ZfsClone, ZfsCloneArgs
 from providers.zfs_dataset import ZfsDataset, ZfsDatasetArgs
 from providers.zfs_snapshot import ZfsSnapshot, ZfsSnapshotArgs
-from tests.faults.test_ssh_faults import ssh_only_host
+from tests.faults.test_ssh_faults import ssh_only_engine
 from tests.lab.sshd import LabSshd
 from tests.lab.zfs import LabZpool
-from tests.support.dynhost import ProviderError
-from tests.support.harness import Harness
+from tests.support.engine import Engine
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.cli]
 
 BUSY_TIMEOUT_S = 1.0
 
@@ -37,9 +37,9 @@ def prefix(lab_zfs: LabZpool) -> str:
 
 
 @pytest.fixture
-def harness(lab_sshd: LabSshd, tmp_path: Path) -> Iterator[Harness]:
-    with ssh_only_host(lab_sshd) as host:
-        yield Harness(tmp_path / "state.json", host)
+def harness(lab_sshd: LabSshd, pulumi_bin: Path, tmp_path: Path) -> Iterator[Engine]:
+    """The stack under the real engine (named for what it replaces, the stand-in harness)."""
+    yield ssh_only_engine(lab_sshd, tmp_path)
 
 
 def models_program(lab_sshd: LabSshd, prefix: str, *, keep: bool = True) -> Callable[[], dict[str, Any]]:
@@ -61,12 +61,12 @@ def models_program(lab_sshd: LabSshd, prefix: str, *, keep: bool = True) -> Call
     return run
 
 
-def recorded(harness: Harness) -> list[str]:
+def recorded(harness: Engine) -> list[str]:
     return sorted(urn.rsplit("::", 1)[-1] for urn in harness.resources())
 
 
 def test_a_name_taken_by_another_origin_is_refused_never_adopted(
-    lab_sshd: LabSshd, lab_zfs: LabZpool, prefix: str, harness: Harness
+    lab_sshd: LabSshd, lab_zfs: LabZpool, prefix: str, harness: Engine
 ) -> None:
     other = f"{prefix}-other"
     lab_zfs.zfs("create", other)
@@ -74,11 +74,11 @@ def test_a_name_taken_by_another_origin_is_refused_never_adopted(
     lab_zfs.zfs("clone", f"{other}@x", f"{prefix}-ct")  # out of band, before Phoenix ever ran
     guid = lab_zfs.get(f"{prefix}-ct", "guid")
 
-    with pytest.raises(ProviderError) as raised:
+    with pytest.raises(CommandError) as raised:
         harness.up(models_program(lab_sshd, prefix))
 
-    assert "DatasetExistsError" in raised.value.details
-    assert f"not a clone of {prefix}@v1" in raised.value.details
+    assert "DatasetExistsError" in str(raised.value)
+    assert f"not a clone of {prefix}@v1" in str(raised.value)
     assert recorded(harness) == ["models", "models-v1"]  # the clone is not in state
     assert lab_zfs.get(f"{prefix}-ct", "origin") == f"{other}@x"  # and the stranger is untouched
     assert lab_zfs.get(f"{prefix}-ct", "guid") == guid
@@ -93,18 +93,18 @@ def test_a_name_taken_by_another_origin_is_refused_never_adopted(
 
 
 def test_a_busy_dataset_past_the_deadline_is_typed_and_stays_recorded(
-    lab_sshd: LabSshd, lab_zfs: LabZpool, prefix: str, harness: Harness
+    lab_sshd: LabSshd, lab_zfs: LabZpool, prefix: str, harness: Engine
 ) -> None:
     harness.up(models_program(lab_sshd, prefix))
     clone = f"{prefix}-ct"
     holder = subprocess.Popen(["sleep", "60"], cwd=lab_zfs.mountpoint(clone))  # a shell sitting in the mount
     try:
         started = time.monotonic()
-        with pytest.raises(ProviderError) as raised:
+        with pytest.raises(CommandError) as raised:
             harness.up(
                 models_program(lab_sshd, prefix, keep=False)
             )  # deletes: clone first, then snap, dataset
-        assert "DatasetBusyError" in raised.value.details
+        assert "DatasetBusyError" in str(raised.value)
         assert time.monotonic() - started >= BUSY_TIMEOUT_S  # retried until the deadline
         # The busy clone is still in state (as a pending delete), and so is everything it depends on.
         left = sorted(
@@ -117,6 +117,6 @@ def test_a_busy_dataset_past_the_deadline_is_typed_and_stays_recorded(
         holder.wait()
 
     converged = harness.up(models_program(lab_sshd, prefix, keep=False))
-    assert sorted(op for op, _urn, _id in converged.log) == ["delete", "delete", "delete"]
+    assert sorted(converged.changed.values()) == ["delete", "delete", "delete"]
     assert harness.resources() == {} and harness.pending_deletes() == []
     assert not any(lab_zfs.exists(n) for n in (prefix, clone))

@@ -321,9 +321,13 @@ class Engine:
             )
         return found
 
-    def pending_deletes(self) -> list[str]:
-        resources = self.export().get("resources") or []
-        return [r["urn"] for r in resources if r.get("delete")]
+    def pending_deletes(self) -> list[StateResource]:
+        """Resources the state still holds to delete (a replaced or removed one whose delete failed)."""
+        return [
+            StateResource(r["urn"], r["type"], str(r.get("id", "")), {}, bool(r.get("custom")))
+            for r in self.export().get("resources") or []
+            if r.get("delete")
+        ]
 
     def resource(self, name: str) -> StateResource:
         (found,) = [r for r in self.resources().values() if r.name == name]
