@@ -1,6 +1,6 @@
 """`phoenix`: the offline companion to the Pulumi CLI. No credentials, no network, nothing executed.
 
-phoenix validate [--config DIR] [--env ENV]   check the config; exit 2 with `file: json.path: message`
+phoenix validate [--stack S | --env ENV]      check the config; exit 2 with `file: json.path: message`
 phoenix plan     [--stack S | --env ENV]      per resource, the API calls and host commands of an up
 phoenix graph    [--format mermaid|dot]       the chain and guests as a graph
 phoenix schema   [--write]                    regenerate / check config/schema/*.json
@@ -74,7 +74,14 @@ def _environment(args: argparse.Namespace) -> Environment:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    names = [args.env] if args.env else environment_names(args.config) + cloud_environment_names(args.config)
+    """Every environment, or the one ``--env`` names, or the one ``--stack``'s file selects (an unknown
+    stack is an error, not a silent "everything")."""
+    if args.env:
+        names = [args.env]
+    elif args.stack is not None:
+        names = [stack_environment(_project_dir(), args.stack)]
+    else:
+        names = environment_names(args.config) + cloud_environment_names(args.config)
     if not names:
         raise ConfigError([f"{args.config}: $: no environments/<env>/host.json or cloud.json found"])
     problems: list[str] = []
@@ -94,7 +101,8 @@ def _validate(args: argparse.Namespace) -> int:
             f"{name}: ok ({counts[0]} layers, {counts[1]} containers, {counts[2]} VMs, node {env.host.node})"
         )
     if problems:
-        raise ConfigError(problems)
+        # chain.json is shared: its mistakes come back from every environment, and are printed once.
+        raise ConfigError(list(dict.fromkeys(problems)))
     return 0
 
 
@@ -196,14 +204,16 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = root.add_subparsers(dest="command", required=True)
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
+    def command(name: str, help: str, stack: str | None = "dev") -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.add_argument("--config", type=Path, default=_project_dir() / "config", help="config directory")
-        p.add_argument("--stack", default="dev", help="Pulumi stack; its file names the environment")
+        p.add_argument("--stack", default=stack, help="Pulumi stack; its file names the environment")
         p.add_argument("--env", help="environment under config/environments (overrides --stack)")
         return p
 
-    command("validate", "check the config (every environment unless --env)").set_defaults(run=_validate)
+    command(
+        "validate", "check the config (every environment unless --env or --stack)", stack=None
+    ).set_defaults(run=_validate)
     command("plan", "what an up would call and run, per resource, in order").set_defaults(run=_plan)
     graph = command("graph", "the resource graph as Mermaid or DOT")
     graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")

@@ -22,6 +22,7 @@ from phoenix_components.config import (
     _load,
     _read_dir,
     _topological,
+    chain_structure_problems,
 )
 from phoenix_components.models import Chain
 from providers.errors import ConfigError
@@ -104,11 +105,11 @@ def load_cloud_environment(config_dir: Path | str, environment: str) -> CloudEnv
 
 def check_cloud(cloud: Cloud, chain: Chain, scripts: set[str], f: str) -> Iterator[Problem]:
     """Cross-document facts of a cloud environment. Pure: the documents are already parsed."""
-    try:
-        pins = feature_pins(chain)
-    except ValueError:
-        yield Problem(CHAIN_FILE, "layers", "layer parents form a cycle (`phoenix validate` names it)")
+    shape = list(chain_structure_problems(chain))
+    if shape:  # the same lines the on-prem environments print, so `phoenix validate` shows them once
+        yield from shape
         return
+    pins = feature_pins(chain)
     chain_order = list(pins)
     for i, feature in enumerate(cloud.features):
         if feature not in scripts:

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from phoenix_components.models import Document, Model, Name, NvidiaDriver, VllmEngine
+from phoenix_components.models import PATTERN_RULES, Document, Model, Name, NvidiaDriver, VllmEngine
 
 Region = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]{1,2}$")]
 InstanceType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
@@ -147,3 +147,20 @@ class Cloud(Document):
         if len(set(value)) != len(value):
             raise ValueError(f"a feature is listed twice: {value}")
         return value
+
+
+PATTERN_RULES.update(
+    {
+        r"^([0-9]{12}|amazon|aws-marketplace|self)$": "a 12-digit AWS account id, amazon, aws-marketplace "
+        "or self",
+        r"^[A-Za-z0-9*?()\[\]./_ '@-]{3,128}$": "an EC2 name filter of 3 to 128 characters (letters, "
+        "digits, `*`, `?`, brackets, `./_ '@-`)",
+        r"^[a-z0-9-]+[a-z]$": "an availability zone, e.g. us-east-1a",
+        r"^[a-z][a-z0-9-]*\.[a-z0-9]+$": "an EC2 instance type, e.g. g5.xlarge",
+        r"^[A-Za-z0-9 ._:/=+@-]{1,255}$": "an EC2 key pair name of 1 to 255 characters",
+        r"^[A-Za-z0-9 ._:/=+@-]{1,128}$": "an AWS tag key of 1 to 128 letters, digits, spaces or `._:/=+@-`",
+        r"^[a-z0-9][a-z0-9-]{1,35}-$": "a bucket name prefix: lower-case letters, digits and `-`, ending in "
+        "`-`, at most 37 characters",
+        r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]{1,2}$": "an AWS region, e.g. us-east-1",
+    }
+)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from phoenix_components.models import (
+    PATTERN_RULES,
     PVE_BUILTIN_PROFILES,
     UNCONFINED,
     BindMount,
@@ -50,9 +52,57 @@ class Problem:
     file: str
     path: str
     message: str
+    guest: str = ""  # "CT 201 vllm-qwen": the guest the path is in, as a person names it
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.path}: {self.message}"
+        where = f"{self.path} ({self.guest})" if self.guest else self.path
+        return f"{self.file}: {where}: {self.message}"
+
+
+# `containers[1]` or `vms[0]`, with the rest of a JSON path after it (`.network.ip`, `.gpus[0]`).
+_GUEST_REF = re.compile(r"\b(?:containers|vms)\[\d+\]((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)")
+
+
+def guest_labels(data: Any) -> dict[str, str]:
+    """``{"containers[0]": "CT 201 vllm-qwen", "vms[0]": "VM 231 docker-vm"}`` from a guests document,
+    parsed or raw (a raw one may be missing keys: what is there is used)."""
+    if isinstance(data, Guests):
+        data = data.model_dump()
+    labels: dict[str, str] = {}
+    if not isinstance(data, dict):
+        return labels
+    for key, kind, name_key in (("containers", "CT", "hostname"), ("vms", "VM", "name")):
+        entries = data.get(key)
+        if not isinstance(entries, list):
+            continue
+        for i, entry in enumerate(entries):
+            if isinstance(entry, dict):
+                vmid, name = entry.get("vmid"), entry.get(name_key)
+                label = f"{kind} {vmid if isinstance(vmid, int) else '?'}"
+                if isinstance(name, str):  # a name that is itself the mistake is quoted, not echoed
+                    label += f" {name}" if re.fullmatch(r"[A-Za-z0-9.-]{1,64}", name) else f" {name!r}"
+                labels[f"{key}[{i}]"] = label
+    return labels
+
+
+def name_guests(problems: Iterable[Problem], file: str, labels: Mapping[str, str]) -> list[Problem]:
+    """Each problem in ``file`` that sits in a guest names it, and so does every guest it refers to."""
+
+    def label(ref: re.Match[str]) -> str:
+        base = ref.group(0)[: len(ref.group(0)) - len(ref.group(1))]
+        return f"{ref.group(0)} ({labels[base]})" if base in labels else ref.group(0)
+
+    named = []
+    for problem in problems:
+        if problem.file != file:
+            named.append(problem)
+            continue
+        own = _GUEST_REF.match(problem.path)
+        base = own.group(0)[: len(own.group(0)) - len(own.group(1))] if own else ""
+        named.append(
+            replace(problem, guest=labels.get(base, ""), message=_GUEST_REF.sub(label, problem.message))
+        )
+    return named
 
 
 @dataclass(frozen=True)
@@ -163,7 +213,8 @@ def load_environment(config_dir: Path | str, environment: str, *, promotion: boo
         host=_rel(env_dir / HOST_FILE, config_dir),
         guests=_rel(env_dir / GUESTS_FILE, config_dir),
     )
-    problems.extend(check_environment(host, chain, guests, set(scripts), set(profiles), files))
+    checked = check_environment(host, chain, guests, set(scripts), set(profiles), files)
+    problems.extend(name_guests(checked, files.guests, guest_labels(guests)))
     if problems:
         raise ConfigError([str(p) for p in problems])
     env = Environment(
@@ -206,20 +257,102 @@ def _load(config_dir: Path, relative: Path, model: type[M], problems: list[Probl
     name = str(relative)
     path = config_dir / relative
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         problems.append(Problem(name, "$", "file not found"))
         return None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        problems.append(Problem(name, f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}"))
+    data, json_problems = parse_json(raw)
+    if json_problems:
+        problems.extend(Problem(name, where, message) for where, message in json_problems)
         return None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems.extend(Problem(name, json_path(err["loc"], data), _message(err)) for err in exc.errors())
+        found = [Problem(name, json_path(err["loc"], data), _message(err)) for err in exc.errors()]
+        problems.extend(name_guests(found, name, guest_labels(data)) if model is Guests else found)
         return None
+
+
+class _DuplicateKeys:
+    """object_pairs_hook that remembers every object with a key given twice (JSON would keep the last)."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[dict[str, Any], str]] = []
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in obj:
+                self.found.append((obj, key))
+            obj[key] = value
+        return obj
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (Python's json accepts it, other tools do not)")
+
+
+def _path_of(target: object, data: Any, at: str = "") -> str | None:
+    """The JSON path of the object ``target`` (by identity) inside ``data``."""
+    if data is target:
+        return at or "$"
+    children = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, child in children:
+        step = f"[{key}]" if isinstance(key, int) else (f".{key}" if at else str(key))
+        found = _path_of(target, child, at + step)
+        if found is not None:
+            return found
+    return None
+
+
+def _lone_surrogates(data: Any, at: str = "") -> Iterator[str]:
+    """Paths of strings (keys or values) with a ``\\ud800``-style escape that is half a character."""
+    if isinstance(data, str):
+        if any("\ud800" <= c <= "\udfff" for c in data):
+            yield at or "$"
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            step = f".{key}" if at else key
+            yield from _lone_surrogates(key, step)
+            yield from _lone_surrogates(value, at + step if at else step)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from _lone_surrogates(value, f"{at}[{i}]")
+
+
+def parse_json(raw: bytes) -> tuple[Any, list[tuple[str, str]]]:
+    """Decode and parse one config file, refusing what would parse ambiguously; ``(data, [(where, why)])``.
+
+    Refused: bytes that are not UTF-8 (RFC 8259 requires it), a key given twice in one object (JSON
+    parsers disagree on which one wins; Python keeps the last, silently), ``NaN``/``Infinity`` (not JSON),
+    and escapes that decode to half a UTF-16 surrogate pair (no character at all).
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        return None, [(f"line {line}", f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}")]
+    if text.startswith("\ufeff"):
+        return None, [("line 1", "starts with a byte-order mark; save the file as UTF-8 without BOM")]
+    hook = _DuplicateKeys()
+    try:
+        data = json.loads(text, object_pairs_hook=hook, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        return None, [(f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}")]
+    except ValueError as exc:
+        return None, [("$", str(exc))]
+    problems = []
+    for obj, key in hook.found:
+        at = _path_of(obj, data) or "$"
+        where = key if at == "$" else f"{at}.{key}"
+        problems.append(
+            (where, f"key {key!r} is given twice in one object; JSON parsers disagree on which one counts")
+        )
+    problems += [
+        (where, "a \\u escape that is half a character (a lone surrogate)")
+        for where in _lone_surrogates(data)
+    ]
+    return data, problems
 
 
 def json_path(loc: Sequence[int | str], data: Any) -> str:
@@ -251,6 +384,11 @@ def _message(err: Any) -> str:
     if kind == "extra_forbidden":
         return "unknown key (not in the schema; a typo?)"
     msg = msg.removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch":
+        # The rule in words (models.PATTERN_RULES); the regex itself only where no words are known.
+        pattern = str(err.get("ctx", {}).get("pattern", ""))
+        rule = PATTERN_RULES.get(pattern, f"text matching {pattern}")
+        return f"must be {rule} (got {err.get('input')!r})"
     if kind in ("value_error", "assertion_error") or isinstance(err.get("input"), dict | list):
         return msg
     return f"{msg} (got {err.get('input')!r})"
@@ -273,6 +411,12 @@ def check_environment(
         *_check_guests(host, chain, guests, scripts, files),
         *_check_gpu_sharing(host, guests, files),
     ]
+
+
+def _listed_twice(f: str, at: str, items: Sequence[object], what: str) -> Iterator[Problem]:
+    """A list where an item given twice means nothing more (a feature run twice, a profile loaded twice)."""
+    for where, value, first in _duplicates([(f"{at}[{i}]", item) for i, item in enumerate(items)]):
+        yield Problem(f, where, f"{what} {value} is already listed at {first}")
 
 
 def _duplicates(items: Sequence[tuple[str, object]]) -> Iterator[tuple[str, object, str]]:
@@ -314,6 +458,7 @@ def _check_host(host: Host, chain: Chain, profiles: set[str], files: _Files) -> 
             bridge.cidr
         ):
             yield Problem(f, f"bridges[{i}].gateway", f"{bridge.gateway} is outside {bridge.cidr}")
+    yield from _listed_twice(f, "apparmor_profiles", host.apparmor_profiles, "profile")
     for i, name in enumerate(host.apparmor_profiles):
         if name not in profiles:
             yield Problem(f, f"apparmor_profiles[{i}]", f"no profile file apparmor/{name}")
@@ -324,8 +469,6 @@ def _check_chain(host: Host, chain: Chain, scripts: set[str], files: _Files) -> 
     layers = chain.layers
     for name, layer in layers.items():
         at = f"layers.{name}"
-        if layer.parent is not None and layer.parent not in layers:
-            yield Problem(f, f"{at}.parent", f"no layer named {layer.parent!r} (layers: {', '.join(layers)})")
         if layer.os_template is not None and layer.os_template not in host.os_templates:
             yield Problem(
                 f, f"{at}.os_template", f"{layer.os_template!r} is not in {files.host} os_templates"
@@ -333,6 +476,16 @@ def _check_chain(host: Host, chain: Chain, scripts: set[str], files: _Files) -> 
         for i, feature in enumerate(layer.features):
             if feature not in scripts:
                 yield Problem(f, f"{at}.features[{i}]", f"no feature script features/{feature}.sh")
+        yield from _listed_twice(f, f"{at}.features", layer.features, "feature")
+        parent = layers.get(layer.parent) if layer.parent is not None else None
+        if parent is not None and layer.build.disk_gib < parent.build.disk_gib:
+            yield Problem(
+                f,
+                f"{at}.build.disk_gib",
+                f"{layer.build.disk_gib} GiB is smaller than its parent {layer.parent}'s "
+                f"{parent.build.disk_gib} GiB: a linked clone starts at its parent's size and PVE cannot "
+                "shrink a disk",
+            )
         if "nvidia" in _inherited_features(layers, name):
             pinned = layer.versions.get("nvidia") if "nvidia" in layer.features else None
             if "nvidia" in layer.features and host.nvidia is None:
@@ -352,8 +505,24 @@ def _check_chain(host: Host, chain: Chain, scripts: set[str], files: _Files) -> 
             yield from _undeclared_minors(
                 host, [g.index for g in host.gpus], f"{at}.build.gpus", f, files.host
             )
+    yield from chain_structure_problems(chain)
+
+
+def chain_structure_problems(chain: Chain) -> Iterator[Problem]:
+    """Parents that do not exist, and parent cycles: the chain's own shape, the same for every environment
+    (on-prem and cloud alike, so ``phoenix validate`` prints each once)."""
+    layers = chain.layers
+    for name, layer in layers.items():
+        if layer.parent is not None and layer.parent not in layers:
+            yield Problem(
+                CHAIN_FILE,
+                f"layers.{name}.parent",
+                f"no layer named {layer.parent!r} (layers: {', '.join(layers)})",
+            )
     for cycle in _cycles(layers):
-        yield Problem(f, f"layers.{cycle[0]}.parent", "parent cycle: " + " -> ".join([*cycle, cycle[0]]))
+        yield Problem(
+            CHAIN_FILE, f"layers.{cycle[0]}.parent", "parent cycle: " + " -> ".join([*cycle, cycle[0]])
+        )
 
 
 def _undeclared_minors(host: Host, gpus: Sequence[int], at: str, f: str, host_file: str) -> Iterator[Problem]:
@@ -423,8 +592,10 @@ def _check_guests(
     ]
     for path, vmid, first in _duplicates([(f"{p}.vmid", g.vmid) for p, g in entries]):
         yield Problem(f, path, f"vmid {vmid} is already used at {first}")
+    # DNS names are case-insensitive: Web01 and web01 are one name.
     names = [
-        (f"{p}.hostname" if isinstance(g, Container) else f"{p}.name", _guest_name(g)) for p, g in entries
+        (f"{p}.hostname" if isinstance(g, Container) else f"{p}.name", _guest_name(g).lower())
+        for p, g in entries
     ]
     for path, name, first in _duplicates(names):
         yield Problem(f, path, f"hostname {name} is already used at {first}")
@@ -450,6 +621,12 @@ def _check_guests(
         for i, feature in enumerate(guest.features):
             if feature not in scripts:
                 yield Problem(f, f"{path}.features[{i}]", f"no feature script features/{feature}.sh")
+        yield from _listed_twice(f, f"{path}.features", guest.features, "feature")
+        yield from _check_firewall(guest, path, f)
+        if isinstance(guest, Vm):
+            yield from _listed_twice(f, f"{path}.gpus", guest.gpus, "GPU")
+            keys = guest.cloud_init.ssh_authorized_keys
+            yield from _listed_twice(f, f"{path}.cloud_init.ssh_authorized_keys", keys, "key")
         for i, gpu in enumerate(guest.gpus):
             if gpu not in gpu_indices:
                 yield Problem(
@@ -504,12 +681,37 @@ def _check_network(
             yield Problem(f, f"{path}.network.ip", f"{net.address} is the gateway of {net.bridge}")
 
 
+def _check_firewall(guest: Container | Vm, path: str, f: str) -> Iterator[Problem]:
+    """Rules that PVE would store and never apply are refused rather than silently doing nothing."""
+    fw = guest.firewall
+    if not fw.rules:
+        return
+    if not fw.enabled:
+        yield Problem(
+            f,
+            f"{path}.firewall.rules",
+            f"{len(fw.rules)} rule(s) with firewall.enabled false are never applied; enable the firewall "
+            "or remove the rules",
+        )
+    elif not guest.network.firewall:
+        yield Problem(
+            f,
+            f"{path}.network.firewall",
+            "the guest has firewall rules but its NIC has no firewall flag, so PVE applies none of them; "
+            "set network.firewall true",
+        )
+
+
 def _check_ports(guest: Container | Vm, path: str, f: str) -> Iterator[Problem]:
     listening = [(f"{path}.ports[{i}].port", f"{p.port}/{p.proto}") for i, p in enumerate(guest.ports)]
     if isinstance(guest, Container) and guest.vllm is not None:
         listening.insert(0, (f"{path}.vllm.server.port", f"{guest.vllm.server.port}/tcp"))
     for where, port, first in _duplicates(listening):
         yield Problem(f, where, f"port {port} clashes with {first}")
+    for where, name, first in _duplicates(
+        [(f"{path}.ports[{i}].name", p.name) for i, p in enumerate(guest.ports)]
+    ):
+        yield Problem(f, where, f"port name {name} is already used at {first}")
 
 
 def _check_container(
@@ -542,7 +744,29 @@ def _check_container(
         yield Problem(f, f"{path}.gpus", f"GPUs need the host driver: `nvidia` in {files.host}")
     elif ct.gpus and host.nvidia is not None and not host.nvidia.manage:
         yield from _undeclared_minors(host, ct.gpus, f"{path}.gpus", f, files.host)
+    if ct.layer in chain.layers:
+        lineage = _inherited_features(chain.layers, ct.layer)
+        if ct.vllm is not None and "vllm" not in lineage:
+            yield Problem(
+                f,
+                f"{path}.vllm",
+                f"layer {ct.layer} does not install vLLM (its chain runs {', '.join(lineage)}); use a layer "
+                "with the vllm feature",
+            )
+        layer_disk = chain.layers[ct.layer].build.disk_gib
+        if ct.disk_gib is not None and ct.disk_gib < layer_disk:
+            yield Problem(
+                f,
+                f"{path}.disk_gib",
+                f"{ct.disk_gib} GiB is smaller than layer {ct.layer}'s {layer_disk} GiB: the clone starts at "
+                "the layer's size and PVE cannot shrink a disk",
+            )
     if ct.vllm is not None:
+        extra = [
+            (f"{path}.vllm.extra_args[{i}]", a.partition("=")[0]) for i, a in enumerate(ct.vllm.extra_args)
+        ]
+        for where, flag, first in _duplicates([(w, a) for w, a in extra if a.startswith("-")]):
+            yield Problem(f, where, f"{flag} is already given at {first}")
         tp = ct.vllm.parallel.tensor_parallel_size
         if not ct.gpus:
             yield Problem(f, f"{path}.vllm", "vLLM needs at least one GPU in gpus")
@@ -556,14 +780,67 @@ def _check_container(
     for where, mount_path, first in _duplicates(mount_paths):
         yield Problem(f, where, f"{mount_path} is already mounted at {first}")
     for i, mount in enumerate(ct.mounts):
+        at = f"{path}.mounts[{i}]"
         if mount.path == "/":
-            yield Problem(f, f"{path}.mounts[{i}].path", "cannot mount over the root filesystem")
+            yield Problem(f, f"{at}.path", "cannot mount over the root filesystem")
+        for field_name, value in (("path", mount.path), ("host_path", getattr(mount, "host_path", None))):
+            if value is not None and not _normal_path(value):
+                yield Problem(
+                    f,
+                    f"{at}.{field_name}",
+                    f"{value} is not a plain absolute path (no `.`, `..`, `//` or trailing `/`): "
+                    "it would mean another directory than it says",
+                )
+        if (
+            isinstance(mount, BindMount)
+            and not mount.read_only
+            and _normal_path(mount.host_path)
+            and _host_system_path(mount.host_path)
+            and ct.insecure.writable_host_system_mount is None
+        ):
+            yield Problem(
+                f,
+                f"{at}.read_only",
+                f"a read-write bind mount of the host's {mount.host_path} lets the guest change the host; "
+                'mount it read_only, or give insecure.writable_host_system_mount: "<reason>"',
+            )
         if isinstance(mount, DatasetCloneMount) and mount.dataset not in guests.datasets:
             yield Problem(
                 f, f"{path}.mounts[{i}].dataset", f"no dataset {mount.dataset!r} in guests.datasets"
             )
     if host.api.auth == "token" or host.api.user != "root@pam":
         yield from _root_only(ct, path, f, host)
+
+
+# Host directories a guest must not write to without an explicit, reasoned opt-out: the system itself,
+# PVE's cluster filesystem and state, and the kernel's interfaces.
+HOST_SYSTEM_PATHS = (
+    "/etc",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/boot",
+    "/root",
+    "/dev",
+    "/proc",
+    "/sys",
+    "/run",
+    "/var/lib",
+    "/var/log",
+)
+
+
+def _normal_path(path: str) -> bool:
+    """``path`` is what it says: absolute, no ``.``/``..`` component, no empty component."""
+    return path == "/" or (
+        path.startswith("/") and all(p not in ("", ".", "..") for p in path[1:].split("/"))
+    )
+
+
+def _host_system_path(path: str) -> bool:
+    return path == "/" or any(path == p or path.startswith(p + "/") for p in HOST_SYSTEM_PATHS)
 
 
 def _root_only(ct: Container, path: str, f: str, host: Host) -> Iterator[Problem]:

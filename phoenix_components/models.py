@@ -15,25 +15,42 @@ path of every mistake. ``extra="forbid"`` everywhere: a typo in a key is an erro
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-# Names that end up in shell commands, ZFS dataset names, hostnames and Pulumi URNs: a strict alphabet
-# means none of them ever needs more than the single quoting providers/command.py already does.
+# Names Phoenix itself makes up (layers, features, datasets, keys) end up in shell commands, ZFS dataset
+# names and Pulumi URNs: a strict alphabet means none of them ever needs more than the single quoting
+# providers/command.py already does. Values PVE defines (hostnames, storage IDs, ports) follow PVE's own
+# formats instead (pve-common JSONSchema, pve-firewall), neither weaker nor stricter.
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-Hostname = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+# PVE's `dns-name` format (a container's hostname, a VM's name): dot-separated labels of letters, digits
+# and inner hyphens, any case. 64 characters at most: the kernel's limit for the name the container gets
+# (lxc.uts.name), so a longer one fails at the first start.
+Hostname = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$",
+        max_length=64,
+    ),
+]
+# PVE's `pve-node` format: one label, no dots.
+NodeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")]
 VmId = Annotated[int, Field(ge=100, le=999_999_999)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.:+~_-]{0,63}$")]
-Mac = Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")]
+# PVE's `mac-addr`: six hex pairs with the I/G (multicast) bit of the first octet clear.
+Mac = Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f][02468ACEace](:[0-9A-Fa-f]{2}){5}$")]
 ZfsName = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9][A-Za-z0-9_.:-]*)*$")
 ]
 AbsPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/-]*$")]
+# A Linux interface name as PVE's `pve-bridge-id` takes it; 15 characters is the kernel's IFNAMSIZ - 1.
+BridgeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,15}$")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 HttpsUrl = Annotated[str, StringConstraints(pattern=r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$")]
-StorageId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]*$")]
+# PVE's `pve-storage-id`: /^[a-z][a-z0-9\-\_\.]*[a-z0-9]$/i (so mixed case, and at least two characters).
+StorageId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*[A-Za-z0-9]$")]
 Fingerprint = Annotated[str, StringConstraints(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")]
 
 # AppArmor profiles PVE itself provides; anything else must be one the host config loads.
@@ -42,9 +59,13 @@ UNCONFINED = "unconfined"
 
 
 class Model(BaseModel):
-    """Frozen, strict about unknown keys, and tolerant of the ``$schema`` key editors use."""
+    """Frozen, strict about unknown keys and types, and tolerant of the ``$schema`` key editors use.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    ``strict``: a value of the wrong JSON type is an error, never silently coerced (``"4"`` cores, ``1``
+    for ``true``, ``2.0`` for an integer) — what the file says is what Phoenix sends.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, strict=True)
 
 
 class Document(Model):
@@ -175,7 +196,7 @@ class CloudImage(Model):
 
 
 class Bridge(Model):
-    name: Annotated[str, StringConstraints(pattern=r"^vmbr[0-9]{1,4}$")]
+    name: BridgeName
     cidr: str = Field(description="the bridge's subnet, e.g. 10.0.0.0/24")
     gateway: str | None = None
     vlan_aware: bool = False
@@ -191,7 +212,7 @@ class Bridge(Model):
 
 
 class Host(Document):
-    node: Hostname
+    node: NodeName
     api: Api
     ssh: Ssh
     storage: Storage = Storage()
@@ -252,8 +273,8 @@ class Chain(Document):
 
 
 class Network(Model):
-    bridge: Annotated[str, StringConstraints(pattern=r"^vmbr[0-9]{1,4}$")] = "vmbr0"
-    ip: str = Field(description="`dhcp` or an address in CIDR form, e.g. 10.0.0.21/24")
+    bridge: BridgeName = "vmbr0"
+    ip: str = Field(description="`dhcp`, `manual` or an address in CIDR form, e.g. 10.0.0.21/24")
     gateway: str | None = None
     mac: Mac | None = Field(default=None, description="fixed MAC; PVE generates one when absent")
     vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
@@ -262,14 +283,19 @@ class Network(Model):
     @field_validator("ip")
     @classmethod
     def _ip(cls, value: str) -> str:
-        if value == "dhcp":
+        # PVE's pve-ipv4-config: `dhcp`, `manual`, or CIDRv4 with a prefix of 8 to 32.
+        if value in ("dhcp", "manual"):
             return value
         try:
-            ipaddress.IPv4Interface(value)
+            interface = ipaddress.IPv4Interface(value)
         except ValueError as exc:
-            raise ValueError(f"`dhcp` or an IPv4 address with prefix (10.0.0.21/24): {exc}") from None
+            raise ValueError(
+                f"`dhcp`, `manual` or an IPv4 address with prefix (10.0.0.21/24): {exc}"
+            ) from None
         if "/" not in value:
             raise ValueError("give the prefix length too, e.g. 10.0.0.21/24")
+        if interface.network.prefixlen < 8:
+            raise ValueError(f"PVE takes prefix lengths 8 to 32, not /{interface.network.prefixlen}")
         return value
 
     @field_validator("gateway")
@@ -284,9 +310,9 @@ class Network(Model):
 
     @model_validator(mode="after")
     def _gateway_in_subnet(self) -> Network:
-        if self.ip == "dhcp":
+        if self.ip in ("dhcp", "manual"):
             if self.gateway is not None:
-                raise ValueError("a gateway with `dhcp` is ignored by PVE; drop it")
+                raise ValueError(f"a gateway with `{self.ip}` is ignored by PVE; drop it")
             return self
         interface = ipaddress.IPv4Interface(self.ip)
         if interface.ip in (interface.network.network_address, interface.network.broadcast_address):
@@ -297,10 +323,34 @@ class Network(Model):
 
     @property
     def address(self) -> str | None:
-        return None if self.ip == "dhcp" else str(ipaddress.IPv4Interface(self.ip).ip)
+        return None if self.ip in ("dhcp", "manual") else str(ipaddress.IPv4Interface(self.ip).ip)
 
 
-PortSpec = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,5}(:[0-9]{1,5})?$")]
+# pve-firewall's dport/sport spec: a comma-separated list of ports and `low:high` ranges, no empty item.
+PortSpec = Annotated[str, StringConstraints(pattern=r"^[0-9]+(:[0-9]+)?(,[0-9]+(:[0-9]+)?)*$")]
+MAX_PORT_NUMBERS = 15  # iptables' multiport limit, which PVE enforces; a range counts as two
+
+
+def check_port_spec(value: str) -> str:
+    """PVE's rules for a port list (pve-firewall parse_port_name_number_or_range), with its wording.
+
+    Service names from the host's /etc/services are left out: which exist can only be checked on the host,
+    so Phoenix takes numbers only (``22`` rather than ``ssh``).
+    """
+    numbers = 0
+    for item in value.split(","):
+        low, _, high = item.partition(":")
+        for port in (low, high) if high else (low,):
+            if int(port) > 65535:
+                raise ValueError(f"invalid port '{port}' (0 to 65535)")
+        if high and int(low) > int(high):
+            raise ValueError(f"backwards range '{item}' not allowed, did you mean '{high}:{low}'?")
+        numbers += 2 if high else 1
+    if numbers > MAX_PORT_NUMBERS:
+        raise ValueError(
+            f"too many entries in port list ({numbers} > {MAX_PORT_NUMBERS} numbers; a range counts 2)"
+        )
+    return value
 
 
 class FirewallRule(Model):
@@ -325,11 +375,7 @@ class FirewallRule(Model):
     @field_validator("dport")
     @classmethod
     def _ports(cls, value: str | None) -> str | None:
-        if value is not None:
-            bounds = [int(p) for p in value.split(":")]
-            if not all(1 <= p <= 65535 for p in bounds) or bounds != sorted(bounds):
-                raise ValueError(f"ports 1-65535, a range low:high; got {value}")
-        return value
+        return check_port_spec(value) if value is not None else None
 
     @model_validator(mode="after")
     def _port_needs_proto(self) -> FirewallRule:
@@ -411,7 +457,9 @@ class ParallelSection(Model):
 class ServerSection(Model):
     host: str = "0.0.0.0"
     port: Port = 8000
-    served_model_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    # vLLM takes any name; `/` is common (`Qwen/Qwen2.5-7B`). No space or control character: the name is
+    # one argv word and appears in the unit's Description.
+    served_model_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]
 
     @field_validator("host")
     @classmethod
@@ -428,6 +476,10 @@ ExtraArg = Annotated[
 ]
 
 
+# Short spellings `vllm serve` accepts for flags the sections manage.
+VLLM_FLAG_ALIASES = {"-tp": "--tensor-parallel-size", "-q": "--quantization"}
+
+
 class VllmEngine(Model):
     """vLLM engine config; each section flattens to CLI flags of `vllm serve` (see VllmService)."""
 
@@ -438,12 +490,38 @@ class VllmEngine(Model):
     extra_args: list[ExtraArg] = []
     startup_timeout_s: Annotated[int, Field(ge=10, le=7200)] = 900
 
+    @staticmethod
+    def managed_flags() -> set[str]:
+        """Every ``--flag`` a section sets (the model is the positional argument, or ``--model``)."""
+        flags = {"--model"}
+        for section in (ModelSection, CacheSection, ParallelSection, ServerSection):
+            flags |= {"--" + name.replace("_", "-") for name in section.model_fields if name != "model"}
+        return flags
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_managed_flags(cls, value: list[str]) -> list[str]:
+        """A managed flag repeated here would contradict its section (vLLM takes the last one given)."""
+        managed = cls.managed_flags()
+        for arg in value:
+            flag = arg.partition("=")[0]
+            flag = VLLM_FLAG_ALIASES.get(flag, flag).replace("_", "-")
+            if flag in managed:
+                raise ValueError(
+                    f"{arg!r} sets {flag}, which the engine config manages; set it in its section instead"
+                )
+        return value
+
 
 class Insecure(Model):
     """Named, reasoned opt-outs from Phoenix's safe defaults. Each value is the reason, kept in the config."""
 
     privileged: Annotated[str, StringConstraints(min_length=10)] | None = None
     unconfined_apparmor: Annotated[str, StringConstraints(min_length=10)] | None = None
+    writable_host_system_mount: Annotated[str, StringConstraints(min_length=10)] | None = Field(
+        default=None,
+        description="allow a read-write bind mount of a host system path (/, /etc, /usr, /var/lib …)",
+    )
 
 
 class PveFeatures(Model):
@@ -473,9 +551,9 @@ class Container(Model):
     vmid: VmId
     hostname: Hostname
     layer: Name
-    description: Annotated[str, StringConstraints(max_length=500)] = ""
-    cores: Annotated[int, Field(ge=1, le=512)] = 2
-    memory_mib: Annotated[int, Field(ge=64)] = 2048
+    description: Annotated[str, StringConstraints(max_length=8192)] = ""  # PVE's maxLength
+    cores: Annotated[int, Field(ge=1, le=8192)] = 2  # PVE's range for a container
+    memory_mib: Annotated[int, Field(ge=16)] = 2048  # PVE's minimum
     swap_mib: Annotated[int, Field(ge=0)] = 0
     disk_gib: Annotated[int, Field(ge=1, le=65536)] | None = Field(
         default=None, description="grow the cloned rootfs to this size; absent = the layer's size"
@@ -528,7 +606,7 @@ class Vm(Model):
     vmid: VmId
     name: Hostname
     image: Name = Field(description="key into host.cloud_images")
-    description: Annotated[str, StringConstraints(max_length=500)] = ""
+    description: Annotated[str, StringConstraints(max_length=8192)] = ""  # PVE's maxLength
     cores: Annotated[int, Field(ge=1, le=512)] = 2
     memory_mib: Annotated[int, Field(ge=256)] = 4096
     disk_gib: Annotated[int, Field(ge=1, le=65536)] = 32
@@ -556,3 +634,61 @@ class Guests(Document):
     containers: list[Container] = []
     vms: list[Vm] = []
     datasets: dict[Name, DataDataset] = {}
+
+
+# ---------------------------------------------------------------- pattern rules, in words
+
+
+def _pattern_of(annotated: object) -> str:
+    constraint = get_args(annotated)[1]
+    assert isinstance(constraint, StringConstraints) and isinstance(constraint.pattern, str)
+    return constraint.pattern
+
+
+PATTERN_RULES: dict[str, str] = {
+    r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$": "an https:// URL: a host name, an optional :port, "
+    "an optional path without spaces",
+    r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+$": "user@realm (letters, digits, `.`, `_`, `-`), e.g. root@pam",
+    r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+![A-Za-z0-9._-]+$": "an API token id user@realm!name, e.g. "
+    "root@pam!phoenix",
+    r"^/[A-Za-z0-9._/-]*$": "an absolute path of letters, digits, `.`, `_`, `-` and `/`",
+    r"^[A-Za-z0-9_.-]{1,15}$": "an interface name: 1 to 15 letters, digits, `_`, `.` or `-`, e.g. vmbr0",
+    r"^[A-Za-z0-9._+-]+\.(img|qcow2|raw)$": "a file name ending in .img, .qcow2 or .raw",
+    r"^[0-9a-f]{64}$": "64 lower-case hex digits (a sha256)",
+    r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}(\.[0-7])?$": "a PCI address as `lspci -D` prints it, e.g. "
+    "0000:41:00.0",
+    r"^[0-9]{3}\.[0-9]{2,3}(\.[0-9]{2,3})?$": "an NVIDIA driver version like 580.76.05",
+    r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[^\s\x00-\x1f\x7f]*$": "an http(s):// URL with a path, no "
+    "spaces or control characters",
+    r"^[A-Za-z0-9._+-]+\.tar\.(gz|xz|zst)$": "a file name ending in .tar.gz, .tar.xz or .tar.zst",
+    r"^[0-9a-f]{128}$": "128 lower-case hex digits (a sha512)",
+    r"^[A-Za-z0-9.:-]+$": "a host name or IP address (letters, digits, `.`, `:`, `-`)",
+    r"^[a-z_][a-z0-9_-]*$": "a Unix user name: lower-case letters, digits, `_`, `-`, not starting "
+    "with a digit",
+    r"^SHA256:[A-Za-z0-9+/]{43}$": "SHA256: and 43 base64 characters, as `ssh-keygen -lf` prints it",
+    r"^[A-Za-z][A-Za-z0-9_.-]*[A-Za-z0-9]$": "a PVE storage ID: a letter, then letters, digits, `-`, "
+    "`_`, `.`, ending in a letter or digit (at least 2 characters)",
+    r"^[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9][A-Za-z0-9_.:-]*)*$": "a ZFS dataset name: `/`-separated "
+    "parts of letters, digits, `_`, `.`, `:`, `-`, each starting with a letter or digit",
+    r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$": "a PVE node name: letters, digits and inner `-`, no dots",
+    r"^[a-z0-9][a-z0-9_-]{0,62}$": "a name of lower-case letters, digits, `_` and `-`, starting with a "
+    "letter or digit, at most 63 characters",
+    _pattern_of(SshPublicKey): "one OpenSSH public key line: a key type (ssh-ed25519, ssh-rsa, "
+    "ecdsa-sha2-nistp256 …), a space, the base64 key, optionally a space and a comment; no control "
+    "characters",
+    _pattern_of(Hostname): "a DNS name as PVE takes it: dot-separated labels of letters, digits "
+    "and inner `-`, at most 64 characters",
+    _pattern_of(PortSpec): "port numbers and low:high ranges separated by commas, e.g. 80,443 or "
+    "8000:8010 (numbers only, no service names)",
+    r"^[^\n\r#]{0,120}$": "at most 120 characters, without line breaks or `#`",
+    r"^[A-Za-z0-9._/-]+$": "letters, digits, `.`, `_`, `-` and `/`, e.g. Qwen/Qwen2.5-7B-Instruct",
+    _pattern_of(Mac): "a unicast MAC address: six hex pairs separated by `:`, the first pair "
+    "even, e.g. BC:24:11:00:00:01",
+    r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$": "letters, digits, `.`, `_`, `-` and `/`, starting with a letter "
+    "or digit, at most 128 characters",
+    r"^[a-z][a-z0-9_-]{0,20}$": "a lower-case letter, then up to 20 lower-case letters, digits, `_` or `-`",
+    _pattern_of(ExtraArg): "one argument without spaces: a --flag, a --flag=value, or a value",
+    _pattern_of(Version): "a version: letters, digits and `.:+~_-`, starting with a letter or "
+    "digit, at most 64 characters",
+}
+"""Every pattern the models use, as the rule a person reads in an error (tests/unit check all are here)."""

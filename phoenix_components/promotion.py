@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from phoenix_components.models import Document, Model, Name, VmId
+from phoenix_components.models import PATTERN_RULES, Document, Model, Name, VmId
 from providers.errors import ConfigError, PhoenixError
 
 LOCK_FILE = "promotion.lock.json"
@@ -131,3 +131,6 @@ def write_lock(config_dir: Path, environment: str, lock: PromotionLock) -> Path:
     }
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+PATTERN_RULES[r"^[0-9a-f]{16}$"] = "a layer key: 16 lower-case hex digits"

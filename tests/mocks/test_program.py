@@ -183,7 +183,7 @@ def test_invalid_config_stops_the_program_before_any_resource(tmp_path: Path) ->
     monitor = install("dev", {"phoenix:environment": "dev"})
     with pytest.raises(pulumi.RunError) as raised:
         program_environment(tmp_path / "config")
-    assert "environments/dev/guests.json: containers[1].vmid: vmid" in str(raised.value)
+    assert "environments/dev/guests.json: containers[1].vmid (CT 201 vllm-granite): vmid" in str(raised.value)
     assert monitor.registrations == []
 
 

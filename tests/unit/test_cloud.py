@@ -259,7 +259,7 @@ def test_feature_pins_come_from_the_layer_that_introduces_each_feature() -> None
         ),
         (
             lambda d: d["model_cache"].update(bucket_prefix="Models"),
-            "model_cache.bucket_prefix: String should match",
+            "model_cache.bucket_prefix: must be a bucket name prefix: lower-case letters, digits and `-`",
         ),
         (lambda d: d.update(regoin="us-east-1"), "regoin: unknown key"),
     ],

@@ -1,8 +1,8 @@
 """Every malformed config in tests/config_corpus gets exit 2 and `file: json.path: message`, offline.
 
-Each case is a small edit of the shipped dev config (set / delete / replace text / remove a file) and the
-lines the user must see. All cases run in one child process whose audit hook refuses any socket or
-process: validation must never reach for the host.
+Each case is a small edit of the shipped dev config (set / delete / replace text / replace with raw
+bytes / remove a file) and the lines the user must see. All cases run in one child process whose audit
+hook refuses any socket or process: validation must never reach for the host.
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ def apply_edits(config_dir: Path, edits: list[dict[str, Any]]) -> None:
         target = config_dir / edit["file"]
         if edit.get("remove"):
             target.unlink()
+        elif "replace_bytes" in edit:  # text -> raw bytes (hex), for files that are not UTF-8
+            old, new_hex = edit["replace_bytes"]
+            data = target.read_bytes()
+            assert old.encode() in data, f"case edit does not apply: {old!r} not in {edit['file']}"
+            target.write_bytes(data.replace(old.encode(), bytes.fromhex(new_hex), 1))
         elif "replace" in edit:
             old, new = edit["replace"]
             text = target.read_text()
