@@ -138,5 +138,16 @@ def container_params(
 
 
 def raw_lines(ct: Container) -> list[str]:
-    """Raw ``lxc.*`` lines the API cannot set; written over SSH before the first start."""
-    return [f"lxc.apparmor.profile: {ct.apparmor_profile}"]
+    """Raw ``lxc.*`` lines the API cannot set; written over SSH before the first start.
+
+    A value is written into /etc/pve/lxc/<vmid>.conf as it is, so one with a line break (or any control
+    character) would add lines of its own, e.g. a second ``lxc.apparmor.profile``: refused here, whatever
+    the models let through.
+    """
+    lines = [f"lxc.apparmor.profile: {ct.apparmor_profile}"]
+    for line in lines:
+        if any(ord(c) < 0x20 or c == "\x7f" for c in line) or line != line.strip():
+            raise ValueError(
+                f"CT {ct.vmid} ({ct.hostname}): a raw config line must be one plain line: {line!r}"
+            )
+    return lines

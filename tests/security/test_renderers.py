@@ -2,9 +2,10 @@
 
 The renderers: VM cloud-init user-data (``guests.user_data`` and its runner), EC2 user-data
 (``cloud_render.render_user_data``: scripts, runner, model-cache environment file, vLLM unit), the vLLM
-systemd unit (``vllm.render_unit``) and feature environments sent with ``pct exec`` (``script_argv`` from
-a layer's inputs). Values bypass the config models here (``model_copy`` / ``model_construct``), so what is
-shown is the renderer's own quoting, not validation; the models' refusals are tested at the end.
+systemd unit (``vllm.render_unit``), feature environments sent with ``pct exec`` (``script_argv`` from
+a layer's inputs) and the raw ``lxc.*`` lines written into a container's config (``raw_lines``). Values
+bypass the config models here (``model_copy`` / ``model_construct``), so what is shown is the renderer's
+own quoting, not validation; the models' refusals are tested at the end.
 
 Each output is read back by its consumer's rules (tests/security/readers.py): ``yaml.safe_load`` and the
 ``#cloud-config`` header for cloud-init, cloud-init's own runcmd quoting, ``sh -n`` and a real run of the
@@ -31,6 +32,7 @@ from phoenix_components.cloud_render import MODEL_CACHE_ENV, RUNNER, render_user
 from phoenix_components.config import Environment, load_environment
 from phoenix_components.features import feature_env
 from phoenix_components.guests import VM_FEATURES_DIR, VM_RUNNER, user_data
+from phoenix_components.lxc_config import raw_lines
 from phoenix_components.models import (
     CacheSection,
     CloudInit,
@@ -317,6 +319,24 @@ def test_a_layer_build_sends_its_hostile_feature_environment_as_exactly_those_wo
                 assert sent["PHOENIX_NVIDIA_RUNFILE_URL"] == url
             else:
                 assert sent["PHOENIX_DOCKER_VERSION"] == pin
+
+
+# ------------------------------------------------------------------------------- raw lxc.* config lines
+
+
+@given(profile=value)
+def test_raw_config_lines_stay_one_line_each(profile: str) -> None:
+    """Read as PVE reads /etc/pve/lxc/<vmid>.conf: one `key: value` per line."""
+    ct = ENV.guests.containers[0].model_copy(update={"apparmor_profile": profile})
+    try:
+        lines = raw_lines(ct)
+    except ValueError as error:
+        assert "one plain line" in str(error)
+        assert any(ord(c) < 0x20 or c == "\x7f" for c in profile) or profile != profile.strip()
+        return
+    conf = "\n".join(lines) + "\n"
+    parsed = [line.partition(": ") for line in conf.split("\n") if line]
+    assert [(k, v) for k, _, v in parsed] == [("lxc.apparmor.profile", profile)]
 
 
 # ------------------------------------------------------------------------------- and the models refuse
