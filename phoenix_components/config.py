@@ -776,25 +776,25 @@ def _check_container(
                 f"{path}.vllm.parallel.tensor_parallel_size",
                 f"{tp} is more than the {len(ct.gpus)} GPU(s) assigned in gpus",
             )
-    mount_paths = [(f"{path}.mounts[{i}].path", m.path) for i, m in enumerate(ct.mounts)]
+    mount_paths = [(f"{path}.mounts[{i}].path", _canonical(m.path)) for i, m in enumerate(ct.mounts)]
     for where, mount_path, first in _duplicates(mount_paths):
         yield Problem(f, where, f"{mount_path} is already mounted at {first}")
     for i, mount in enumerate(ct.mounts):
         at = f"{path}.mounts[{i}]"
-        if mount.path == "/":
+        if _canonical(mount.path) == "/":
             yield Problem(f, f"{at}.path", "cannot mount over the root filesystem")
         for field_name, value in (("path", mount.path), ("host_path", getattr(mount, "host_path", None))):
-            if value is not None and not _normal_path(value):
+            if value is not None and not _dot_free(value):
                 yield Problem(
                     f,
                     f"{at}.{field_name}",
-                    f"{value} is not a plain absolute path (no `.`, `..`, `//` or trailing `/`): "
+                    f"{value} has a `.` or `..` component, which PVE refuses in a mount path: "
                     "it would mean another directory than it says",
                 )
         if (
             isinstance(mount, BindMount)
             and not mount.read_only
-            and _normal_path(mount.host_path)
+            and _dot_free(mount.host_path)
             and _host_system_path(mount.host_path)
             and ct.insecure.writable_host_system_mount is None
         ):
@@ -832,14 +832,19 @@ HOST_SYSTEM_PATHS = (
 )
 
 
-def _normal_path(path: str) -> bool:
-    """``path`` is what it says: absolute, no ``.``/``..`` component, no empty component."""
-    return path == "/" or (
-        path.startswith("/") and all(p not in ("", ".", "..") for p in path[1:].split("/"))
-    )
+def _dot_free(path: str) -> bool:
+    """No ``.`` or ``..`` component: pve-container refuses those in mount paths (they would mean another
+    directory than the one written)."""
+    return all(part not in (".", "..") for part in path.split("/"))
+
+
+def _canonical(path: str) -> str:
+    """``//etc/pve/`` -> ``/etc/pve``: what the kernel resolves, for comparisons (PVE takes either)."""
+    return "/" + "/".join(part for part in path.split("/") if part)
 
 
 def _host_system_path(path: str) -> bool:
+    path = _canonical(path)
     return path == "/" or any(path == p or path.startswith(p + "/") for p in HOST_SYSTEM_PATHS)
 
 

@@ -140,6 +140,33 @@ def test_a_read_only_bind_of_a_system_path_and_an_opted_out_writable_one_pass(co
     assert len(load_environment(config, "dev").guests.containers[0].mounts) == 4
 
 
+@pytest.mark.parametrize("host_path", ["/etc/pve", "//etc//pve/", "/", "/var/lib/vz"])
+def test_a_writable_bind_of_a_system_path_is_refused_however_it_is_spelt(
+    config: Path, host_path: str
+) -> None:
+    mount = {"type": "bind", "path": "/host", "host_path": host_path, "read_only": False}
+    edit(config, GUESTS, lambda d: d["containers"][0]["mounts"].append(mount))
+    with pytest.raises(ConfigError) as raised:
+        load_environment(config, "dev")
+    (line,) = raised.value.problems
+    assert line.startswith(
+        f"{GUESTS}: containers[0].mounts[1].read_only (CT 201 vllm-qwen): a read-write bind"
+    )
+
+
+def test_a_mount_path_with_a_trailing_slash_is_a_path_and_still_clashes(config: Path) -> None:
+    """PVE takes `/models/`; it is the same directory as `/models`, so mounting both is a clash."""
+    extra = {"type": "volume", "path": "/models/", "storage": "local-zfs", "size_gib": 1}
+    edit(config, GUESTS, lambda d: d["containers"][0]["mounts"].append(extra))
+    with pytest.raises(ConfigError) as raised:
+        load_environment(config, "dev")
+    assert "containers[0].mounts[1].path (CT 201 vllm-qwen): /models is already mounted at" in str(
+        raised.value
+    )
+    edit(config, GUESTS, lambda d: d["containers"][0]["mounts"][1].update(path="/scratch/"))
+    assert load_environment(config, "dev").guests.containers[0].mounts[1].path == "/scratch/"
+
+
 # --------------------------------------------------------------------------- free-form vs managed fields
 
 
