@@ -183,6 +183,17 @@ def test_first_up_builds_the_chain_as_linked_clones_and_two_serving_guests(lab_s
         conf = lab_stack.host.pve_conf(vmid).read_text()
         assert conf.partition("\n[")[0].splitlines().count(PROFILE_LINE) == 1
         assert recorded_profile(vmid) == PROFILE
+        # Its firewall, as PVE keeps it: on, inbound DROP by default, the one declared rule.
+        client = lab_stack.host.client()
+        try:
+            base = f"nodes/{lab_stack.host.node}/lxc/{vmid}/firewall"
+            options, rules = client.get(f"{base}/options"), client.get(f"{base}/rules")
+        finally:
+            client.close()
+        assert (options["enable"], options["policy_in"]) == (1, "DROP")
+        assert [(r["type"], r["action"], r["proto"], r["dport"], r["enable"]) for r in rules] == [
+            ("in", "ACCEPT", "tcp", str(guest.port), 1)
+        ]
         # The deploy waited for health: the service is up and serves exactly its model name.
         assert outputs(lab_stack, f"ct-{vmid}-vllm")["models"] == [guest.served]
         assert_guest_serving(lab_stack, guest)

@@ -1,0 +1,116 @@
+"""GuestFirewall's pure parts: the API calls it sends, and that they leave PVE's rule list as declared."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from providers.guest_firewall import (
+    ApiCall,
+    GuestFirewallInputs,
+    GuestFirewallProvider,
+    apply_steps,
+    normalise_rule,
+    observed,
+    plan_steps,
+    rule_calls,
+)
+
+WEB = {"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": "80,443"}
+SSH = {"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": "22", "source": "10.0.0.0/24"}
+VLLM = {"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": "8000:8010", "comment": "vLLM"}
+
+
+def inputs(*rules: dict[str, str], **over: Any) -> GuestFirewallInputs:
+    return GuestFirewallInputs.from_props({"node": "pve1", "vmid": 201.0, "rules": list(rules), **over})
+
+
+def play(calls: list[ApiCall], rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """PVE's rule API as pve-firewall has it: a POST inserts at position 0, a DELETE removes one."""
+    rules = [dict(r) for r in rules]
+    for call in calls:
+        if call.method == "POST" and call.path.endswith("/rules"):
+            rules.insert(0, dict(call.params))
+        elif call.method == "DELETE":
+            del rules[int(call.path.rsplit("/", 1)[1])]
+    return rules
+
+
+@pytest.mark.parametrize(
+    "current",
+    [[], [SSH], [VLLM, WEB, SSH], [{**WEB, "enable": 0}]],
+    ids=["none", "one-other", "three-reordered", "same-but-disabled"],
+)
+def test_applying_the_steps_leaves_exactly_the_declared_rules_in_order(current: list[dict[str, Any]]) -> None:
+    declared = inputs(WEB, SSH, VLLM)
+    after = play(apply_steps(declared, current), current)
+    assert [normalise_rule(r) for r in after] == [WEB, SSH, VLLM]
+    assert all(r["enable"] == 1 for r in after)
+
+
+def test_matching_rules_are_left_alone_and_only_the_options_are_set() -> None:
+    declared = inputs(WEB, SSH)
+    current = [{**WEB, "enable": 1, "pos": 0, "digest": "x"}, {**SSH, "enable": 1, "pos": 1, "ipversion": 4}]
+    assert apply_steps(declared, current) == [
+        ApiCall(
+            "PUT",
+            "nodes/pve1/lxc/201/firewall/options",
+            {"enable": 1, "policy_in": "DROP", "policy_out": "ACCEPT"},
+        )
+    ]
+
+
+def test_deletes_go_bottom_up_so_each_position_still_names_its_rule() -> None:
+    calls = rule_calls(inputs(), current=3)
+    assert [c.path.rsplit("/", 1)[1] for c in calls] == ["2", "1", "0"]
+
+
+def test_a_vm_firewall_uses_the_qemu_path_and_the_plan_is_a_read_then_the_first_up() -> None:
+    vm = inputs(WEB, kind="qemu")
+    steps = plan_steps(vm)
+    assert steps[0] == ApiCall("GET", "nodes/pve1/qemu/201/firewall/rules")
+    assert [s.method for s in steps[1:]] == ["PUT", "POST"]
+    assert (
+        steps[2].render()
+        == "POST /nodes/pve1/qemu/201/firewall/rules type=in action=ACCEPT proto=tcp dport=80,443 enable=1"
+    )
+
+
+def test_normalise_keeps_only_declared_fields_as_pve_strings() -> None:
+    assert normalise_rule(
+        {"type": "in", "action": "DROP", "dport": 22, "comment": "", "pos": 3, "log": "nolog"}
+    ) == {
+        "type": "in",
+        "action": "DROP",
+        "dport": "22",
+    }
+
+
+def test_observed_reports_what_pve_has() -> None:
+    assert observed({"enable": 0, "policy_in": "ACCEPT"}, [{**WEB, "pos": 0}]) == {
+        "enabled": False,
+        "policy_in": "ACCEPT",
+        "policy_out": "ACCEPT",
+        "rules": [WEB],
+    }
+
+
+def test_diff_rules_and_a_new_container_update_in_place_a_new_vmid_replaces() -> None:
+    provider = GuestFirewallProvider()
+    old = {"node": "pve1", "vmid": 201, "kind": "lxc", "rules": [WEB], "guest_instance": "a", "version": "1"}
+    assert provider.diff("id", old, {**old, "rules": [{**WEB, "dport": "443"}]}).replaces == []
+    assert provider.diff("id", old, {**old, "rules": [{**WEB, "dport": "443"}]}).changes
+    assert provider.diff("id", old, {**old, "guest_instance": "b"}).changes
+    assert provider.diff("id", old, {**old, "vmid": 202}).replaces == ["vmid"]
+    # The same rules as PVE returns them (numbers as strings, extra fields) are no change.
+    assert not provider.diff("id", old, {**old, "rules": [{**WEB, "pos": 0}]}).changes
+
+
+def test_check_refuses_an_unknown_policy_and_kind() -> None:
+    failures = (
+        GuestFirewallProvider()
+        .check({}, {"node": "pve1", "vmid": 1, "policy_in": "allow", "kind": "vm"})
+        .failures
+    )
+    assert sorted(f.property for f in failures) == ["kind", "policy_in"]
