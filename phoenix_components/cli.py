@@ -132,12 +132,36 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+NO_STACK = (
+    "The Pulumi CLI is here, but `pulumi stack select {stack}` failed ({why}), so `pulumi preview` cannot\n"
+    "run yet. Log in to a backend once (`pulumi login` for Pulumi Cloud, or `pulumi login file://<dir>`\n"
+    "for a local one) and create the stack (`pulumi stack init {stack}`), then run `make preview\n"
+    "STACK={stack}` again. Meanwhile, here is the offline view of stack {stack!r}:"
+)
+
+
 def _preview(args: argparse.Namespace) -> int:
     pulumi = shutil.which("pulumi")
     if pulumi is not None:
+        # The program's Python: the language host `make pulumi` builds reads it from here
+        # (docs/pulumi-cli.md); a CLI installed the usual way honours it too.
         env = {**os.environ, "PULUMI_PYTHON_CMD": sys.executable}
-        return subprocess.run([pulumi, "preview", "--stack", args.stack], env=env, check=False).returncode
-    print(NO_CLI.format(stack=args.stack), file=sys.stderr)
+        project = _project_dir()
+        select = subprocess.run(
+            [pulumi, "stack", "select", args.stack, "--non-interactive"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if select.returncode == 0:
+            preview = [pulumi, "preview", "--stack", args.stack]
+            return subprocess.run(preview, cwd=project, env=env, check=False).returncode
+        why = (select.stderr.strip().splitlines() or ["no reason given"])[-1].removeprefix("error: ")
+        print(NO_STACK.format(stack=args.stack, why=why), file=sys.stderr)
+    else:
+        print(NO_CLI.format(stack=args.stack), file=sys.stderr)
     name = args.env or stack_environment(_project_dir(), args.stack)
     if is_cloud_environment(args.config, name):
         load_cloud_environment(args.config, name)
