@@ -142,7 +142,9 @@ def test_render_quotes_every_argument_once(argv: list[str]) -> None:
     round_trips(argv)
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)  # a real sh per example
 @given(argv=st.lists(arg, min_size=1, max_size=5))
 def test_a_real_shell_sees_exactly_the_arguments(argv: list[str]) -> None:
     shown = subprocess.run(
