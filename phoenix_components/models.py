@@ -472,7 +472,12 @@ class ServerSection(Model):
 
 
 ExtraArg = Annotated[
-    str, StringConstraints(pattern=r"^--?[A-Za-z0-9][A-Za-z0-9_-]*(=[^\s]*)?$|^[^\s-][^\s]*$")
+    # No whitespace or control character: each is one argv word of ExecStart (systemd ends a line at \r).
+    str,
+    StringConstraints(
+        pattern=r"^--?[A-Za-z0-9][A-Za-z0-9_-]*(=[^\s\x00-\x1f\x7f]*)?$"
+        r"|^[^\s\x00-\x1f\x7f-][^\s\x00-\x1f\x7f]*$"
+    ),
 ]
 
 
