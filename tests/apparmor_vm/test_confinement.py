@@ -47,6 +47,7 @@ ALWAYS_DENIED = {
     "write_sysctl",
     "mount",
     "proc_elsewhere_write",
+    "detached_procfs_write",
 }
 
 
@@ -117,11 +118,17 @@ def test_the_unconfined_control_can_do_everything_the_probes_try(apparmor_vm: Vm
 
 
 # What PVE's default profile (Debian's copy of it) lets the VM's real root do that Phoenix's profiles do not:
-# mount a disk filesystem and bind /proc or /sys elsewhere (container-base's `/proc?*` matches "/proc/").
-# In an unprivileged guest the kernel refuses both (no ext4 in a user namespace; DAC on the bound files);
+# mount a disk filesystem, bind /proc or /sys elsewhere (container-base's `/proc?*` matches "/proc/"), and
+# open sysrq-trigger through a detached procfs (AppArmor names it "/sysrq-trigger"). In an unprivileged
+# guest the kernel refuses all three (no ext4 in a user namespace; the files belong to the host's root);
 # the set is asserted exactly, so a change in Debian's lxc shows here. Guests should name
 # phoenix-lxc-confined instead (docs/architecture.md, AppArmor confinement).
-DEFAULT_PROFILE_GAPS = ["mount disk", "mount bind-proc", "mount bind-sys"]
+DEFAULT_PROFILE_GAPS = [
+    "mount disk",
+    "mount bind-proc",
+    "mount bind-sys",
+    "detached_procfs_write sysrq-trigger",
+]
 
 
 @pytest.mark.parametrize("profile", APPLIED)
@@ -211,26 +218,37 @@ def test_inside_the_container_the_escapes_still_fail(apparmor_vm: VmRun) -> None
     assert reached == set(GIVEN_TO_CONTAINER)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runc >= 1.2.8/1.3.3 (CVE-2025-52881) writes sysctls through a detached procfs, which AppArmor "
-    "sees as /sys/net/...; lxc's container-base denies writes there and a profile cannot lift an "
-    "included deny. Debian bookworm's runc 1.1.5 does not do this, so Docker works today; see "
-    "docs/architecture.md, AppArmor confinement.",
-)
-@pytest.mark.parametrize("context", ["vm-root", "container"])
-def test_a_runc_1_2_8_style_sysctl_write_is_allowed(apparmor_vm: VmRun, context: str) -> None:
-    lines = [
-        line
-        for line in apparmor_vm.probes(NESTING_PROFILE, context)
-        if line["probe"] == "detached_procfs_sysctl"
-    ]
+@pytest.mark.parametrize("profile", sorted(DOCKER_PROFILES))
+def test_a_runc_1_2_8_style_sysctl_write_is_allowed_in_the_docker_profiles(
+    apparmor_vm: VmRun, profile: str
+) -> None:
+    """runc >= 1.2.8/1.3.3 (CVE-2025-52881) writes a container's sysctls through a detached procfs, which
+    AppArmor sees as /sys/net/...; lxc's container-base denies that (the November 2025 Docker-in-LXC
+    breakage). The Docker profiles' inline base admits exactly /sys/net/, and the detached sysrq-trigger,
+    core_pattern and modprobe stay denied (test_no_way_out_... checks `detached_procfs_write`)."""
+    lines = [line for line in apparmor_vm.probes(profile) if line["probe"] == "detached_procfs_sysctl"]
     assert lines, "the detached-procfs probe did not run"
     assert lines[0]["allowed"], lines[0]
 
 
+def test_a_runc_1_2_8_style_sysctl_write_is_allowed_inside_the_container(apparmor_vm: VmRun) -> None:
+    lines = [
+        line
+        for line in apparmor_vm.probes(NESTING_PROFILE, "container")
+        if line["probe"] == "detached_procfs_sysctl"
+    ]
+    assert lines and lines[0]["allowed"], lines
+
+
+def test_lxcs_own_profiles_refuse_the_runc_1_2_8_style_write(apparmor_vm: VmRun) -> None:
+    """The breakage itself, reproduced: what the Docker profiles fix is real."""
+    for profile in (DEFAULT_PROFILE, "lxc-container-default-with-nesting", ESCAPABLE_FIXTURE):
+        lines = [line for line in apparmor_vm.probes(profile) if line["probe"] == "detached_procfs_sysctl"]
+        assert lines and not lines[0]["allowed"] and lines[0]["errno"] == "EACCES", (profile, lines)
+
+
 def test_the_detached_procfs_probe_works_unconfined(apparmor_vm: VmRun) -> None:
-    """Keeps the xfail above honest: the probe itself succeeds when AppArmor does not stand in the way."""
+    """The probe itself succeeds when AppArmor does not stand in the way."""
     lines = [line for line in apparmor_vm.probes("unconfined") if line["probe"] == "detached_procfs_sysctl"]
     assert lines and lines[0]["allowed"], lines
 

@@ -46,3 +46,34 @@ def test_only_the_gpu_profile_allows_nvidia_nodes() -> None:
         denies = any(r.startswith("deny /dev/nvidia") for r in rules(profile))
         assert allows == (profile.name == "phoenix-lxc-gpu-docker"), profile.name
         assert denies == (profile.name != "phoenix-lxc-gpu-docker"), profile.name
+
+
+CONTAINER_BASE = Path("/etc/apparmor.d/abstractions/lxc/container-base")
+BASE_BEGIN = "  # --- base: Debian lxc"
+BASE_END = "  # --- end of base ---"
+# The one change the Docker profiles' inline base makes to container-base (see the profiles' comment).
+SYS_DENY = "deny /sys/[^fdc]*{,/**} wklx,"
+SYS_DENY_BUT_NET = [
+    "deny /sys/[^fdcn]*{,/**} wklx,",
+    "deny /sys/n[^e]*{,/**} wklx,",
+    "deny /sys/ne[^t]*{,/**} wklx,",
+    "deny /sys/net?*{,/**} wklx,",
+]
+
+
+@pytest.mark.parametrize("name", ["phoenix-lxc-nesting", "phoenix-lxc-gpu-docker"])
+def test_the_docker_profiles_base_is_container_base_with_only_sys_net_writable(name: str) -> None:
+    if not CONTAINER_BASE.exists():
+        pytest.skip(f"{CONTAINER_BASE} is missing (Debian's lxc package): nothing to compare against")
+    text = (APPARMOR / name).read_text()
+    assert "#include <abstractions/lxc/container-base>" not in text
+    inline = text[text.index(BASE_BEGIN) : text.index(BASE_END)]
+    ours = [line.strip() for line in inline.splitlines() if line.strip() and not line.strip().startswith("#")]
+    debian = [
+        line.strip()
+        for line in CONTAINER_BASE.read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    assert debian.count(SYS_DENY) == 1, "Debian's container-base changed its /sys denial: review the base"
+    i = debian.index(SYS_DENY)
+    assert ours == debian[:i] + SYS_DENY_BUT_NET + debian[i + 1 :]

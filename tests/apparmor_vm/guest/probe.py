@@ -207,7 +207,7 @@ SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT = 430, 431, 432  # x86_64
 FSCONFIG_CMD_CREATE = 6
 
 
-def detached_procfs_sysctl(where: str, rel: str) -> None:
+def detached_procfs_sysctl(where: str, rel: str, probe: str = "detached_procfs_sysctl") -> None:
     """What runc >= 1.2.8 / 1.3.3 does for a container's sysctls (CVE-2025-52881): open a private procfs
     with the new mount API (fsopen/fsmount, never attached to any path) and write the sysctl relative to
     it. AppArmor sees that file as "/sys/net/..." (a disconnected path, no /proc prefix), so a profile
@@ -217,27 +217,27 @@ def detached_procfs_sysctl(where: str, rel: str) -> None:
     libc.syscall.restype = ctypes.c_long
     fs = libc.syscall(SYS_FSOPEN, b"proc", 1)
     if fs < 0:
-        emit(where, "detached_procfs_sysctl", rel, False, ctypes.get_errno(), stage="fsopen")
+        emit(where, probe, rel, False, ctypes.get_errno(), stage="fsopen")
         return
     try:
         if libc.syscall(SYS_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0) < 0:
-            emit(where, "detached_procfs_sysctl", rel, False, ctypes.get_errno(), stage="fsconfig")
+            emit(where, probe, rel, False, ctypes.get_errno(), stage="fsconfig")
             return
         mnt = libc.syscall(SYS_FSMOUNT, fs, 1, 0)
         if mnt < 0:
-            emit(where, "detached_procfs_sysctl", rel, False, ctypes.get_errno(), stage="fsmount")
+            emit(where, probe, rel, False, ctypes.get_errno(), stage="fsmount")
             return
     finally:
         os.close(fs)
     try:
         fd = os.open(rel, os.O_WRONLY, dir_fd=mnt)
     except OSError as exc:
-        emit(where, "detached_procfs_sysctl", rel, False, exc.errno, stage="open")
+        emit(where, probe, rel, False, exc.errno, stage="open")
         return
     finally:
         os.close(mnt)
     os.close(fd)
-    emit(where, "detached_procfs_sysctl", rel, True, None, stage="open")
+    emit(where, probe, rel, True, None, stage="open")
 
 
 def main() -> None:
@@ -268,6 +268,10 @@ def main() -> None:
         try_mount(where, name, source, fstype, flags)
     proc_at_allowed_target(where, "/var/lib/docker/phoenix-probe/proc")
     detached_procfs_sysctl(where, "sys/net/ipv4/ip_unprivileged_port_start")
+    # The same detached procfs is a way round every @{PROC} denial: AppArmor sees these as /sysrq-trigger
+    # and /sys/kernel/core_pattern. They must stay denied.
+    for rel in ("sysrq-trigger", "sys/kernel/core_pattern", "sys/kernel/modprobe", "sys/vm/drop_caches"):
+        detached_procfs_sysctl(where, rel, probe="detached_procfs_write")
     for path in spec["nvidia_nodes"] + spec["other_devices"]:
         if os.path.exists(path):
             open_device(where, path)
