@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import pulumi
 import pytest
 from pulumi import automation as auto
 from pulumi.automation.events import EngineEvent, OpType
@@ -158,7 +159,9 @@ class _Events:
 
     def __call__(self, event: EngineEvent) -> None:
         done = event.res_outputs_event
-        if done is not None:
+        # Provider resources (the default pulumi-python provider) are the engine's bookkeeping, not the
+        # program's resources; the engine's own change summary leaves them out too.
+        if done is not None and not done.metadata.type.startswith("pulumi:providers:"):
             meta = done.metadata
             self.steps.append((OpType(meta.op).value, meta.urn, tuple(meta.diffs or ())))
 
@@ -223,8 +226,10 @@ class Engine:
             self.stack = auto.create_or_select_stack(stack_name=stack, work_dir=str(work_dir), opts=options)
         else:
             self.stack = auto.create_or_select_stack(
-                stack_name=stack, project_name=project, program=program or (lambda: None), opts=options
+                stack_name=stack, project_name=project, program=lambda: None, opts=options
             )
+            if program is not None:
+                self.set_program(program)
         for key, value in (config or {}).items():
             self.stack.set_config(key, auto.ConfigValue(value=value))
         for key, value in (secrets or {}).items():
@@ -253,7 +258,16 @@ class Engine:
         return log
 
     def set_program(self, program: Callable[[], Any]) -> None:
-        self.stack.workspace.program = program
+        """The inline program of the next runs. A dict it returns becomes its stack outputs, as if it had
+        called ``pulumi.export`` for each (the fault and driver programs are written that way)."""
+
+        def exporting() -> None:
+            result = program()
+            if isinstance(result, dict):
+                for key, value in result.items():
+                    pulumi.export(key, value)
+
+        self.stack.workspace.program = exporting
 
     def up(self, program: Callable[[], Any] | None = None) -> Report:
         if program is not None:
@@ -263,7 +277,12 @@ class Engine:
         outputs = {k: v.value for k, v in result.outputs.items()}
         return events.report(result.summary.resource_changes, outputs, result.stdout, grpc)
 
-    def preview(self, *, expect_no_changes: bool = False) -> dict[str, int]:
+    def preview(
+        self, program: Callable[[], Any] | None = None, *, expect_no_changes: bool = False
+    ) -> dict[str, int]:
+        """``pulumi preview``: the engine's change summary (op → count); nothing is changed."""
+        if program is not None:
+            self.set_program(program)
         self._grpc_log()
         result = self.stack.preview(color="never", expect_no_changes=expect_no_changes)
         return {str(getattr(k, "value", k)): int(v) for k, v in result.change_summary.items()}
@@ -299,8 +318,16 @@ class Engine:
         return self.cli("stack", "export", "--stack", self.name).stdout
 
     def state_text(self) -> str:
-        """The stored resources (URN, id, inputs, outputs), for "state unchanged" comparisons."""
-        return json.dumps(self.export().get("resources") or [], sort_keys=True)
+        """The program's resources as stored (URN, type, id, inputs, outputs, dependencies, pending
+        delete), for "state unchanged" comparisons. Left out: provider resources (the engine gives the
+        default provider a new id per run), source positions and timestamps."""
+        kept = ("urn", "type", "id", "inputs", "outputs", "dependencies", "delete")
+        resources = [
+            {k: r.get(k) for k in kept}
+            for r in self.export().get("resources") or []
+            if not r["type"].startswith("pulumi:providers:")
+        ]
+        return json.dumps(resources, sort_keys=True)
 
     def resources(self) -> dict[str, StateResource]:
         """URN → each custom resource in the state, its outputs unsealed (``pulumi stack export
