@@ -1,4 +1,4 @@
-"""NvidiaHostDriver through the real provider host, over SSH to the lab sshd, against a fake driver.
+"""NvidiaHostDriver under the real Pulumi engine, over SSH to the lab sshd, against a fake driver.
 
 The lab has no GPU: tests/lab/fake_nvidia.py (TEST-ONLY) serves fake runfiles over HTTP and plays the
 installed driver. Downloads (curl), ``sha256sum -c``, the install script and the batched read run for real.
@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pulumi.automation import CommandError
 
 from providers.nvidia_driver import NvidiaContainerUserspace, NvidiaHostDriver, NvidiaHostDriverArgs
 from tests.lab.fake_nvidia import FakeNvidia
 from tests.lab.sshd import LabSshd
-from tests.support.dynhost import UNKNOWN, DynHost, ProviderError, secret
-from tests.support.harness import CheckFailedError, Drift, Harness, capture
+from tests.support.engine import Drift, Engine
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.cli]
 
 OLD, NEW = "575.64.05", "580.76.05"
 DRIVER = "gpu-host-driver"
@@ -31,9 +31,9 @@ def fake(tmp_path: Path) -> Iterator[FakeNvidia]:
 
 
 @pytest.fixture
-def harness(lab_sshd: LabSshd, tmp_path: Path) -> Iterator[Harness]:
-    with DynHost(config={"phoenix:sshPrivateKey": secret(lab_sshd.user_private_key)}) as host:
-        yield Harness(tmp_path / "state.json", host)
+def harness(lab_sshd: LabSshd, pulumi_bin: Path, tmp_path: Path) -> Iterator[Engine]:
+    """A stack under the real engine (named for what it replaces, the stand-in harness)."""
+    yield Engine(tmp_path / "engine", "driver", secrets={"phoenix:sshPrivateKey": lab_sshd.user_private_key})
 
 
 def program(
@@ -72,7 +72,7 @@ def program(
 
 
 def test_the_pinned_version_already_installed_runs_no_install(
-    lab_sshd: LabSshd, fake: FakeNvidia, harness: Harness
+    lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine
 ) -> None:
     fake.preinstall(NEW)
     first = harness.up(program(lab_sshd, fake, NEW))
@@ -87,12 +87,12 @@ def test_the_pinned_version_already_installed_runs_no_install(
     assert exports["majors"]["nvidia"] == 195 and exports["majors"]["nvidia-uvm"] == 243
 
     again = harness.up(program(lab_sshd, fake, NEW))
-    assert again.changed == {} and again.mutations == 0
+    assert again.changed == {} and again.changes == 0
     assert fake.installs() == []
 
 
 def test_a_version_bump_installs_exactly_once_then_up_again_changes_nothing(
-    lab_sshd: LabSshd, fake: FakeNvidia, harness: Harness
+    lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine
 ) -> None:
     fake.preinstall(OLD)
     assert harness.up(program(lab_sshd, fake, OLD)).op(DRIVER) == "create"
@@ -105,26 +105,25 @@ def test_a_version_bump_installs_exactly_once_then_up_again_changes_nothing(
     assert fake.cache_files() == [f"NVIDIA-Linux-x86_64-{NEW}.run"]  # verified copy kept, no temp left
 
     again = harness.up(program(lab_sshd, fake, NEW))
-    assert again.changed == {} and again.mutations == 0
+    assert again.changed == {} and again.changes == 0
     assert len(fake.installs()) == 1
 
 
-def test_a_bare_host_gets_the_driver_once(lab_sshd: LabSshd, fake: FakeNvidia, harness: Harness) -> None:
+def test_a_bare_host_gets_the_driver_once(lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine) -> None:
     report = harness.up(program(lab_sshd, fake, NEW))
     assert report.op(DRIVER) == "create" and report.exports["driver_version"] == NEW
     assert len(fake.installs()) == 1 and len(fake.requests) == 1
 
 
 def test_a_checksum_mismatch_is_typed_and_the_runfile_never_runs(
-    lab_sshd: LabSshd, fake: FakeNvidia, harness: Harness
+    lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine
 ) -> None:
     wrong = "0123456789abcdef" * 4
-    with pytest.raises(ProviderError) as caught:
+    with pytest.raises(CommandError) as caught:
         harness.up(program(lab_sshd, fake, NEW, sha256=wrong))
-    assert "ChecksumMismatchError" in caught.value.details
-    assert (
-        f"pinned {wrong}" in caught.value.message and "nothing from the file was run" in caught.value.message
-    )
+    details = str(caught.value)
+    assert "ChecksumMismatchError" in details
+    assert f"pinned {wrong}" in details and "nothing from the file was run" in details
     assert len(fake.requests) == 1  # it was downloaded...
     assert fake.runs() == [] and fake.installed_version() is None  # ...and never executed
     assert fake.cache_files() == []  # neither kept in the cache nor left half-downloaded
@@ -132,14 +131,16 @@ def test_a_checksum_mismatch_is_typed_and_the_runfile_never_runs(
 
 
 def test_a_container_userspace_other_than_the_host_driver_is_refused_at_check(
-    lab_sshd: LabSshd, fake: FakeNvidia, harness: Harness
+    lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine
 ) -> None:
     fake.preinstall(NEW)
-    with pytest.raises(CheckFailedError) as caught:
+    with pytest.raises(CommandError) as caught:
         harness.up(program(lab_sshd, fake, NEW, container_version=OLD))
-    ((prop, reason),) = caught.value.failures
-    assert prop == "driver_version"
-    assert f"container NVIDIA userspace {OLD} differs from the host driver {NEW}" in reason
+    # The engine's check-failure report: the property and the provider's reason.
+    details = str(caught.value)
+    assert "property driver_version value {" + OLD + "} has a problem" in details
+    assert f"container NVIDIA userspace {OLD} differs from the host driver {NEW}" in details
+    assert "ct-901-nvidia" not in {r.name for r in harness.resources().values()}  # refused, not recorded
 
     matching = harness.up(program(lab_sshd, fake, NEW, container_version=NEW))
     assert matching.op("ct-901-nvidia") == "create"
@@ -147,19 +148,19 @@ def test_a_container_userspace_other_than_the_host_driver_is_refused_at_check(
     assert feature_env["PHOENIX_NVIDIA_VERSION"] == NEW and feature_env["PHOENIX_TARGET"] == "lxc"
 
 
-def test_container_check_lets_an_unknown_host_version_through_at_preview(
-    lab_sshd: LabSshd, fake: FakeNvidia, harness: Harness
+def test_the_container_check_refuses_a_mismatch_at_preview_already(
+    lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine
 ) -> None:
-    url, sha = fake.runfile(NEW)
-    args = {"vmid": 901, "driver_version": OLD, "host_driver_version": NEW, "runfile_url": url, "sha256": sha}
-    registered = capture(lambda: NvidiaContainerUserspace("ct", args))["ct"]  # type: ignore[arg-type]
-    news = {**registered.inputs, "__provider": registered.provider, "host_driver_version": UNKNOWN}
-    assert harness.host.check(registered.urn, {}, news).failures == ()
-    known = harness.host.check(registered.urn, {}, {**news, "host_driver_version": NEW}).failures
-    assert [prop for prop, _ in known] == ["driver_version"]
+    """The host driver's version is one of its inputs, so the engine knows it at preview even before the
+    driver exists: the container's check refuses the mismatch before anything is installed."""
+    with pytest.raises(CommandError) as caught:
+        harness.preview(program(lab_sshd, fake, NEW, container_version=OLD))
+    assert f"container NVIDIA userspace {OLD} differs from the host driver {NEW}" in str(caught.value)
+    assert fake.installs() == [] and fake.requests == []
+    assert harness.preview(program(lab_sshd, fake, NEW, container_version=NEW)) == {"create": 3}
 
 
-def test_delete_leaves_the_driver_unless_asked(lab_sshd: LabSshd, fake: FakeNvidia, harness: Harness) -> None:
+def test_delete_leaves_the_driver_unless_asked(lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine) -> None:
     harness.up(program(lab_sshd, fake, NEW))
     harness.destroy()
     assert fake.installed_version() == NEW and fake.uninstalls() == []
@@ -172,9 +173,10 @@ def test_delete_leaves_the_driver_unless_asked(lab_sshd: LabSshd, fake: FakeNvid
 
 
 def test_refresh_reports_an_out_of_band_version_change_and_up_restores_the_pin(
-    lab_sshd: LabSshd, fake: FakeNvidia, harness: Harness
+    lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine
 ) -> None:
-    urn = next(iter(harness.up(program(lab_sshd, fake, NEW)).ops))
+    harness.up(program(lab_sshd, fake, NEW))
+    urn = harness.resource(DRIVER).urn
     fake.change_version_out_of_band(OLD)
 
     drift = harness.refresh()[urn]
@@ -188,19 +190,18 @@ def test_refresh_reports_an_out_of_band_version_change_and_up_restores_the_pin(
 
 
 def test_refresh_of_a_removed_driver_says_gone_and_a_failing_one_says_why(
-    lab_sshd: LabSshd, fake: FakeNvidia, harness: Harness
+    lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine
 ) -> None:
-    urn = next(iter(harness.up(program(lab_sshd, fake, NEW)).ops))
+    harness.up(program(lab_sshd, fake, NEW))
+    urn = harness.resource(DRIVER).urn
     fake.break_driver(
         "Failed to initialize NVML: Driver/library version mismatch\nNVML library version: 580.76\n"
     )
-    with pytest.raises(ProviderError) as caught:
+    with pytest.raises(CommandError) as caught:
         harness.refresh()
-    assert "NvidiaDriverError" in caught.value.details
-    assert (
-        "nvidia-smi exited 18: Failed to initialize NVML: Driver/library version mismatch"
-        in caught.value.details
-    )
+    details = str(caught.value)
+    assert "NvidiaDriverError" in details
+    assert "nvidia-smi exited 18: Failed to initialize NVML: Driver/library version mismatch" in details
 
     fake.remove_out_of_band()
     assert harness.refresh()[urn] == Drift("gone")
