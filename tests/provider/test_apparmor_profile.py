@@ -1,4 +1,4 @@
-"""AppArmorProfile through the real provider host, over SSH to the lab sshd (lab-marked).
+"""AppArmorProfile under the real Pulumi engine, over SSH to the lab sshd (lab-marked).
 
 SIMULATED STEP, said once here and again in every assertion about it: the lab kernel has no AppArmor LSM,
 so these tests run the provider with ``load_mode="compile-only"``. The upload is real (the lab sshd runs as
@@ -19,14 +19,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pulumi.automation import CommandError
+from pulumi.automation.events import EngineEvent, OpType
 
 from providers.apparmor_profile import PROFILE_DIR, AppArmorProfile
 from tests.lab.apparmor import LabAppArmor
 from tests.lab.sshd import LabSshd
-from tests.support.dynhost import DynHost, ProviderError, secret
-from tests.support.harness import CheckFailedError, Drift, Harness
+from tests.support.engine import Drift, Engine
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.cli]
 
 SIMULATED = "compile-only: the lab kernel has no AppArmor LSM, so the load is simulated, never claimed"
 
@@ -52,10 +53,15 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def host(lab_sshd: LabSshd) -> Iterator[DynHost]:
-    with DynHost(config={"phoenix:sshPrivateKey": secret(lab_sshd.user_private_key)}) as running:
-        yield running
+@pytest.fixture
+def engine(lab_sshd: LabSshd, pulumi_bin: Path, tmp_path: Path) -> Engine:
+    """A stack under the real engine, the lab user's key as its secret config."""
+    return Engine(
+        tmp_path / "engine",
+        "apparmor",
+        secrets={"phoenix:sshPrivateKey": lab_sshd.user_private_key},
+        bin_dir=pulumi_bin,
+    )
 
 
 @pytest.fixture
@@ -91,18 +97,32 @@ def program(lab_sshd: LabSshd, name: str, content: str) -> Callable[[], dict[str
     return run
 
 
+def replace_keys(engine: Engine, run: Callable[[], object]) -> dict[str, tuple[str, ...]]:
+    """Resource name → the properties the engine's plan says force its replacement (the ``keys`` of its
+    replace step), from a ``pulumi preview`` of ``run``'s events; nothing is changed."""
+    keys: dict[str, tuple[str, ...]] = {}
+
+    def seen(event: EngineEvent) -> None:
+        pre = event.resource_pre_event
+        if pre is not None and pre.metadata.op == OpType.REPLACE:
+            keys[pre.metadata.urn.rsplit("::", 1)[-1]] = tuple(pre.metadata.keys or ())
+
+    engine.set_program(run)
+    engine.stack.preview(on_event=seen, color="never")
+    return keys
+
+
 def test_up_again_change_drift_and_destroy(
-    host: DynHost, lab_sshd: LabSshd, names: Callable[[], str], tmp_path: Path
+    engine: Engine, lab_sshd: LabSshd, names: Callable[[], str]
 ) -> None:
     name = names()
     path = Path(PROFILE_DIR) / name
-    harness = Harness(tmp_path / "state.json", host)
     text = profile_text(name)
 
-    created = harness.up(program(lab_sshd, name, text))
+    created = engine.up(program(lab_sshd, name, text))
 
     assert created.op("profile") == "create"
-    (urn,) = created.ops
+    urn = engine.resource("profile").urn
     assert path.read_text() == text
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert sorted(p.name for p in path.parent.glob(f"{name}*")) == [name], "the upload left a temp file"
@@ -111,106 +131,119 @@ def test_up_again_change_drift_and_destroy(
     assert created.exports["loaded"] is False, SIMULATED
     assert created.exports["load_simulated"] is True, SIMULATED
 
-    again = harness.up(program(lab_sshd, name, text))
+    again = engine.up(program(lab_sshd, name, text))
     assert again.changed == {}
-    assert again.mutations == 0
+    assert again.changes == 0 and again.provider_mutations == 0
 
     changed = profile_text(name, extra="deny /dev/kmem rwklx,")
-    updated = harness.up(program(lab_sshd, name, changed))
+    updated = engine.up(program(lab_sshd, name, changed))
     assert updated.op("profile") == "update"
     assert updated.exports["sha256"] == sha256(changed) != sha256(text)
     assert path.read_text() == changed  # uploaded and compiled again (compile-only: load simulated)
 
-    assert harness.refresh() == {urn: Drift("same")}
+    assert engine.refresh() == {urn: Drift("same")}
 
     path.write_text(changed + "# edited by hand\n")
-    assert harness.refresh() == {urn: Drift("changed", ("sha256",))}
-    repaired = harness.up(program(lab_sshd, name, changed))
+    assert engine.refresh() == {urn: Drift("changed", ("sha256",))}
+    repaired = engine.up(program(lab_sshd, name, changed))
     assert repaired.op("profile") == "update"
     assert path.read_text() == changed
 
     path.unlink()
-    assert harness.refresh() == {urn: Drift("gone")}
-    recreated = harness.up(program(lab_sshd, name, changed))
+    assert engine.refresh() == {urn: Drift("gone")}
+    recreated = engine.up(program(lab_sshd, name, changed))
     assert recreated.op("profile") == "create"
     assert path.read_text() == changed
 
-    destroyed = harness.destroy()
-    assert [op for op, _, _ in destroyed.log] == ["delete"]
+    destroyed = engine.destroy()
+    assert destroyed.op("profile") == "delete"
+    assert destroyed.provider_calls["Delete"] == 1 and destroyed.provider_mutations == 1
     assert not path.exists()
+    assert engine.resources() == {}
 
 
 def test_a_new_name_replaces_the_profile_file(
-    host: DynHost, lab_sshd: LabSshd, names: Callable[[], str], tmp_path: Path
+    engine: Engine, lab_sshd: LabSshd, names: Callable[[], str]
 ) -> None:
     old, new = names(), names()
-    harness = Harness(tmp_path / "state.json", host)
-    harness.up(program(lab_sshd, old, profile_text(old)))
+    engine.up(program(lab_sshd, old, profile_text(old)))
 
-    report = harness.up(program(lab_sshd, new, profile_text(new)))
+    # The text changes too (it declares the name), but only the name forces the replacement.
+    assert replace_keys(engine, program(lab_sshd, new, profile_text(new))) == {"profile": ("name",)}
+    report = engine.up(program(lab_sshd, new, profile_text(new)))
 
     assert report.op("profile") == "replace"
-    assert list(report.replaced.values()) == [("name",)]
-    assert [op for op, _, _ in report.log] == ["create", "delete"]  # create-before-delete: two files
+    steps = [op for op, urn in report.steps if urn.endswith("::profile")]
+    assert steps == ["create-replacement", "replace", "delete-replaced"]  # create-before-delete: two files
+    assert report.provider_calls["Create"] == 1 and report.provider_calls["Delete"] == 1
+    assert report.provider_calls["Update"] == 0
     assert (Path(PROFILE_DIR) / new).exists()
     assert not (Path(PROFILE_DIR) / old).exists()
-    harness.destroy()
+    engine.destroy()
+    assert not (Path(PROFILE_DIR) / new).exists()
 
 
 def test_a_broken_profile_fails_create_with_the_parsers_error_and_leaves_nothing(
-    host: DynHost, lab_sshd: LabSshd, names: Callable[[], str], tmp_path: Path
+    engine: Engine, lab_sshd: LabSshd, names: Callable[[], str]
 ) -> None:
     name = names()
-    harness = Harness(tmp_path / "state.json", host)
     broken = profile_text(name, extra="deny /dev/mem rwklx")  # the rule lacks its comma
 
-    with pytest.raises(ProviderError) as caught:
-        harness.up(program(lab_sshd, name, broken))
+    with pytest.raises(CommandError) as caught:
+        engine.up(program(lab_sshd, name, broken))
 
-    details = caught.value.details
+    details = str(caught.value)
+    assert "profile **creating failed" in details  # the engine's word for the step that failed
     assert "AppArmorLoadError" in details
     assert f"{lab_sshd.host}: compiling AppArmor profile {name}" in details, SIMULATED
     assert f"`apparmor_parser -Q -K -T {PROFILE_DIR}/{name}` exited 1" in details
     assert f"AppArmor parser error for {PROFILE_DIR}/{name}" in details
     assert "syntax error" in details
     assert not (Path(PROFILE_DIR) / name).exists(), "a refused profile must not stay in /etc/apparmor.d"
-    assert harness.destroy().log == []  # nothing was recorded
+    assert engine.resources() == {} and engine.pending_deletes() == []  # nothing was recorded
+    assert engine.destroy().provider_mutations == 0
 
 
 def test_a_broken_update_keeps_the_previous_profile(
-    host: DynHost, lab_sshd: LabSshd, names: Callable[[], str], tmp_path: Path
+    engine: Engine, lab_sshd: LabSshd, names: Callable[[], str]
 ) -> None:
     name = names()
     path = Path(PROFILE_DIR) / name
-    harness = Harness(tmp_path / "state.json", host)
     good = profile_text(name)
-    harness.up(program(lab_sshd, name, good))
+    engine.up(program(lab_sshd, name, good))
+    before = engine.resource("profile")
 
-    with pytest.raises(ProviderError) as caught:
-        harness.up(program(lab_sshd, name, profile_text(name, extra="deny /dev/mem rwklxq,")))
+    with pytest.raises(CommandError) as caught:
+        engine.up(program(lab_sshd, name, profile_text(name, extra="deny /dev/mem rwklxq,")))
 
-    assert caught.value.method == "Update"
-    assert f"compiling AppArmor profile {name} (compile-only" in caught.value.details, SIMULATED
+    details = str(caught.value)
+    assert "profile **updating failed" in details  # the engine's word: its Update failed, no replace
+    assert f"compiling AppArmor profile {name} (compile-only" in details, SIMULATED
 
     assert path.read_text() == good, "the previous text is put back when the parser refuses the new one"
-    assert harness.up(program(lab_sshd, name, good)).mutations == 0
-    harness.destroy()
+    after = engine.resource("profile")
+    assert (after.id, after.outputs["sha256"]) == (before.id, sha256(good))  # the state says so too
+    again = engine.up(program(lab_sshd, name, good))
+    assert again.changes == 0 and again.provider_mutations == 0
+    engine.destroy()
     assert not path.exists()
 
 
 def test_check_refuses_a_name_the_text_does_not_declare(
-    host: DynHost, lab_sshd: LabSshd, names: Callable[[], str], tmp_path: Path
+    engine: Engine, lab_sshd: LabSshd, names: Callable[[], str]
 ) -> None:
     name = names()
-    harness = Harness(tmp_path / "state.json", host)
 
-    with pytest.raises(CheckFailedError) as caught:
-        harness.up(program(lab_sshd, name, profile_text("phoenix-someone-else")))
+    with pytest.raises(CommandError) as caught:
+        engine.up(program(lab_sshd, name, profile_text("phoenix-someone-else")))
 
-    [(prop, reason)] = caught.value.failures
-    assert prop == "content"
+    details = str(caught.value)
+    # The engine's rendering of a check failure: "property <prop> value {<value>} has a problem: <reason>".
+    assert "property content value {" in details
     assert (
-        f"name '{name}' does not match the profile the text declares (`profile phoenix-someone-else`)"
-        in reason
+        f"has a problem: name '{name}' does not match the profile the text declares"
+        " (`profile phoenix-someone-else`)" in details
     )
+    assert "property name value" not in details  # the one failure is the content's
     assert not (Path(PROFILE_DIR) / name).exists()
+    assert engine.resources() == {}

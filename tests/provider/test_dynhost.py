@@ -13,9 +13,9 @@ import grpc
 import pulumi
 import pytest
 
+from tests.support.capture import Registration, capture
 from tests.support.dynhost import PROVIDER_KEY, UNKNOWN, DynHost, ProviderError, is_secret, reveal, secret
 from tests.support.example_provider import Note, NoteProvider, fingerprint, read_oplog
-from tests.support.harness import Registration, capture
 
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nplain-test-key-4c1d\n-----END OPENSSH PRIVATE KEY-----"
 TOKEN = "tok-plain-93be"

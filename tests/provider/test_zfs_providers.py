@@ -1,5 +1,7 @@
-"""ZfsDataset, ZfsSnapshot and ZfsClone through the real provider host, over SSH to the lab sshd, on the
-lab's real zfs-fuse pool (lab-marked, except the check tests at the end, which need no host).
+"""ZfsDataset, ZfsSnapshot and ZfsClone over SSH to the lab sshd, on the lab's real zfs-fuse pool
+(lab-marked, except the check tests at the end, which need no host): their lifecycle under the real Pulumi
+engine (cli-marked), and the provider's errors through the real provider host, RPC by RPC, with the
+inputs the engine would send (tests/support/capture.py).
 
 Every assertion about the host is made with the lab's own ``zfs`` (``LabZpool``), never with the
 provider's outputs alone. Each test's datasets are destroyed by the ``lab_zfs`` fixture afterwards, and
@@ -12,27 +14,64 @@ import secrets
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pulumi.automation import CommandError
 
 from providers.zfs_clone import ZfsClone, ZfsCloneArgs
 from providers.zfs_dataset import ZfsDataset, ZfsDatasetArgs
 from providers.zfs_snapshot import ZfsSnapshot, ZfsSnapshotArgs
 from tests.lab.sshd import LabSshd
 from tests.lab.zfs import LabZpool
+from tests.support.capture import Registration, capture
 from tests.support.dynhost import UNKNOWN, DynHost, ProviderError, secret
-from tests.support.harness import CheckFailedError, Drift, Harness, Registration, capture
+from tests.support.engine import Drift, Engine, Report
 
 lab = pytest.mark.lab
+cli = pytest.mark.cli
 
 
 @pytest.fixture(scope="module")
 def host(lab_sshd: LabSshd) -> Iterator[DynHost]:
+    """The provider host itself, for the direct-call tests."""
     with DynHost(config={"phoenix:sshPrivateKey": secret(lab_sshd.user_private_key)}) as running:
         yield running
+
+
+@pytest.fixture
+def engine(lab_sshd: LabSshd, pulumi_bin: Path, tmp_path: Path) -> Engine:
+    """A stack under the real engine, the lab user's key as its secret config."""
+    return Engine(
+        tmp_path / "engine",
+        "zfs",
+        secrets={"phoenix:sshPrivateKey": lab_sshd.user_private_key},
+        bin_dir=pulumi_bin,
+    )
+
+
+RESOURCE_CALLS = ("Check", "Diff", "Create", "Update", "Delete", "Read")
+
+
+def resource_calls(calls: Counter[str]) -> dict[str, int]:
+    """The engine's calls about resources (the plugin's handshake and configuration left out)."""
+    return {m: n for m, n in calls.items() if m in RESOURCE_CALLS and n}
+
+
+def stored_files(engine: Engine) -> str:
+    """Every file the engine keeps for the stack (the file backend's state, history and backups, the CLI's
+    home, the workspace's stack config), the driver's gRPC debug logs aside (they record Configure's
+    config in the clear, as ``PULUMI_DEBUG_GRPC`` does for anyone who turns it on)."""
+    roots = [engine.root, Path(engine.stack.workspace.work_dir)]
+    return "".join(
+        f.read_text(errors="replace")
+        for root in roots
+        for f in sorted(root.rglob("*"))
+        if f.is_file() and not f.name.startswith("grpc-")
+    )
 
 
 @pytest.fixture
@@ -71,20 +110,22 @@ def models_program(
 
 
 @lab
+@cli
 def test_up_again_change_rename_and_destroy(
-    host: DynHost, lab_sshd: LabSshd, lab_zfs: LabZpool, prefix: str, tmp_path: Path
+    engine: Engine, lab_sshd: LabSshd, lab_zfs: LabZpool, prefix: str
 ) -> None:
     before = set(lab_zfs.datasets())
-    harness = Harness(tmp_path / "state.json", host)
+    runs: list[Report] = []
 
     # Preview: the clone's origin is unknown until the snapshot exists; check lets it through.
-    preview = harness.preview(models_program(lab_sshd, prefix))
-    assert preview.counts == {"create": 3}
+    assert engine.preview(models_program(lab_sshd, prefix)) == {"create": 4}  # three and the stack
     assert set(lab_zfs.datasets()) == before
 
-    created = harness.up(models_program(lab_sshd, prefix))
+    created = engine.up(models_program(lab_sshd, prefix))
+    runs.append(created)
 
-    assert created.counts == {"create": 3}
+    assert created.summary == {"create": 4}
+    assert [created.op(n) for n in ("models", "models-v1", "models-clone")] == ["create"] * 3
     assert lab_zfs.get(f"{prefix}-clone", "origin") == f"{prefix}@v1"  # a clone, not a copy
     assert created.exports["origin"] == f"{prefix}@v1"
     assert lab_zfs.get(prefix, "quota") == str(256 * 2**20)
@@ -92,57 +133,65 @@ def test_up_again_change_rename_and_destroy(
     assert created.exports["mountpoint"] == str(lab_zfs.mount_root / "data" / prefix.rsplit("/", 1)[1])
     guid = lab_zfs.get(prefix, "guid")
 
-    again = harness.up(models_program(lab_sshd, prefix))
-    assert again.changed == {}
-    assert again.mutations == 0
-    assert again.provider_calls == {"Check": 3, "Diff": 3}
+    again = engine.up(models_program(lab_sshd, prefix))
+    runs.append(again)
+    assert again.changed == {} and again.changes == 0
+    assert again.provider_mutations == 0
+    assert resource_calls(again.provider_calls) == {"Check": 3, "Diff": 3}
 
     # A changed quota and a dropped user property: an update in place (same dataset: same guid).
-    changed = harness.up(models_program(lab_sshd, prefix, properties={"quota": "512M"}))
-    assert changed.changed == {harness.resource("models").urn: "update"}
+    changed = engine.up(models_program(lab_sshd, prefix, properties={"quota": "512M"}))
+    runs.append(changed)
+    assert changed.changed == {engine.resource("models").urn: "update"}
     assert lab_zfs.get(prefix, "quota") == str(512 * 2**20)
     assert lab_zfs.get(prefix, "org.phoenix:role") == "-"  # inherited from nowhere: unset
     assert lab_zfs.get(prefix, "guid") == guid
-    assert harness.resource("models").outputs["properties"] == {"quota": str(512 * 2**20)}
+    assert engine.resource("models").outputs["properties"] == {"quota": str(512 * 2**20)}
 
     # A new clone name is a new identity: the new clone is made, then the old one destroyed.
-    renamed = harness.up(models_program(lab_sshd, prefix, properties={"quota": "512M"}, clone="clone2"))
-    assert renamed.changed == {harness.resource("models-clone").urn: "replace"}
-    assert [op for op, _urn, _id in renamed.log] == ["create", "delete"]
+    renamed = engine.up(models_program(lab_sshd, prefix, properties={"quota": "512M"}, clone="clone2"))
+    runs.append(renamed)
+    assert renamed.changed == {engine.resource("models-clone").urn: "replace"}
+    steps = [op for op, urn in renamed.steps if urn.endswith("::models-clone")]
+    assert steps == ["create-replacement", "replace", "delete-replaced"]  # create-before-delete
     assert lab_zfs.exists(f"{prefix}-clone2")
     assert not lab_zfs.exists(f"{prefix}-clone")
     assert lab_zfs.get(f"{prefix}-clone2", "origin") == f"{prefix}@v1"
 
-    destroyed = harness.destroy()
-    assert destroyed.counts == {"delete": 3}
+    stored = engine.export_text() + stored_files(engine)
+    destroyed = engine.destroy()
+    runs.append(destroyed)
+    assert destroyed.summary == {"delete": 4}
+    assert destroyed.provider_calls["Delete"] == 3
     assert set(lab_zfs.datasets()) == before
     key_line = lab_sshd.user_private_key.splitlines()[1]
-    assert key_line not in harness.state_text() and key_line not in host.stderr + host.stdout
+    assert key_line not in stored + stored_files(engine), "the key in the stack's state or config"
+    assert key_line not in "".join(run.stdout for run in runs), "the key in the engine's output"
 
 
 @lab
+@cli
 def test_refresh_sees_drift_and_out_of_band_destroy(
-    host: DynHost, lab_sshd: LabSshd, lab_zfs: LabZpool, prefix: str, tmp_path: Path
+    engine: Engine, lab_sshd: LabSshd, lab_zfs: LabZpool, prefix: str
 ) -> None:
-    harness = Harness(tmp_path / "state.json", host)
     program = models_program(lab_sshd, prefix)
-    harness.up(program)
-    dataset, clone = harness.resource("models"), harness.resource("models-clone")
+    engine.up(program)
+    dataset, clone = engine.resource("models"), engine.resource("models-clone")
 
     lab_zfs.zfs("set", "quota=1G", prefix)
     lab_zfs.zfs("destroy", f"{prefix}-clone")
-    drift = harness.refresh()
+    drift = engine.refresh()
 
     assert drift[dataset.urn] == Drift("changed", ("properties",))
-    assert harness.resource("models").outputs["properties"]["quota"] == str(2**30)  # the live value
+    assert engine.resource("models").outputs["properties"]["quota"] == str(2**30)  # the live value
     assert drift[clone.urn] == Drift("gone")
-    assert drift[harness.resource("models-v1").urn] == Drift("same")
+    assert drift[engine.resource("models-v1").urn] == Drift("same")
 
-    repaired = harness.up(program)
+    repaired = engine.up(program)
     assert repaired.changed == {dataset.urn: "update", clone.urn: "create"}
     assert lab_zfs.get(prefix, "quota") == str(256 * 2**20)
     assert lab_zfs.get(f"{prefix}-clone", "origin") == f"{prefix}@v1"
-    harness.destroy()
+    engine.destroy()
 
 
 # --- direct provider calls, as the engine makes them ------------------------------------------------------
@@ -318,16 +367,20 @@ def test_check_tolerates_an_origin_unknown_at_preview(bare_host: DynHost) -> Non
     assert checked.inputs["properties"] == {"recordsize": "16384"}
 
 
-def test_a_bad_name_stops_up_before_any_host_call(bare_host: DynHost, tmp_path: Path) -> None:
+@cli
+def test_a_bad_name_stops_up_before_any_host_call(pulumi_bin: Path, tmp_path: Path) -> None:
     from providers.host import SshTarget
 
     target = SshTarget("127.0.0.1", 1, "root", "SHA256:" + "A" * 43)  # nothing listens: no call may run
-    harness = Harness(tmp_path / "state.json", bare_host)
+    engine = Engine(tmp_path / "engine", "zfs-check", bin_dir=pulumi_bin)
 
     def program() -> None:
         ZfsSnapshot("snap", ZfsSnapshotArgs(dataset="rpool/data/m", snapshot="v/1"), ssh_target=target)
 
-    with pytest.raises(CheckFailedError) as raised:
-        harness.up(program)
-    assert "snapshot" in str(raised.value) and "'v/1'" in str(raised.value)
-    assert bare_host.calls["Create"] == 0
+    with pytest.raises(CommandError) as raised:
+        engine.up(program)
+    details = str(raised.value)
+    assert "property snapshot value {v/1} has a problem" in details and "'v/1'" in details
+    assert "snap **failed**" in details  # refused at check: no create step ran ("**creating failed")
+    assert "SshConnectError" not in details and "Connection refused" not in details  # nor any host call
+    assert engine.resources() == {}

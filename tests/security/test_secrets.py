@@ -6,10 +6,13 @@ Two scans with canary secrets:
   and as ``PHOENIX_*`` environment variables; no registration's inputs (the pulumi-proxmoxve provider aside,
   where they must stay secret-marked), no pickled dynamic provider (``__provider``, base64-decoded) and no
   stack output may hold them;
-- **lab, the real providers through the provider host**: a template layer (API + SSH) and a ZFS dataset
-  (SSH) go through up, up again, a failing up, refresh and destroy; the state file, the pickled providers
-  in it, every output, the provider host's stdout and stderr and the error text are scanned. The canaries
-  there are the lab's own: the fake's random root@pam password and the lab user's private key.
+- **lab, the real providers under the real Pulumi engine**: a template layer (API + SSH) and a ZFS dataset
+  (SSH) go through up, up again, refresh, a failing refresh and destroy; ``pulumi stack export`` as the CLI
+  prints it, every file of the file backend (state, history, backups) and of the workspace (the stack's
+  config, where the secrets are Pulumi secrets), the pickled providers in the state, every output, the
+  engine's own output (which carries what the provider processes print) and the error text are scanned.
+  The canaries there are the lab's own: the fake's random root@pam password and the lab user's private
+  key, given to the stack as secret config.
 """
 
 from __future__ import annotations
@@ -24,15 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pulumi.automation import CommandError
 from pulumi.runtime import rpc
 
 from providers.zfs_dataset import ZfsDataset, ZfsDatasetArgs
-from tests.faults.chain import Chain, chain_program, guests, provider_host
+from tests.faults.chain import Chain, chain_engine, chain_program, guests
 from tests.lab.host import LabHost
 from tests.lab.pve import NODE
 from tests.mocks.test_program import ROOT, STACKS, run_program, stack_outputs
-from tests.support.dynhost import PROVIDER_KEY, ProviderError
-from tests.support.harness import Harness
+from tests.support.dynhost import PROVIDER_KEY
+from tests.support.engine import Engine
 from tests.support.recording import install
 
 
@@ -47,7 +51,10 @@ def decoded_pickles(value: Any) -> Iterator[bytes]:
     if isinstance(value, dict):
         for key, item in value.items():
             if key == PROVIDER_KEY:
-                text = rpc.unwrap_rpc_secret(item)
+                if isinstance(item, dict) and "plaintext" in item:  # revealed by `export --show-secrets`
+                    text = json.loads(item["plaintext"])
+                else:
+                    text = rpc.unwrap_rpc_secret(item)
                 if isinstance(text, str):
                     try:
                         yield base64.b64decode(text, validate=True)
@@ -105,8 +112,26 @@ def test_no_secret_in_any_registration_pickle_or_output(stack: str, monkeypatch:
 # ------------------------------------------------------------------------------- the lab, real providers
 
 
+def stored_files(engine: Engine) -> dict[str, bytes]:
+    """Every file the engine keeps for the stack: everything under its root (the file backend's state,
+    history, backups and locks; the CLI's home) and the workspace (Pulumi.yaml, the stack's config with
+    its sealed secrets). Left out: the gRPC debug logs the test driver asks for (``PULUMI_DEBUG_GRPC``,
+    its instrument for counting provider calls), which record Configure's config in the clear, as that
+    debug option does for anyone who turns it on."""
+    roots = [engine.root, Path(engine.stack.workspace.work_dir)]
+    return {
+        str(f): f.read_bytes()
+        for root in roots
+        for f in sorted(root.rglob("*"))
+        if f.is_file() and not f.name.startswith("grpc-")
+    }
+
+
 @pytest.mark.lab
-def test_no_secret_in_state_outputs_or_provider_host_logs(lab_host: LabHost, tmp_path: Path) -> None:
+@pytest.mark.cli
+def test_no_secret_in_state_outputs_or_engine_output(
+    lab_host: LabHost, pulumi_bin: Path, tmp_path: Path
+) -> None:
     password, private_key = lab_host.pve.password, lab_host.sshd.user_private_key
     canaries = [password, *key_lines(private_key)]
     assert len(password) >= 16 and len(canaries) >= 4
@@ -121,29 +146,38 @@ def test_no_secret_in_state_outputs_or_provider_host_logs(lab_host: LabHost, tmp
         )
         return {**exports, "mountpoint": data.mountpoint}
 
+    engine = chain_engine(lab_host, tmp_path / "engine")  # the secrets arrive as secret stack config
     seen: list[str] = []
-    with provider_host(lab_host) as host:
-        harness = Harness(tmp_path / "state.json", host)
-        seen.append(json.dumps(harness.up(program).outputs, default=str))
-        seen.append(json.dumps(harness.up(program).outputs, default=str))
-        seen.append(json.dumps(harness.refresh(), default=str))
-        # A failing call: its error text travels to the user.
-        lab_host.pve.fail(
-            "GET", f"/nodes/{NODE}/lxc/9100/config", status=500, message="unable to parse value", times=1
-        )
-        with pytest.raises(ProviderError) as raised:
-            harness.refresh()
-        seen.append(raised.value.details)
-        state = harness.state_text()
-        pickles = list(decoded_pickles(json.loads(state)))
-        harness.destroy()
-        seen.append(harness.state_text())
-        logs = host.stdout + host.stderr
+    for run in (engine.up(program), engine.up(program)):
+        seen += [json.dumps(run.outputs, default=str), run.stdout]
+    seen.append(json.dumps(engine.refresh(), default=str))
+    # A failing call: its error text travels to the user.
+    lab_host.pve.fail(
+        "GET", f"/nodes/{NODE}/lxc/9100/config", status=500, message="unable to parse value", times=1
+    )
+    with pytest.raises(CommandError) as raised:
+        engine.refresh()
+    assert "unable to parse value" in str(raised.value)
+    seen.append(str(raised.value))
+    exported = engine.export_text()  # `pulumi stack export`, secrets sealed
+    assert dataset in exported and "TemplateLayer" in exported  # the real state, both resources in it
+    shown = json.loads(engine.cli("stack", "export", "--show-secrets", "--stack", engine.name).stdout)
+    pickles = list(decoded_pickles(shown))  # the providers as stored, opened, so sealed ones count too
+    before_destroy = stored_files(engine)
+    destroyed = engine.destroy()
+    seen += [destroyed.stdout, engine.export_text()]
+    after_destroy = stored_files(engine)
 
     # The layer's and the dataset's providers (in inputs and outputs) were scanned too.
     assert {b"TemplateLayerProvider" in p for p in pickles} == {True, False} and len(pickles) == 4
     assert guests(lab_host) == []
-    for where, text in [("state", state), ("logs", logs), *((f"seen[{n}]", t) for n, t in enumerate(seen))]:
+    assert any("backend" in path for path in before_destroy), "the file backend's state was scanned"
+    texts = [
+        ("stack export", exported.encode()),
+        *((f"stored {path}", data) for path, data in {**before_destroy, **after_destroy}.items()),
+        *((f"seen[{n}]", t.encode()) for n, t in enumerate(seen)),
+    ]
+    for where, text in texts:
         assert leaks(text, canaries) == [], where
     for pickle in pickles:
         assert leaks(pickle, canaries) == [], "a secret pickled into a provider in state"

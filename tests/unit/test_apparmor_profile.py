@@ -32,7 +32,7 @@ from providers.apparmor_profile import (
 from providers.command import Argv, CommandResult, LocalExecutor, display, render, write_file_argv
 from providers.errors import SshConnectError
 from providers.host import SshTarget
-from tests.support.harness import capture
+from tests.support.capture import capture
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "apparmor").iterdir())

@@ -45,7 +45,7 @@ from providers.nvidia_driver import (
     uninstall_argv,
     userspace_mismatch,
 )
-from tests.support.harness import capture
+from tests.support.capture import capture
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia"
 SHA = "a" * 64

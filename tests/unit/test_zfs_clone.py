@@ -23,7 +23,7 @@ from providers.zfs_clone import (
     ZfsCloneProvider,
 )
 from providers.zfs_dataset import diff_filesystem
-from tests.support.harness import capture
+from tests.support.capture import capture
 from tests.unit.zfs_fakes import TARGET, Answer, FakeExecutor, fixture, missing, on, unknown
 
 NAME = "rpool/data/vllm-301-models"

@@ -25,7 +25,7 @@ from providers.zfs_dataset import (
     ZfsDatasetProvider,
     diff_filesystem,
 )
-from tests.support.harness import capture
+from tests.support.capture import capture
 from tests.unit.zfs_fakes import TARGET, Answer, FakeExecutor, fixture, get_rows, missing, on, unknown
 
 NAME = "rpool/data/models"

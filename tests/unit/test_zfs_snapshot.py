@@ -16,7 +16,7 @@ from providers.zfs_snapshot import (
     clones_of,
     diff_snapshot,
 )
-from tests.support.harness import capture
+from tests.support.capture import capture
 from tests.unit.zfs_fakes import TARGET, Answer, FakeExecutor, fixture, missing, on, unknown
 
 NAME = "rpool/data/models@v1"
