@@ -13,13 +13,14 @@ checks are off, and the CLI's home is the test's own).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -166,7 +167,7 @@ class _Events:
             self.steps.append((OpType(meta.op).value, meta.urn, tuple(meta.diffs or ())))
 
     def report(
-        self, summary: Mapping[Any, int] | None, outputs: Mapping[str, Any], stdout: str, grpc: Path
+        self, summary: Mapping[Any, int] | None, outputs: Mapping[str, Any], stdout: str, calls: Counter[str]
     ) -> Report:
         ops: dict[str, Op] = {}
         for op, urn, _diffs in self.steps:
@@ -177,7 +178,7 @@ class _Events:
             summary={str(getattr(k, "value", k)): int(v) for k, v in (summary or {}).items()},
             outputs=dict(outputs),
             stdout=stdout,
-            provider_calls=provider_calls(grpc),
+            provider_calls=calls,
         )
 
 
@@ -250,12 +251,25 @@ class Engine:
     def name(self) -> str:
         return self.stack.name
 
-    def _grpc_log(self) -> Path:
-        """A fresh gRPC log for the next CLI run (the engine writes every RPC it makes there)."""
+    last_provider_calls: Counter[str]
+    """The ResourceProvider RPCs of the latest CLI run, failed ones included."""
+
+    @contextlib.contextmanager
+    def _counting(self) -> Iterator[Callable[[], Counter[str]]]:
+        """One CLI run with ``PULUMI_DEBUG_GRPC`` on, its provider calls counted afterwards.
+
+        The engine logs every RPC in full, the Configure call's config (the stack's secrets) included,
+        so the log is read and deleted as soon as the run ends, failed or not: no secret stays on disk.
+        """
         self._runs = getattr(self, "_runs", 0) + 1
         log = self.root / f"grpc-{self._runs}.jsonl"
         self.stack.workspace.env_vars["PULUMI_DEBUG_GRPC"] = str(log)
-        return log
+        self.last_provider_calls = Counter()
+        try:
+            yield lambda: self.last_provider_calls
+        finally:
+            self.last_provider_calls = provider_calls(log)
+            log.unlink(missing_ok=True)
 
     def set_program(self, program: Callable[[], Any]) -> None:
         """The inline program of the next runs. A dict it returns becomes its stack outputs, as if it had
@@ -272,10 +286,11 @@ class Engine:
     def up(self, program: Callable[[], Any] | None = None) -> Report:
         if program is not None:
             self.set_program(program)
-        events, grpc = _Events(), self._grpc_log()
-        result = self.stack.up(on_event=events, color="never", suppress_progress=True)
+        events = _Events()
+        with self._counting() as calls:
+            result = self.stack.up(on_event=events, color="never", suppress_progress=True)
         outputs = {k: v.value for k, v in result.outputs.items()}
-        return events.report(result.summary.resource_changes, outputs, result.stdout, grpc)
+        return events.report(result.summary.resource_changes, outputs, result.stdout, calls())
 
     def preview(
         self, program: Callable[[], Any] | None = None, *, expect_no_changes: bool = False
@@ -283,15 +298,15 @@ class Engine:
         """``pulumi preview``: the engine's change summary (op → count); nothing is changed."""
         if program is not None:
             self.set_program(program)
-        self._grpc_log()
-        result = self.stack.preview(color="never", expect_no_changes=expect_no_changes)
+        with self._counting():
+            result = self.stack.preview(color="never", expect_no_changes=expect_no_changes)
         return {str(getattr(k, "value", k)): int(v) for k, v in result.change_summary.items()}
 
     def refresh(self) -> dict[str, Drift]:
         """URN → what ``pulumi refresh`` found, for every resource in the state."""
         before = self.resources()
-        self._grpc_log()
-        self.stack.refresh(color="never", suppress_progress=True)
+        with self._counting():
+            self.stack.refresh(color="never", suppress_progress=True)
         after = self.resources()
         drift: dict[str, Drift] = {}
         for urn, old in before.items():
@@ -304,9 +319,10 @@ class Engine:
         return drift
 
     def destroy(self) -> Report:
-        events, grpc = _Events(), self._grpc_log()
-        result = self.stack.destroy(on_event=events, color="never", suppress_progress=True)
-        return events.report(result.summary.resource_changes, {}, result.stdout, grpc)
+        events = _Events()
+        with self._counting() as calls:
+            result = self.stack.destroy(on_event=events, color="never", suppress_progress=True)
+        return events.report(result.summary.resource_changes, {}, result.stdout, calls())
 
     def export(self) -> dict[str, Any]:
         """``pulumi stack export``: the deployment as stored (secrets sealed)."""
