@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from phoenix_components.models import (
+    ESCAPABLE_PROFILES,
     PATTERN_RULES,
     PVE_BUILTIN_PROFILES,
     UNCONFINED,
@@ -734,6 +735,13 @@ def _check_container(
                 f"{path}.apparmor_profile",
                 '`unconfined` needs the explicit opt-out insecure.unconfined_apparmor: "<reason>"',
             )
+    elif profile in ESCAPABLE_PROFILES and ct.insecure.unconfined_apparmor is None:
+        yield Problem(
+            f,
+            f"{path}.apparmor_profile",
+            f"{profile!r} lets a process in the container change to `unconfined`; use Phoenix's "
+            '`phoenix-lxc-nesting`, or opt out with insecure.unconfined_apparmor: "<reason>"',
+        )
     elif profile not in PVE_BUILTIN_PROFILES and profile not in host.apparmor_profiles:
         yield Problem(
             f,

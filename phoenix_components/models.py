@@ -56,6 +56,9 @@ Fingerprint = Annotated[str, StringConstraints(pattern=r"^SHA256:[A-Za-z0-9+/]{4
 # AppArmor profiles PVE itself provides; anything else must be one the host config loads.
 PVE_BUILTIN_PROFILES = frozenset({"lxc-container-default-cgns", "lxc-container-default-with-nesting"})
 UNCONFINED = "unconfined"
+# PVE profiles that let a confined process leave confinement (`change_profile -> unconfined`, shown under a
+# real AppArmor kernel in tests/apparmor_vm): naming one needs the same opt-out as `unconfined`.
+ESCAPABLE_PROFILES = frozenset({"lxc-container-default-with-nesting"})
 
 
 class Model(BaseModel):
@@ -550,6 +553,33 @@ class SnapshotPolicy(Model):
     )
 
 
+# A guest's own environment values for its feature scripts (containers[].feature_env). The name is a shell
+# variable name outside PHOENIX_* (checked by Container), which Phoenix sets itself (target, pinned
+# versions): a guest cannot override a pin that way. A value travels as one `env NAME=VALUE` argument,
+# quoted once, so any text is safe but control characters (a line break would end the variable for a
+# script that writes it into a config file line).
+FeatureEnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+FeatureEnvValue = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{0,4096}$")]
+FileMode = Annotated[str, StringConstraints(pattern=r"^0[0-7]{3}$")]
+
+
+class FeatureFile(Model):
+    """A file written into the guest, from its config, before its feature scripts run (a Caddyfile, a CA
+    policy); a changed file runs the guest's features again, in the same guest."""
+
+    path: AbsPath
+    content: Annotated[str, StringConstraints(max_length=1_048_576)]
+    mode: FileMode = "0644"
+
+    @field_validator("path")
+    @classmethod
+    def _plain_path(cls, value: str) -> str:
+        parts = value.split("/")
+        if value == "/" or value.endswith("/") or any(p in (".", "..") for p in parts) or "" in parts[1:]:
+            raise ValueError(f"{value!r}: a file's absolute path, without `.`, `..` or empty parts")
+        return value
+
+
 class Container(Model):
     """A workload LXC container: a linked clone of a template layer."""
 
@@ -567,7 +597,15 @@ class Container(Model):
     pve_features: PveFeatures = PveFeatures()
     network: Network
     gpus: list[Annotated[int, Field(ge=0, le=15)]] = []
-    features: list[Name] = Field(default=[], description="extra feature scripts run on top of the layer")
+    features: list[Name] = Field(
+        default=[], description="feature scripts run in this guest once started (GuestFeatures), in order"
+    )
+    feature_env: dict[FeatureEnvName, FeatureEnvValue] = Field(
+        default={}, description="environment values every one of this guest's feature scripts gets"
+    )
+    feature_files: list[FeatureFile] = Field(
+        default=[], description="files written into the guest before its feature scripts run"
+    )
     apparmor_profile: Name = "lxc-container-default-cgns"
     mounts: list[Mount] = []
     firewall: Firewall = Firewall()
@@ -587,6 +625,30 @@ class Container(Model):
         if len(set(value)) != len(value):
             raise ValueError(f"GPU indices listed twice: {value}")
         return value
+
+    @field_validator("feature_env")
+    @classmethod
+    def _not_phoenix_variables(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(name for name in value if name.upper().startswith("PHOENIX_"))
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)}: PHOENIX_* variables are Phoenix's own (target, pins)")
+        return value
+
+    @field_validator("feature_files")
+    @classmethod
+    def _unique_files(cls, value: list[FeatureFile]) -> list[FeatureFile]:
+        paths = [f.path for f in value]
+        twice = sorted({p for p in paths if paths.count(p) > 1})
+        if twice:
+            raise ValueError(f"files listed twice: {', '.join(twice)}")
+        return value
+
+    @model_validator(mode="after")
+    def _parameters_need_features(self) -> Container:
+        """Feature parameters without features would validate and then reach nothing."""
+        if (self.feature_env or self.feature_files) and not self.features:
+            raise ValueError("feature_env and feature_files are only for a guest that has features")
+        return self
 
 
 # One authorized_keys entry: a key type sshd knows, the base64 key, an optional comment. No control
@@ -695,5 +757,10 @@ PATTERN_RULES: dict[str, str] = {
     _pattern_of(ExtraArg): "one argument without spaces: a --flag, a --flag=value, or a value",
     _pattern_of(Version): "a version: letters, digits and `.:+~_-`, starting with a letter or "
     "digit, at most 64 characters",
+    _pattern_of(FeatureEnvName): "an environment variable name: letters, digits and `_`, not starting "
+    "with a digit, at most 128 characters",
+    _pattern_of(FeatureEnvValue): "at most 4096 characters, without control characters (line breaks, "
+    "tabs, NUL)",
+    _pattern_of(FileMode): "an octal file mode of four digits starting with 0, e.g. 0644",
 }
 """Every pattern the models use, as the rule a person reads in an error (tests/unit check all are here)."""
