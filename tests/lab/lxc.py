@@ -76,15 +76,21 @@ class LabLxc:
         return self.pct("status", str(vmid)).stdout.strip() == "status: running"
 
 
+def seed_rootfs(zpool: LabZpool, rootfs: Path) -> str:
+    """Copy the cached rootfs into `<pool>/lab/rootfs-bookworm` and snapshot it; returns the snapshot,
+    which every new guest volume is received from (the `lab_lxc_seed` fixture and the demo box)."""
+    dataset = f"{zpool.pool}/{SEED}"
+    zpool.zfs("create", "-p", dataset)
+    run(["cp", "-a", f"{rootfs}/.", str(zpool.mountpoint(dataset))], timeout=300)
+    zpool.zfs("snapshot", f"{dataset}@seed")
+    return f"{dataset}@seed"
+
+
 @pytest.fixture(scope="session")
 def lab_lxc_seed(lab_zpool: LabZpool, lab_rootfs: Path) -> str:
     """`rpool/lab/rootfs-bookworm@seed`: the cached rootfs copied into the pool once per session."""
     require_lab("lxc-start")
-    dataset = f"{lab_zpool.pool}/{SEED}"
-    lab_zpool.zfs("create", "-p", dataset)
-    run(["cp", "-a", f"{lab_rootfs}/.", str(lab_zpool.mountpoint(dataset))], timeout=300)
-    lab_zpool.zfs("snapshot", f"{dataset}@seed")
-    return f"{dataset}@seed"
+    return seed_rootfs(lab_zpool, lab_rootfs)
 
 
 @pytest.fixture

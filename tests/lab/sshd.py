@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.lab.requirements import require_lab
-from tests.lab.sshd_server import LabSshd, SshdServer
+from tests.lab.sshd_server import LabSshd, serve_sshd
 
 __all__ = ["LabSshd", "lab_sshd"]
 
@@ -20,9 +20,5 @@ __all__ = ["LabSshd", "lab_sshd"]
 def lab_sshd() -> Iterator[LabSshd]:
     """The running lab sshd. Fault tests that stop, kill or re-key it leave it running as they found it."""
     require_lab("sshd", "ssh-keygen")
-    server = SshdServer.create()
-    server.start()
-    try:
-        yield server.info()
-    finally:
-        server.remove()
+    with serve_sshd() as sshd:
+        yield sshd

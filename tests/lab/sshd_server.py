@@ -273,3 +273,15 @@ class LabSshd:
             )
         finally:
             self.server.use_host_key(original)
+
+
+@contextlib.contextmanager
+def serve_sshd(name: str | None = None) -> Iterator[LabSshd]:
+    """A started server under ``.lab/sshd/<name>`` (default: this process id); stopped and its directory
+    removed on exit. The ``lab_sshd`` fixture and the demo box (tests/lab/box.py) run it this way."""
+    server = SshdServer.create(name)
+    server.start()
+    try:
+        yield server.info()
+    finally:
+        server.remove()

@@ -8,6 +8,7 @@ by a crashed run (and the containers on it) is destroyed before a new one is mad
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,6 +37,7 @@ POOL_SIZE = "6G"  # sparse: only what tests write takes disk space
 DAEMON_TIMEOUT_S = 30
 DAEMON_STOP_S = 10  # it exits in ~1 s; longer means a mount is held, and SIGKILL follows (next run cleans up)
 SESSION_LOCK_TIMEOUT_S = 600  # another session's whole lab run may be ahead of us
+SESSION_LOCK = ZFS_DIR / "session.lock"
 
 
 @dataclass(frozen=True)
@@ -169,23 +171,36 @@ def create_pool(pool: str, image: Path, mount_root: Path) -> LabZpool:
     return lab
 
 
+def session_lock(timeout: float = SESSION_LOCK_TIMEOUT_S) -> contextlib.AbstractContextManager[None]:
+    """The one lock every user of the lab pool holds for as long as it uses it: a pytest session
+    (`lab_zpool`) or the demo box (tests/lab/box.py), so no two of them ever share the pool."""
+    return file_lock(SESSION_LOCK, timeout=timeout, what="the lab pool")
+
+
+@contextlib.contextmanager
+def fresh_pool() -> Iterator[LabZpool]:
+    """A fresh `rpool` (with `rpool/data`), zfs-fuse started if needed; destroyed, with its image, on exit
+    (and zfs-fuse stopped if this block started it). Only under :func:`session_lock`."""
+    pidfile = ZFS_DIR / "zfs-fuse.pid"
+    image, mount_root = ZFS_DIR / "pool.img", ZFS_DIR / "mnt"
+    started = start_daemon(pidfile)
+    try:
+        destroy_stale_pool(POOL, image, mount_root)
+        yield create_pool(POOL, image, mount_root)
+    finally:
+        try:
+            destroy_stale_pool(POOL, image, mount_root)
+        finally:
+            if started:
+                stop_daemon(pidfile)
+
+
 @pytest.fixture(scope="session")
 def lab_zpool() -> Iterator[LabZpool]:
     """A fresh `rpool` (with `rpool/data`) for the session; destroyed, with its image, at the end."""
     require_lab("zfs-fuse", "zfs")
-    pidfile = ZFS_DIR / "zfs-fuse.pid"
-    image, mount_root = ZFS_DIR / "pool.img", ZFS_DIR / "mnt"
-    with file_lock(ZFS_DIR / "session.lock", timeout=SESSION_LOCK_TIMEOUT_S, what="the lab pool"):
-        started = start_daemon(pidfile)
-        try:
-            destroy_stale_pool(POOL, image, mount_root)
-            yield create_pool(POOL, image, mount_root)
-        finally:
-            try:
-                destroy_stale_pool(POOL, image, mount_root)
-            finally:
-                if started:
-                    stop_daemon(pidfile)
+    with session_lock(), fresh_pool() as pool:
+        yield pool
 
 
 @pytest.fixture
