@@ -4,8 +4,9 @@ Named from the vmid (``ct-201``, ``vm-231``), never from list position, so reord
 nothing.
 
 - An LXC guest is the LxcGuest dynamic resource (a linked clone of its layer's template, GPUs via devN,
-  the AppArmor profile as a raw line before the first start), its PVE firewall (GuestFirewall) and,
-  when it has an engine config, a VllmService whose health check gates the deploy.
+  the AppArmor profile as a raw line before the first start), its PVE firewall (GuestFirewall), when it
+  declares features the GuestFeatures that run them in it once started (``pct exec``), and, when it has an
+  engine config, a VllmService whose health check gates the deploy.
 - A VM is a pulumi-proxmoxve ``VmLegacy`` cloned from a template made once per cloud image, with a
   cloud-init snippet that runs the same feature scripts as the layers, and its firewall. The snippet is a
   HostFile written over Phoenix's pinned SSH rather than ``FileLegacy``, whose own SSH client does not
@@ -29,6 +30,7 @@ from phoenix_components.models import Container, DatasetCloneMount, Firewall, Vm
 from phoenix_components.targets import api_target, ssh_target
 from phoenix_components.vllm import UNIT_PATH, render_unit
 from providers.command import render
+from providers.guest_features import GuestFeatures
 from providers.guest_firewall import GuestFirewall
 from providers.guest_snapshot import GuestSnapshot
 from providers.host_file import HostFile
@@ -149,6 +151,14 @@ class LxcGuest(pulumi.ComponentResource):
                 api_target(host),
                 pulumi.ResourceOptions(parent=self, depends_on=[self.guest]),
             )
+        self.features: GuestFeatures | None = None
+        if spec.features:
+            self.features = GuestFeatures(
+                f"{name}-features",
+                container_feature_inputs(env, spec, self.guest.instance),
+                target,
+                pulumi.ResourceOptions(parent=self, depends_on=[self.guest]),
+            )
         self.endpoint = None
         self.service: VllmServiceResource | None = None
         if spec.vllm is not None:
@@ -169,7 +179,10 @@ class LxcGuest(pulumi.ComponentResource):
                     "guest_name": spec.hostname,
                 },
                 target,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.guest]),
+                # The guest's own features (its config files, say) are in place before the server starts.
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=[self.guest, *([self.features] if self.features else [])]
+                ),
             )
         self.register_outputs(
             {
@@ -182,6 +195,32 @@ class LxcGuest(pulumi.ComponentResource):
                 "endpoint": self.endpoint,
             }
         )
+
+
+def container_feature_inputs(
+    env: Environment, spec: Container, guest_instance: pulumi.Input[str] | None = None
+) -> dict[str, object]:
+    """GuestFeatures' inputs for a container: each feature's script with its environment (the chain's pins
+    of it, as a VM gets them, plus the guest's own ``feature_env``) and the guest's ``feature_files``.
+
+    ``phoenix plan`` builds the provider's steps from these same inputs.
+    """
+    return {
+        "node": env.host.node,
+        "vmid": spec.vmid,
+        "features": [
+            {
+                "name": feature,
+                "script": env.feature_scripts[feature],
+                "env": {**feature_env(env, [feature], "lxc"), **spec.feature_env},
+            }
+            for feature in spec.features
+        ],
+        "files": [file.model_dump() for file in spec.feature_files],
+        # A replaced guest keeps its vmid: this is what tells the features they must run in it again.
+        "guest_instance": guest_instance,
+        "guest_name": spec.hostname,
+    }
 
 
 VM_FEATURES_DIR = "/var/lib/phoenix/features"

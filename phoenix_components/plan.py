@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from phoenix_components.chain import reuses_promoted_templates
 from phoenix_components.config import Environment
-from phoenix_components.features import exec_argv, feature_env
+from phoenix_components.features import exec_argv
 from phoenix_components.firewall import firewall_inputs
-from phoenix_components.guests import cloud_image_template_vmid
+from phoenix_components.guests import cloud_image_template_vmid, container_feature_inputs
 from phoenix_components.lxc_config import (
     GpuMinors,
     clone_dataset,
@@ -32,6 +32,7 @@ from phoenix_components.models import (
 )
 from phoenix_components.vllm import UNIT_PATH, engine_args
 from providers.command import display, write_file_argv
+from providers.guest_features import GuestFeaturesInputs, feature_steps
 from providers.guest_firewall import GuestFirewallInputs, plan_steps
 
 LAYER_VMID = "$vmid({})"
@@ -376,11 +377,10 @@ def _plan_container(
         steps.insert(
             2, _api("PUT", f"nodes/{node}/lxc/{ct.vmid}/resize", disk="rootfs", size=f"{ct.disk_gib}G")
         )
-    variables = feature_env(env, list(ct.features), "lxc")
-    steps += [_ssh(*exec_argv(ct.vmid, variables), stdin=f"features/{f}.sh") for f in ct.features]
     steps.append(_api("POST", f"nodes/{node}/lxc/{ct.vmid}/status/start"))
     b.add(name, "LxcGuest", deps + clones, steps, "guests", f"{ct.hostname} ({ct.vmid})")
     _plan_firewall(b, env, name, "lxc", ct.vmid, ct.firewall, "guests")
+    features = _plan_features(b, env, ct, name)
     if ct.snapshots is not None:
         policy = ct.snapshots
         b.add(
@@ -402,7 +402,7 @@ def _plan_container(
         b.add(
             f"vllm-{ct.vmid}",
             "VllmService",
-            [name],
+            [name, *features],
             [
                 _ssh(
                     "pct",
@@ -422,6 +422,16 @@ def _plan_container(
             "guests",
             server.served_model_name,
         )
+
+
+def _plan_features(b: _Builder, env: Environment, ct: Container, owner: str) -> list[str]:
+    """GuestFeatures' own steps (providers.guest_features.feature_steps) from the inputs the program sends."""
+    if not ct.features:
+        return []
+    inputs = GuestFeaturesInputs.from_props(container_feature_inputs(env, ct))
+    steps = [_ssh(*step.argv, stdin=step.stdin_label) for step in feature_steps(inputs)]
+    label = f"{', '.join(ct.features)} in {ct.hostname} ({ct.vmid})"
+    return [b.add(f"{owner}-features", "GuestFeatures", [owner], steps, "guests", label)]
 
 
 def _plan_vm(b: _Builder, env: Environment, vm: Vm, image: str) -> None:

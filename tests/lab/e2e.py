@@ -118,13 +118,25 @@ class LabGuest:
     startup_timeout_s: int = HEALTHY_STARTUP_S
     gpu_memory_utilization: float = 0.4
     snapshot_before_update: bool = False
+    # The guest's own feature scripts (GuestFeatures) and their parameters; empty for the default guests.
+    features: tuple[str, ...] = ()
+    feature_env: tuple[tuple[str, str], ...] = ()
+    feature_files: tuple[tuple[str, str], ...] = ()  # (path, content)
 
     @property
     def hostname(self) -> str:
         return f"lab-vllm-{self.vmid}"
 
     def to_json(self) -> dict[str, Any]:
+        own: dict[str, Any] = {}
+        if self.features:  # only then: a guest without features is exactly what it was before they existed
+            own = {
+                "features": list(self.features),
+                "feature_env": dict(self.feature_env),
+                "feature_files": [{"path": path, "content": text} for path, text in self.feature_files],
+            }
         return {
+            **own,
             "vmid": self.vmid,
             "hostname": self.hostname,
             "layer": "vllm",
@@ -180,6 +192,13 @@ def write_lab_config(root: Path, host: LabHost, guests: Sequence[LabGuest]) -> P
     (env_dir / "host.json").write_text(json.dumps(lab_host_json(host, nvidia), indent=2))
     write_guests(config, guests)
     return config
+
+
+def write_feature(config: Path, name: str, script: str) -> Path:
+    """A TEST-ONLY feature script in the lab config (``features/<name>.sh``), for a guest's ``features``."""
+    path = config / "features" / f"{name}.sh"
+    path.write_text(script)
+    return path
 
 
 def write_guests(config: Path, guests: Sequence[LabGuest]) -> None:
