@@ -15,8 +15,10 @@ unit-file and ExecStart rules.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import dataclasses
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -75,8 +77,14 @@ EVIL_URL = (
 )
 
 
+# Every example's scratch directory lives under one per-process directory, removed at exit: hypothesis
+# runs hundreds of examples, and a directory each must not pile up in /tmp.
+_SCRATCH = Path(tempfile.mkdtemp(prefix="phoenix-render-"))
+atexit.register(shutil.rmtree, _SCRATCH, True)
+
+
 def _work() -> Path:
-    return Path(tempfile.mkdtemp(prefix="phoenix-render-"))
+    return Path(tempfile.mkdtemp(dir=_SCRATCH))
 
 
 # ------------------------------------------------------------------------------- VM cloud-init

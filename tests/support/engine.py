@@ -215,8 +215,10 @@ class Engine:
         home.mkdir(exist_ok=True)
         self.env = {**engine_env(home, bin_dir), "PULUMI_BACKEND_URL": f"file://{backend}", **(env or {})}
         command = auto.PulumiCommand(root=str(bin_dir.parent), skip_version_check=True)
+        if work_dir is None:  # an inline program: its workspace here, not a new /tmp/automation-* each time
+            (root / "workspace").mkdir(exist_ok=True)
         options = auto.LocalWorkspaceOptions(
-            work_dir=str(work_dir) if work_dir else None,
+            work_dir=str(work_dir or root / "workspace"),
             pulumi_home=str(home),
             pulumi_command=command,
             env_vars=self.env,
