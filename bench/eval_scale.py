@@ -45,6 +45,8 @@ class _Mocks(pulumi.runtime.Mocks):
             outs["mountpoint"] = f"/{outs['name']}"
         elif args.typ.endswith("zfs:Snapshot"):
             outs["name"] = f"{outs['dataset']}@{outs['snapshot']}"
+        elif args.typ.endswith("NvidiaHostDriver"):  # the GPU inventory the devN lines are built from
+            outs["gpus"] = [{"index": i, "minor": i, "pci_bus_id": None} for i in range(16)]
         return f"{args.name}-id", outs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
