@@ -23,29 +23,9 @@ from phoenix_components.vllm import engine_args, render_unit
 from providers.command import render, write_file_argv
 from providers.pct import exec_argv, script_argv
 from providers.zfs import clone_argv, create_argv, destroy_argv, get_argv, snapshot_argv
+from tests.security.hostile import METACHARACTERS, env_key
 from tests.security.readers import environment_words, exec_words, unit_entries
 
-METACHARACTERS = [
-    ";",
-    "$(",
-    ")",
-    "`",
-    "'",
-    '"',
-    "\n",
-    " ",
-    "\t",
-    "|",
-    "&",
-    ">",
-    "<",
-    "*",
-    "?",
-    "\\",
-    "$",
-    "#",
-    "~",
-]
 hostile = st.lists(
     st.one_of(
         st.sampled_from(METACHARACTERS), st.text(min_size=1, max_size=4).filter(lambda t: "\x00" not in t)
@@ -53,10 +33,10 @@ hostile = st.lists(
     min_size=1,
     max_size=8,
 ).map("".join)
-"""Text built from shell metacharacters and arbitrary characters (no NUL: argv cannot carry one)."""
+"""Text built from the shared metacharacters (tests/security/hostile.py) and arbitrary characters, lone
+surrogates included, which these pure round-trips can carry (no NUL: argv cannot carry one)."""
 words = st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=12)
 arg = st.one_of(hostile, words)
-env_key = st.from_regex(r"[A-Z_][A-Z0-9_]{0,15}", fullmatch=True)
 
 CONTAINER: dict[str, Any] = {
     "vmid": 301,
