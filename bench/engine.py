@@ -212,13 +212,12 @@ def lab_stack(root: Path) -> Iterator[Engine]:
     (tests/lab/e2e.py ``lab_stack`` and the session fixtures it asks for, in their order); everything
     is stopped and removed on the way out, the stack destroyed first."""
     from bench.zfs_clone import lab_pool
-    from tests.lab.common import run
-    from tests.lab.e2e import ENV, PROFILE, LabGuest, write_lab_config
+    from tests.lab.e2e import PROFILE, LabGuest, lab_stack_engine, write_lab_config
     from tests.lab.host import running_lab_host
-    from tests.lab.lxc import SEED
+    from tests.lab.lxc import seed_rootfs
     from tests.lab.pve import serve_fake_pve
     from tests.lab.rootfs import build_rootfs
-    from tests.lab.sshd_server import SshdServer
+    from tests.lab.sshd_server import serve_sshd
 
     profile = Path("/etc/apparmor.d") / PROFILE  # the up installs it; the fixture removes it afterwards
     profile_existed = profile.exists()
@@ -227,48 +226,26 @@ def lab_stack(root: Path) -> Iterator[Engine]:
         if not profile_existed:
             stack.callback(profile.unlink, missing_ok=True)
         pool = stack.enter_context(lab_pool())  # waits on the lab's session lock: never shares the pool
-        server = SshdServer.create()
-        server.start()
-        stack.callback(server.remove)
-        sshd = server.info()
+        sshd = stack.enter_context(serve_sshd())
         rootfs = build_rootfs()
-        # The `lab_lxc_seed` fixture's body (a pytest fixture cannot be called directly).
-        seed_dataset = f"{pool.pool}/{SEED}"
-        pool.zfs("create", "-p", seed_dataset)
-        run(["cp", "-a", f"{rootfs}/.", str(pool.mountpoint(seed_dataset))], timeout=300)
-        pool.zfs("snapshot", f"{seed_dataset}@seed")
-        host = stack.enter_context(running_lab_host(pve, pool, sshd, rootfs, f"{seed_dataset}@seed"))
+        host = stack.enter_context(running_lab_host(pve, pool, sshd, rootfs, seed_rootfs(pool, rootfs)))
         # The e2e module's two guests, one per stand-in GPU.
         guests = [
             LabGuest(801, gpu=0, served="tiny-a", snapshot_before_update=True),
             LabGuest(802, gpu=1, served="tiny-b"),
         ]
         write_lab_config(root, host, guests)
-        engine = Engine(
-            root / "engine",
-            ENV,
-            work_dir=root,
-            config={"phoenix:environment": ENV},
-            secrets={"phoenix:pvePassword": pve.password, "phoenix:sshPrivateKey": sshd.user_private_key},
-        )
-        try:
-            yield engine
-        finally:
-            if engine.resources() or engine.pending_deletes():
-                try:
-                    engine.destroy()
-                except Exception as error:  # noqa: BLE001 - running_lab_host and lab_pool still clean up
-                    print(f"  lab no-op up: destroy failed ({error}); the lab is cleaned directly")
+        yield stack.enter_context(lab_stack_engine(root, host))
 
 
 def lab_noop_up(rounds: int = 3) -> None:
     """The lab stack's no-op ``pulumi up``: wall time and provider RPCs per resource.
 
-    Written with the rest of this module but not run by its author (the lab was in use); the lead runs
-    it: ``sudo .venv/bin/python -m bench engine --lab`` (or ``PHOENIX_BENCH_LAB=1``) on a machine that
-    can run the lab. The first up builds the lab's chain and two guests (minutes); then ``rounds`` timed
-    no-op ups with the gRPC log off, and one more with it on for the RPC counts (tests/support/engine's
-    ``Report.provider_calls``). It takes the lab's pool lock, so it waits while a test session holds it.
+    Off by default (it needs the lab): ``.venv/bin/python -m bench engine --lab`` (or
+    ``PHOENIX_BENCH_LAB=1``), as root, on a machine that can run the lab. The first up builds the lab's
+    chain and two guests; then ``rounds`` timed no-op ups with the gRPC log off, and one more with it on
+    for the RPC counts (tests/support/engine's ``Report.provider_calls``). It takes the lab's pool lock,
+    so it waits while a test session holds it.
     """
     from tests.lab.requirements import lab_missing
 
@@ -284,8 +261,7 @@ def lab_noop_up(rounds: int = 3) -> None:
         first = engine.up()
         built = time.perf_counter() - started
         print(f"  first up (builds the chain and the guests): {built:6.1f}s, summary {first.summary}")
-        workspace = engine.stack.workspace  # the timed ups: no gRPC log (Engine.up sets it again)
-        workspace.env_vars = {k: v for k, v in workspace.env_vars.items() if k != "PULUMI_DEBUG_GRPC"}
+        # The timed ups go through the stack directly: no gRPC log (only Engine's own runs turn it on).
         walls: list[float] = []
         for _ in range(rounds):
             started = time.perf_counter()

@@ -19,6 +19,7 @@ no download URL because the fake host already has it on ``local``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
@@ -259,6 +260,31 @@ class LabStack:
         return self.host.zpool.get(dataset, "origin")
 
 
+@contextlib.contextmanager
+def lab_stack_engine(root: Path, host: LabHost, bin_dir: Path | None = None) -> Iterator[Engine]:
+    """The ``lab`` stack of the project directory ``root`` (written by :func:`write_lab_config`), the
+    lab's secrets as its secret config; whatever it still holds is destroyed on the way out."""
+    engine = Engine(
+        root / "engine",
+        ENV,
+        work_dir=root,
+        config={"phoenix:environment": ENV},
+        secrets={
+            "phoenix:pvePassword": host.pve.password,
+            "phoenix:sshPrivateKey": host.sshd.user_private_key,
+        },
+        bin_dir=bin_dir,
+    )
+    try:
+        yield engine
+    finally:
+        if engine.resources() or engine.pending_deletes():
+            try:
+                engine.destroy()
+            except Exception as error:  # noqa: BLE001 - the callers' direct cleanup still runs
+                print(f"lab stack: destroy failed ({error}); the lab is cleaned directly")
+
+
 @pytest.fixture(scope="module")
 def lab_stack(
     lab_pve: PveLab,
@@ -284,26 +310,10 @@ def lab_stack(
                 LabGuest(802, gpu=1, served="tiny-b"),
             ]
             config = write_lab_config(root, host, guests)
-            engine = Engine(
-                root / "engine",
-                ENV,
-                work_dir=root,
-                config={"phoenix:environment": ENV},
-                secrets={
-                    "phoenix:pvePassword": lab_pve.password,
-                    "phoenix:sshPrivateKey": lab_sshd.user_private_key,
-                },
-                bin_dir=pulumi_bin,
-            )
-            stack = LabStack(host, config, engine, guests)
             try:
-                yield stack
+                with lab_stack_engine(root, host, pulumi_bin) as engine:
+                    yield LabStack(host, config, engine, guests)
             finally:
-                if engine.resources() or engine.pending_deletes():
-                    try:
-                        engine.destroy()
-                    except Exception as error:  # noqa: BLE001 - the direct cleanup below still runs
-                        print(f"lab_stack: destroy failed ({error}); cleaning the lab directly")
                 lab_zpool.destroy_all_but(before)  # data datasets and clones are not guest volumes
     finally:
         if not profile_existed:

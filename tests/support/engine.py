@@ -270,6 +270,7 @@ class Engine:
         try:
             yield lambda: self.last_provider_calls
         finally:
+            self.stack.workspace.env_vars.pop("PULUMI_DEBUG_GRPC", None)  # later runs log nothing
             self.last_provider_calls = provider_calls(log)
             log.unlink(missing_ok=True)
 
