@@ -118,19 +118,10 @@ def change_profile(where: str, target: str, how: str) -> None:
     )
 
 
-def open_write(where: str, probe: str, path: str) -> None:
+def try_open(where: str, probe: str, path: str, flags: int) -> None:
+    """Open ``path`` with ``flags`` (O_WRONLY, O_RDONLY): allowed or the errno that refused it."""
     try:
-        fd = os.open(path, os.O_WRONLY)
-    except OSError as exc:
-        emit(where, probe, path, False, exc.errno)
-        return
-    os.close(fd)
-    emit(where, probe, path, True)
-
-
-def open_read(where: str, probe: str, path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, flags)
     except OSError as exc:
         emit(where, probe, path, False, exc.errno)
         return
@@ -247,14 +238,14 @@ def main() -> None:
     for target in spec["change_targets"]:
         change_profile(where, target, "changeprofile")
         change_profile(where, target, "exec")
-    open_write(where, "write_proc", "/proc/sysrq-trigger")
+    try_open(where, "write_proc", "/proc/sysrq-trigger", os.O_WRONLY)
     for path in spec["securityfs_paths"]:
-        open_write(where, "write_securityfs", path)
-    open_read(where, "read_securityfs", "/sys/kernel/security/apparmor/profiles")
+        try_open(where, "write_securityfs", path, os.O_WRONLY)
+    try_open(where, "read_securityfs", "/sys/kernel/security/apparmor/profiles", os.O_RDONLY)
     for name in sorted(os.listdir("/proc/sys/kernel")):
         path = f"/proc/sys/kernel/{name}"
         if os.path.isfile(path) and os.stat(path).st_mode & 0o200 and not name.startswith(NAMESPACED_SYSCTLS):
-            open_write(where, "write_sysctl", path)
+            try_open(where, "write_sysctl", path, os.O_WRONLY)
     for name, source, fstype, flags in (
         ("proc", "proc", "proc", 0),
         ("sysfs", "sysfs", "sysfs", 0),
