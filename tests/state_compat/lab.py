@@ -1,0 +1,123 @@
+"""The lab stack the state-compatibility fixture was written from, and the lab it runs against.
+
+``python -m tests.state_compat.lab write`` runs the real Phoenix program against a fresh lab (one vLLM guest
+with a per-guest feature, its dataset clone, firewall and snapshot policy: every provider the on-prem stack
+uses), exports the stack's state to ``tests/fixtures/state_compat/<name>.json``, then destroys it. The file
+records what this lab run was (ports, host key pin, CA path, pool) so the test can point the stored
+providers at the lab of its own run (:mod:`tests.state_compat.transplant`).
+
+It was run once, at the commit before the folder move of issue 13, and the file committed; it is not run by
+the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.lab.common import REPO_ROOT
+from tests.lab.e2e import LabGuest, lab_stack_engine, write_lab_config
+from tests.lab.host import LabHost, running_lab_host
+from tests.lab.lxc import seed_rootfs
+from tests.lab.pve import serve_fake_pve
+from tests.lab.rootfs import build_rootfs
+from tests.lab.sshd_server import serve_sshd
+from tests.lab.zfs import fresh_pool, session_lock
+
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "state_compat"
+FEATURE = "compat-motd"
+FEATURE_SCRIPT = """#!/bin/sh
+# TEST-ONLY per-guest feature of the state-compatibility fixture: writes its parameter into the guest.
+set -eu
+mkdir -p /etc/phoenix
+printf '%s\\n' "$COMPAT_GREETING" > /etc/phoenix/compat-motd
+"""
+# A fixed port: the vLLM stand-in's port is an input of the guest (its server and firewall rule), and the
+# fixture's inputs are compared with the program's as they are.
+GUEST_PORT = 48801
+
+
+def compat_guest(greeting: str = "hello") -> LabGuest:
+    return LabGuest(
+        801,
+        gpu=0,
+        served="compat",
+        port=GUEST_PORT,
+        snapshot_before_update=True,
+        features=(FEATURE,),
+        feature_env=(("COMPAT_GREETING", greeting),),
+        feature_files=(("/etc/phoenix/compat.conf", "mode=compat\n"),),
+    )
+
+
+def write_compat_config(root: Path, host: LabHost, guests: Sequence[LabGuest]) -> Path:
+    config = write_lab_config(root, host, guests)
+    (config / "features" / f"{FEATURE}.sh").write_text(FEATURE_SCRIPT)
+    return config
+
+
+@dataclass(frozen=True)
+class LabRun:
+    """What a lab run's stored providers name: the values :mod:`transplant` rewrites."""
+
+    ssh_port: int
+    host_key: str
+    pve_url: str
+    cafile: str
+    root: str
+    repo_root: str
+
+    @classmethod
+    def of(cls, host: LabHost, root: Path) -> LabRun:
+        return cls(
+            host.sshd.port, host.sshd.host_key_fingerprint, host.pve.url, host.pve.cafile, str(root), str(REPO_ROOT)
+        )
+
+
+@contextlib.contextmanager
+def lab_host() -> Iterator[LabHost]:
+    """A whole lab outside pytest (as the demo box composes it), under the lab's session lock."""
+    rootfs = build_rootfs()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(session_lock())
+        zpool = stack.enter_context(fresh_pool())
+        pve = stack.enter_context(serve_fake_pve())
+        sshd = stack.enter_context(serve_sshd("state-compat"))
+        seed = seed_rootfs(zpool, rootfs)
+        yield stack.enter_context(running_lab_host(pve, zpool, sshd, rootfs, seed))
+
+
+def write_fixture(name: str, root: Path) -> Path:
+    with lab_host() as host:
+        write_compat_config(root, host, [compat_guest()])
+        with lab_stack_engine(root, host) as engine:
+            report = engine.up()
+            print(f"up: {report.summary}", flush=True)
+            document: dict[str, Any] = {
+                "lab": LabRun.of(host, root).__dict__,
+                "deployment": engine.export(),
+            }
+    path = FIXTURES / f"{name}.json"
+    path.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.state_compat.lab")
+    sub = parser.add_subparsers(dest="command", required=True)
+    write = sub.add_parser("write", help="write a fixture state from the code as it is now")
+    write.add_argument("name")
+    write.add_argument("--root", type=Path, required=True, help="an empty project directory")
+    args = parser.parse_args(argv)
+    print(write_fixture(args.name, args.root))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
