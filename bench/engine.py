@@ -35,7 +35,7 @@ import yaml
 from pulumi.automation.events import EngineEvent
 
 from bench.eval_scale import scaled
-from phoenix_components.config import load_environment
+from phoenix_components.config.load import load_environment
 from tests.support.engine import Engine, cli_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ DYNAMIC = "pulumi-python:dynamic/"
 SECRETS = {"phoenix:pvePassword": "bench-placeholder", "phoenix:sshPrivateKey": "bench-placeholder"}
 EMPTY_PROGRAM = '"""bench/engine: an empty program, the CLI\'s fixed start-up."""\n'
 # The floor: N dynamic resources, two small inputs each, whose provider's check echoes the inputs. It
-# registers them through providers.lifecycle.DynamicResource, the SDK's own constructor less its two
+# registers them through providers.base.DynamicResource, the SDK's own constructor less its two
 # scaling bugs (a dill pickle per resource; a recursion-limit crash past ~980 resources), so the floor
 # is what the SDK and engine cost, not those bugs.
 BARE_PROGRAM = '''"""bench/engine's bare floor: `bench:count` dynamic resources with a trivial provider."""
@@ -52,7 +52,7 @@ BARE_PROGRAM = '''"""bench/engine's bare floor: `bench:count` dynamic resources 
 import pulumi
 from pulumi.dynamic import CheckResult, ResourceProvider
 
-from providers.lifecycle import DynamicResource
+from providers.base import DynamicResource
 
 
 class Echo(ResourceProvider):

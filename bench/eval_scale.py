@@ -21,8 +21,8 @@ from typing import Any
 import pulumi
 from pulumi.runtime import settings
 
-from phoenix_components.config import Environment, load_environment
-from phoenix_components.models import Container
+from phoenix_components.config.load import Environment, load_environment
+from phoenix_components.config.models import Container
 from phoenix_components.program import build
 
 ROOT = Path(__file__).resolve().parents[1]

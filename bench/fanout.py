@@ -20,8 +20,8 @@ PVE's floor: a linked clone of a CT holds its source template's lock for the who
 Clones of one template therefore run one at a time on the host whatever k is: N × one clone's time (as
 measured alone, the client's polling included). What runs k-wide is each guest's own work (its start, its
 config, later tasks). The floor printed is max(⌈N/k⌉ × job time, N × clone time); wall / floor is what the
-client adds. The client queues clones of one template itself (``providers.pve.clone_source_lock``) instead
-of bouncing off that lock; the k bound lives in ``PveClient.run_task`` (``providers.pve.task_slots``), per
+client adds. The client queues clones of one template itself (``providers.channels.pve.clone_source_lock``) instead
+of bouncing off that lock; the k bound lives in ``PveClient.run_task`` (``providers.channels.pve.task_slots``), per
 host, process-wide.
 """
 
@@ -36,9 +36,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
+from providers.channels.pve import PveClient, RetryPolicy
+from providers.channels.targets import ApiTarget
 from providers.errors import PveError, PveLockedError
-from providers.host import ApiTarget
-from providers.pve import PveClient, RetryPolicy
 from tests.lab.pve import NODE, OS_TEMPLATE, ZFS_STORAGE, PveLab, serve_fake_pve
 
 K = 4

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from providers import ssh
-from providers.command import render
-from providers.ssh import SshExecutor, SshStats, executor_for
+from providers.channels import ssh
+from providers.channels.command import render
+from providers.channels.ssh import SshExecutor, SshStats, executor_for
 from tests.lab.requirements import lab_missing
 from tests.lab.sshd_server import LabSshd, SshdServer
 

@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from providers import ssh
-from providers.ssh import executor_for
-from providers.zfs_clone import ZfsCloneProvider
+from providers.channels import ssh
+from providers.channels.ssh import executor_for
+from providers.zfs.clone import ZfsCloneProvider
 from tests.lab.common import file_lock
 from tests.lab.requirements import lab_missing
 from tests.lab.sshd_server import LabSshd, SshdServer

@@ -11,10 +11,9 @@ from typing import Any
 import pulumi
 import pulumi_proxmoxve as proxmox
 
-from phoenix_components.chain import TemplateChain, TemplateChainArgs
-from phoenix_components.cloud_config import CloudEnvironment, is_cloud_environment, load_cloud_environment
-from phoenix_components.config import Environment, load_environment
-from phoenix_components.guests import (
+from phoenix_components.components.baseline import HostBaseline, HostBaselineArgs
+from phoenix_components.components.chain import TemplateChain, TemplateChainArgs
+from phoenix_components.components.guests import (
     CloudImageTemplate,
     CloudImageTemplateArgs,
     LxcGuest,
@@ -22,7 +21,8 @@ from phoenix_components.guests import (
     VmGuest,
     VmGuestArgs,
 )
-from phoenix_components.host import HostBaseline, HostBaselineArgs
+from phoenix_components.config.cloud import CloudEnvironment, is_cloud_environment, load_cloud_environment
+from phoenix_components.config.load import Environment, load_environment
 from providers.errors import ConfigError
 
 
@@ -67,7 +67,7 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
     """Declare every component for ``env``; return the stack exports."""
     if isinstance(env, CloudEnvironment):
         # Imported here so on-prem stacks never load pulumi_aws (about a second of start-up).
-        from phoenix_components.cloud import build_cloud
+        from phoenix_components.components.cloud import build_cloud
 
         return build_cloud(env)
     host = env.host

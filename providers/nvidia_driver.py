@@ -43,10 +43,10 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from providers.command import Executor
+from providers.base import PROVIDER_KEY, DynamicResource, HostProvider, as_int, diff_inputs, require
+from providers.channels.command import Executor
+from providers.channels.targets import SshTarget
 from providers.errors import HostError, PhoenixError
-from providers.host import HostProvider, SshTarget
-from providers.lifecycle import PROVIDER_KEY, DynamicResource, as_int, diff_inputs, require
 
 PROVIDER_VERSION = "1"
 """Bumped when this module's behaviour changes, so existing resources get an update."""

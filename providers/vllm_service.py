@@ -24,11 +24,11 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
 
-from providers.command import CommandResult, Executor
+from providers.base import DynamicResource, HostProvider, as_int, diff_inputs, require, with_defaults
+from providers.channels.command import CommandResult, Executor
+from providers.channels.pct import exec_argv
+from providers.channels.targets import ApiTarget, SshTarget
 from providers.errors import HostError, RemoteCommandError, tail
-from providers.host import ApiTarget, HostProvider, SshTarget
-from providers.lifecycle import DynamicResource, as_int, diff_inputs, require, with_defaults
-from providers.pct import exec_argv
 
 PROVIDER_VERSION = "1"
 SERVICE = "vllm.service"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pulumi
 
-from providers.template_layer import TemplateLayerResource
+from providers.guests.template_layer import TemplateLayerResource
 from tests.lab.host import LabHost
 from tests.lab.pve import NODE, OS_TEMPLATE, ZFS_STORAGE
 from tests.support.engine import Engine

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pulumi.automation import CommandError
 
-from providers.zfs_dataset import ZfsDataset, ZfsDatasetArgs
+from providers.zfs.dataset import ZfsDataset, ZfsDatasetArgs
 from tests.faults.chain import STARTED_MARKER, Chain, chain_engine, chain_program
 from tests.faults.test_pve_faults import assert_host_matches_state, converges, names
 from tests.lab.common import LabError, wait_until

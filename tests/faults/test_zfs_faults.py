@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from pulumi.automation import CommandError
 
-from providers.zfs_clone import ZfsClone, ZfsCloneArgs
-from providers.zfs_dataset import ZfsDataset, ZfsDatasetArgs
-from providers.zfs_snapshot import ZfsSnapshot, ZfsSnapshotArgs
+from providers.zfs.clone import ZfsClone, ZfsCloneArgs
+from providers.zfs.dataset import ZfsDataset, ZfsDatasetArgs
+from providers.zfs.snapshot import ZfsSnapshot, ZfsSnapshotArgs
 from tests.faults.test_ssh_faults import ssh_only_engine
 from tests.lab.sshd import LabSshd
 from tests.lab.zfs import LabZpool

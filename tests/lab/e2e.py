@@ -40,7 +40,7 @@ from tests.lab.sshd_server import LabSshd, free_port
 from tests.support.engine import Engine, Report
 
 if TYPE_CHECKING:
-    from phoenix_components.config import Environment
+    from phoenix_components.config.load import Environment
     from tests.lab.zfs import LabZpool
 
 ENV = "lab"
@@ -226,7 +226,7 @@ class LabStack:
     guests: list[LabGuest]
 
     def environment(self) -> Environment:
-        from phoenix_components.config import load_environment
+        from phoenix_components.config.load import load_environment
 
         return load_environment(self.config, ENV)
 

@@ -57,8 +57,8 @@ from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
-from providers.host import ApiTarget, SshTarget
-from providers.pve import PveClient
+from providers.channels.pve import PveClient
+from providers.channels.targets import ApiTarget, SshTarget
 from tests.lab.common import LAB_BIN, LAB_DIR, LabError, run, wait_until
 from tests.lab.lxc import pct as pct_shim
 from tests.lab.pve import NODE, ZFS_STORAGE, PveLab

@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from providers.host import ApiTarget, Credentials
-from providers.pve import PveClient, RetryPolicy
+from providers.channels.pve import PveClient, RetryPolicy
+from providers.channels.targets import ApiTarget, Credentials
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from providers.host import Credentials, SshTarget
+from providers.channels.targets import Credentials, SshTarget
 from tests.lab.common import LAB_DIR, REPO_ROOT, LabError, wait_until
 
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself per connection, so it must be started by absolute path
@@ -64,7 +64,7 @@ def keygen(path: Path, comment: str) -> None:
 
 
 def key_fingerprint(public_key: Path) -> str:
-    """``SHA256:...`` exactly as ``ssh-keygen -lf`` prints it (an oracle independent of providers.ssh)."""
+    """``SHA256:...`` exactly as ``ssh-keygen -lf`` prints it (an oracle independent of providers.channels.ssh)."""
     out = subprocess.run(["ssh-keygen", "-lf", str(public_key)], check=True, capture_output=True, text=True)
     return out.stdout.split()[1]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from phoenix_components.features import version_variable
+from phoenix_components.render.features import version_variable
 from tests.lab.common import REPO_ROOT
 from tests.lab.requirements import require_lab
 from tests.lab.script_sandbox import Sandbox, fake_runfile, nvidia_smi_stub, sandbox, sha256

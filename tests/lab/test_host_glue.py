@@ -1,7 +1,7 @@
 """The lab host's glue: guest operations through the PVE API act on the real ZFS pool as PVE's ZFS plugin does
 it.
 
-Everything is driven through Phoenix's own API client (providers/pve.py) and checked on the pool itself (zfs
+Everything is driven through Phoenix's own API client (providers/channels/pve.py) and checked on the pool itself (zfs
 list/get, the files in the dataset), in the fake's guest config, and, for a linked clone, inside the running
 container through the lab's ``pct`` shim.
 """
@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from providers.channels.pve import PveClient
 from providers.errors import PveTaskError
-from providers.pve import PveClient
 from tests.lab.host import LabHost, StorageAction, clean_pool
 from tests.lab.pve import NODE, OS_TEMPLATE, ZFS_STORAGE
 

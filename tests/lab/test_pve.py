@@ -12,9 +12,9 @@ from dataclasses import replace
 
 import pytest
 
+from providers.channels.pve import PveClient, PveParamError, is_missing
+from providers.channels.targets import Credentials
 from providers.errors import PveError, PveLockedError, PvePermissionError, PveTaskError, PveTaskTimeoutError
-from providers.host import Credentials
-from providers.pve import PveClient, PveParamError, is_missing
 from tests.lab.pve import FAST_POLICY, NODE, OS_TEMPLATE, ZFS_STORAGE, PveLab
 
 pytestmark = pytest.mark.lab

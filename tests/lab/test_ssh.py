@@ -1,4 +1,4 @@
-"""providers.ssh against a real OpenSSH sshd on loopback (the lab_sshd fixture)."""
+"""providers.channels.ssh against a real OpenSSH sshd on loopback (the lab_sshd fixture)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from providers import ssh
-from providers.command import Masked
+from providers.channels import ssh
+from providers.channels.command import Masked
+from providers.channels.ssh import SshConnectionLost, SshExecutor, executor_for
+from providers.channels.targets import Credentials, SshTarget
 from providers.errors import CommandTimeoutError, HostKeyMismatchError, RemoteCommandError, SshConnectError
-from providers.host import Credentials, SshTarget
-from providers.ssh import SshConnectionLost, SshExecutor, executor_for
 from tests.lab.common import wait_until
 from tests.lab.sshd import LabSshd
 from tests.lab.sshd_server import LAB_BIN, free_port, keygen

@@ -13,9 +13,9 @@ import pulumi
 import pytest
 import yaml
 
-from phoenix_components.cloud import build_cloud
-from phoenix_components.cloud_config import load_cloud_environment
-from phoenix_components.cloud_render import AmiNotFoundError
+from phoenix_components.components.cloud import build_cloud
+from phoenix_components.config.cloud import load_cloud_environment
+from phoenix_components.render.cloud import AmiNotFoundError
 from tests.mocks.test_program import run_program, stack_outputs
 from tests.support.recording import RecordingMonitor, Registration, install
 

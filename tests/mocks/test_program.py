@@ -13,10 +13,10 @@ import pulumi
 import pytest
 from pulumi.runtime import rpc
 
-from phoenix_components.cloud_config import is_cloud_environment
-from phoenix_components.config import load_environment
+from phoenix_components.config.cloud import is_cloud_environment
+from phoenix_components.config.load import load_environment
+from phoenix_components.config.stacks import stack_environment, stack_names
 from phoenix_components.program import build
-from phoenix_components.stacks import stack_environment, stack_names
 from tests.support.recording import install
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from phoenix_components.cli import main
-from phoenix_components.config import load_environment
-from phoenix_components.promotion import PromotionError, lock_path, promote
+from phoenix_components.cli.main import main
+from phoenix_components.config.load import load_environment
+from phoenix_components.config.promotion import PromotionError, lock_path, promote
 from providers.errors import ConfigError
 from tests.mocks.test_program import ROOT, run_program, stack_outputs
 from tests.support.recording import RecordingMonitor, install

@@ -8,8 +8,8 @@ import shlex
 
 import yaml
 
-from phoenix_components.config import load_environment
-from phoenix_components.guests import VM_RUNNER, cloud_image_template_vmid, user_data
+from phoenix_components.components.guests import VM_RUNNER, cloud_image_template_vmid, user_data
+from phoenix_components.config.load import load_environment
 from tests.mocks.test_program import ROOT, run_program
 from tests.support.recording import install
 

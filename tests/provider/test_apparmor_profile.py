@@ -22,7 +22,7 @@ import pytest
 from pulumi.automation import CommandError
 from pulumi.automation.events import EngineEvent, OpType
 
-from providers.apparmor_profile import PROFILE_DIR, AppArmorProfile
+from providers.hostfiles.apparmor import PROFILE_DIR, AppArmorProfile
 from tests.lab.apparmor import LabAppArmor
 from tests.lab.sshd import LabSshd
 from tests.support.engine import Drift, Engine

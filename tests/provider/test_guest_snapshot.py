@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from providers.guest_snapshot import GuestSnapshot
-from providers.host import ApiTarget
-from providers.pve import PveClient
+from providers.channels.pve import PveClient
+from providers.channels.targets import ApiTarget
+from providers.guests.snapshot import GuestSnapshot
 from tests.lab.host import LabHost
 from tests.lab.pve import NODE, OS_TEMPLATE, ZFS_STORAGE
 from tests.support.engine import Engine

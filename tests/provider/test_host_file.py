@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from providers.host_file import HostFile
+from providers.hostfiles.host_file import HostFile
 from tests.lab.sshd import LabSshd
 from tests.support.engine import Drift, Engine
 

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from pulumi.automation import CommandError
 
-from providers.zfs_clone import ZfsClone, ZfsCloneArgs
-from providers.zfs_dataset import ZfsDataset, ZfsDatasetArgs
-from providers.zfs_snapshot import ZfsSnapshot, ZfsSnapshotArgs
+from providers.zfs.clone import ZfsClone, ZfsCloneArgs
+from providers.zfs.dataset import ZfsDataset, ZfsDatasetArgs
+from providers.zfs.snapshot import ZfsSnapshot, ZfsSnapshotArgs
 from tests.lab.sshd import LabSshd
 from tests.lab.zfs import LabZpool
 from tests.support.capture import Registration, capture
@@ -341,7 +341,7 @@ def bare_host() -> Iterator[DynHost]:
 
 
 def test_check_names_the_bad_field_through_the_host(bare_host: DynHost, tmp_path: Path) -> None:
-    from providers.host import SshTarget
+    from providers.channels.targets import SshTarget
 
     target = SshTarget("127.0.0.1", 22, "root", "SHA256:" + "A" * 43)
     args = ZfsDatasetArgs(name="rpool/data/bad name", properties={"quota": "lots", "used": "1"})
@@ -356,7 +356,7 @@ def test_check_names_the_bad_field_through_the_host(bare_host: DynHost, tmp_path
 
 
 def test_check_tolerates_an_origin_unknown_at_preview(bare_host: DynHost) -> None:
-    from providers.host import SshTarget
+    from providers.channels.targets import SshTarget
 
     target = SshTarget("127.0.0.1", 22, "root", "SHA256:" + "A" * 43)
     args = ZfsCloneArgs(origin="rpool/data/m@v1", name="rpool/data/m-c", properties={"recordsize": "16K"})
@@ -369,7 +369,7 @@ def test_check_tolerates_an_origin_unknown_at_preview(bare_host: DynHost) -> Non
 
 @cli
 def test_a_bad_name_stops_up_before_any_host_call(pulumi_bin: Path, tmp_path: Path) -> None:
-    from providers.host import SshTarget
+    from providers.channels.targets import SshTarget
 
     target = SshTarget("127.0.0.1", 1, "root", "SHA256:" + "A" * 43)  # nothing listens: no call may run
     engine = Engine(tmp_path / "engine", "zfs-check", bin_dir=pulumi_bin)

@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from phoenix_components.models import Container, FirewallRule, ServerSection, VllmEngine
-from phoenix_components.vllm import engine_args, render_unit
-from providers.command import render, write_file_argv
-from providers.pct import exec_argv, script_argv
-from providers.zfs import clone_argv, create_argv, destroy_argv, get_argv, snapshot_argv
+from phoenix_components.config.models import Container, FirewallRule, ServerSection, VllmEngine
+from phoenix_components.render.vllm import engine_args, render_unit
+from providers.channels.command import render, write_file_argv
+from providers.channels.pct import exec_argv, script_argv
+from providers.zfs.common import clone_argv, create_argv, destroy_argv, get_argv, snapshot_argv
 from tests.security.hostile import METACHARACTERS, env_key
 from tests.security.readers import environment_words, exec_words, unit_entries
 

@@ -29,13 +29,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from phoenix_components.chain import layer_inputs
-from phoenix_components.cloud_render import MODEL_CACHE_ENV, RUNNER, render_user_data
-from phoenix_components.config import Environment, load_environment
-from phoenix_components.features import feature_env
-from phoenix_components.guests import VM_FEATURES_DIR, VM_RUNNER, user_data
-from phoenix_components.lxc_config import raw_lines
-from phoenix_components.models import (
+from phoenix_components.components.chain import layer_inputs
+from phoenix_components.components.guests import VM_FEATURES_DIR, VM_RUNNER, user_data
+from phoenix_components.config.load import Environment, load_environment
+from phoenix_components.config.models import (
     CacheSection,
     CloudInit,
     ModelSection,
@@ -45,10 +42,13 @@ from phoenix_components.models import (
     VllmEngine,
     Vm,
 )
-from phoenix_components.vllm import UNIT_PATH, engine_args, render_unit
-from providers.command import render
+from phoenix_components.render.cloud import MODEL_CACHE_ENV, RUNNER, render_user_data
+from phoenix_components.render.features import feature_env
+from phoenix_components.render.lxc import raw_lines
+from phoenix_components.render.vllm import UNIT_PATH, engine_args, render_unit
+from providers.channels.command import render
+from providers.channels.pct import script_argv
 from providers.errors import PhoenixError
-from providers.pct import script_argv
 from tests.security.hostile import arg, env_key, hostile
 from tests.security.readers import (
     environment_words,

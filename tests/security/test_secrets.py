@@ -30,7 +30,7 @@ import pytest
 from pulumi.automation import CommandError
 from pulumi.runtime import rpc
 
-from providers.zfs_dataset import ZfsDataset, ZfsDatasetArgs
+from providers.zfs.dataset import ZfsDataset, ZfsDatasetArgs
 from tests.faults.chain import Chain, chain_engine, chain_program, guests
 from tests.lab.host import LabHost
 from tests.lab.pve import NODE

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from phoenix_components.config import load_environment
-from phoenix_components.models import UNCONFINED
+from phoenix_components.config.load import load_environment
+from phoenix_components.config.models import UNCONFINED
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
@@ -78,7 +78,7 @@ def test_the_secret_patterns_would_catch_a_leak() -> None:
 
 
 def test_ssh_never_trusts_a_key_it_was_not_given() -> None:
-    source = (ROOT / "providers" / "ssh.py").read_text()
+    source = (ROOT / "providers" / "channels" / "ssh.py").read_text()
     for forbidden in ("AutoAddPolicy", "WarningPolicy", "load_system_host_keys", "load_host_keys"):
         assert forbidden not in source, forbidden
     assert "set_missing_host_key_policy(PinnedHostKeyPolicy" in source.replace("\n", "").replace(" ", "")

@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
         _probe()
         print(json.dumps({"attempts": attempts}))
         return 0
-    from phoenix_components.cli import main as phoenix
+    from phoenix_components.cli.main import main as phoenix
 
     for config_dir, env in zip(argv[::2], argv[1::2], strict=True):
         attempts.clear()

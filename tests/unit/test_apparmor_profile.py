@@ -12,7 +12,10 @@ import dill
 import pytest
 from pulumi.output import Unknown
 
-from providers.apparmor_profile import (
+from providers.channels.command import Argv, CommandResult, LocalExecutor, display, render, write_file_argv
+from providers.channels.targets import SshTarget
+from providers.errors import SshConnectError
+from providers.hostfiles.apparmor import (
     KERNEL_PROFILES,
     PROVIDER_VERSION,
     UNLOAD_ARGV,
@@ -29,9 +32,6 @@ from providers.apparmor_profile import (
     remove_argv,
     validate,
 )
-from providers.command import Argv, CommandResult, LocalExecutor, display, render, write_file_argv
-from providers.errors import SshConnectError
-from providers.host import SshTarget
 from tests.support.capture import capture
 
 REPO = Path(__file__).resolve().parents[2]
@@ -420,6 +420,6 @@ def test_the_resource_registers_its_token_default_version_and_a_by_reference_pro
         "version": PROVIDER_VERSION,
     }
     pickled = base64.b64decode(seen.provider)
-    assert b"providers.apparmor_profile" in pickled and len(pickled) < 1024  # by reference: no code in state
+    assert b"providers.hostfiles.apparmor" in pickled and len(pickled) < 1024  # by reference: no code in state
     provider = dill.loads(pickled)
     assert (provider.ssh_target, provider.load_mode) == (TARGET, "kernel")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from phoenix_components.cli import main
+from phoenix_components.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

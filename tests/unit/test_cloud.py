@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
-from phoenix_components.cli import main
-from phoenix_components.cloud_config import cloud_environment_names, feature_pins, load_cloud_environment
-from phoenix_components.cloud_models import AmiCriteria, instance_architecture
-from phoenix_components.cloud_render import (
+from phoenix_components.cli.main import main
+from phoenix_components.config.cloud import cloud_environment_names, feature_pins, load_cloud_environment
+from phoenix_components.config.cloud_models import AmiCriteria, instance_architecture
+from phoenix_components.config.load import environment_names
+from phoenix_components.config.models import Chain
+from phoenix_components.render.cloud import (
     USER_DATA_LIMIT,
     AmiNotFoundError,
     feature_variables,
@@ -24,8 +26,6 @@ from phoenix_components.cloud_render import (
     render_user_data,
     user_data,
 )
-from phoenix_components.config import environment_names
-from phoenix_components.models import Chain
 from providers.errors import ConfigError, PhoenixError
 
 ROOT = Path(__file__).resolve().parents[2]

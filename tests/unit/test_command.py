@@ -4,7 +4,7 @@ import shlex
 
 import pytest
 
-from providers.command import LocalExecutor, Masked, display, mask_text, render, write_file_argv
+from providers.channels.command import LocalExecutor, Masked, display, mask_text, render, write_file_argv
 from providers.errors import CommandTimeoutError, RemoteCommandError, tail
 
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from phoenix_components.config import load_environment
-from phoenix_components.guests import container_feature_inputs
-from phoenix_components.plan import build_plan
-from providers.command import Argv, CommandResult, LocalExecutor, render
+from phoenix_components.cli.plan import build_plan
+from phoenix_components.components.guests import container_feature_inputs
+from phoenix_components.config.load import load_environment
+from providers.channels.command import Argv, CommandResult, LocalExecutor, render
 from providers.errors import CommandTimeoutError
-from providers.guest_features import (
+from providers.guests.features import (
     LOG_DIR,
     STATE_DIR,
     GuestFeatureError,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from providers.guest_firewall import (
+from providers.guests.firewall import (
     ApiCall,
     GuestFirewallInputs,
     GuestFirewallProvider,

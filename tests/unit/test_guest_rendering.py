@@ -5,12 +5,12 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from phoenix_components.config import load_environment
-from phoenix_components.features import exec_argv, feature_env, feature_versions
-from phoenix_components.lxc_config import container_params, net0, raw_lines
-from phoenix_components.models import Network, VllmEngine
-from phoenix_components.vllm import render_unit, systemd_quote
-from providers.command import render
+from phoenix_components.config.load import load_environment
+from phoenix_components.config.models import Network, VllmEngine
+from phoenix_components.render.features import exec_argv, feature_env, feature_versions
+from phoenix_components.render.lxc import container_params, net0, raw_lines
+from phoenix_components.render.vllm import render_unit, systemd_quote
+from providers.channels.command import render
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = load_environment(ROOT / "config", "dev")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from providers.guest_snapshot import GuestSnapshotProvider, family, next_name, to_prune
+from providers.guests.snapshot import GuestSnapshotProvider, family, next_name, to_prune
 
 SNAPS = [
     {"name": "current", "snaptime": 0},

@@ -2,7 +2,8 @@
 
 import dill
 
-from providers.host import Credentials, HostProvider, SshTarget
+from providers.base import HostProvider
+from providers.channels.targets import Credentials, SshTarget
 
 
 def test_credentials_are_not_pickled_with_the_provider() -> None:

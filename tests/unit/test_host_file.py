@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import shlex
 
-from providers.command import render
-from providers.host_file import MISSING, HostFileProvider, parse_read, path_problem, read_argv, sha256
+from providers.channels.command import render
+from providers.hostfiles.host_file import (
+    MISSING,
+    HostFileProvider,
+    parse_read,
+    path_problem,
+    read_argv,
+    sha256,
+)
 
 
 def test_read_is_one_command_and_parses_both_answers() -> None:

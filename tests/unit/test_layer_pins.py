@@ -13,11 +13,11 @@ from typing import Any, cast
 
 import pytest
 
-from phoenix_components.chain import layer_inputs
-from phoenix_components.config import Environment, load_environment
-from providers.command import CommandResult
-from providers.pct import script_argv
-from providers.template_layer import TemplateLayerInputs, TemplateLayerProvider
+from phoenix_components.components.chain import layer_inputs
+from phoenix_components.config.load import Environment, load_environment
+from providers.channels.command import CommandResult
+from providers.channels.pct import script_argv
+from providers.guests.template_layer import TemplateLayerInputs, TemplateLayerProvider
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV = load_environment(ROOT / "config", "dev")

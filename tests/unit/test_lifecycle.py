@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pulumi.output import Unknown
 
-from providers.lifecycle import as_int, changed, diff_inputs, require
+from providers.base import as_int, changed, diff_inputs, require
 
 OLD = {"pool": "rpool", "name": "data", "quota": 10, "version": "1", "__provider": "old-pickle"}
 
@@ -67,7 +67,7 @@ def test_many_dynamic_resources_do_not_grow_the_pickler() -> None:
 
     @pulumi.runtime.test
     def program() -> pulumi.Output[bool]:
-        from providers.host import SshTarget
+        from providers.channels.targets import SshTarget
 
         target = SshTarget("h", 22, "root", "SHA256:" + "A" * 43)
         for i in range(1200):  # more than the ~980 that broke before the guard
@@ -93,7 +93,7 @@ def test_many_dynamic_resources_do_not_grow_the_pickler() -> None:
 def test_with_defaults_fills_only_what_is_missing() -> None:
     from dataclasses import dataclass, field
 
-    from providers.lifecycle import with_defaults
+    from providers.base import with_defaults
 
     @dataclass
     class Inputs:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from providers.lxc_guest import (
+from providers.guests.lxc_guest import (
     LxcGuestInputs,
     LxcGuestProvider,
     hwaddr,

@@ -11,8 +11,8 @@ import dill
 import pytest
 from pulumi.output import Unknown
 
-from providers.command import CommandResult, render
-from providers.host import SshTarget
+from providers.channels.command import CommandResult, render
+from providers.channels.targets import SshTarget
 from providers.nvidia_driver import (
     CONTAINER_INSTALL_ARGS,
     EXIT_CHECKSUM,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from phoenix_components.config import load_environment
-from phoenix_components.models import VllmEngine
-from phoenix_components.plan import build_plan, render_dot, render_mermaid, render_plan
-from phoenix_components.vllm import engine_args
+from phoenix_components.cli.plan import build_plan, render_dot, render_mermaid, render_plan
+from phoenix_components.config.load import load_environment
+from phoenix_components.config.models import VllmEngine
+from phoenix_components.render.vllm import engine_args
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from providers.channels.pve import RetryPolicy
 from providers.errors import ConfigError
-from providers.pve import RetryPolicy
 
 
 def test_unset_variables_keep_the_defaults() -> None:

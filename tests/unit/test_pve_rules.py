@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from phoenix_components.cli import main
-from phoenix_components.cloud_models import Cloud
-from phoenix_components.config import load_environment
-from phoenix_components.models import PATTERN_RULES, Chain, Guests, Host, VllmEngine
-from phoenix_components.promotion import PromotionLock
+from phoenix_components.cli.main import main
+from phoenix_components.config.cloud_models import Cloud
+from phoenix_components.config.load import load_environment
+from phoenix_components.config.models import PATTERN_RULES, Chain, Guests, Host, VllmEngine
+from phoenix_components.config.promotion import PromotionLock
 from providers.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

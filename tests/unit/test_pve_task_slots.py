@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from providers.channels.pve import PveClient, RetryPolicy, task_slots
+from providers.channels.targets import ApiTarget, Credentials
 from providers.errors import ConfigError, PveTaskError
-from providers.host import ApiTarget, Credentials
-from providers.pve import PveClient, RetryPolicy, task_slots
 
 CREDS = Credentials(pve_password="unit-password")
 _hosts = itertools.count()

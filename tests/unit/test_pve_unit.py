@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from providers.errors import ConfigError, PvePermissionError
-from providers.host import ApiTarget, Credentials, HostProvider
-from providers.pve import (
+from providers.base import HostProvider
+from providers.channels.pve import (
     PveClient,
     PveParamError,
     PveStats,
@@ -25,6 +24,8 @@ from providers.pve import (
     root_only_operations,
     task_succeeded,
 )
+from providers.channels.targets import ApiTarget, Credentials
+from providers.errors import ConfigError, PvePermissionError
 
 PASSWORD = "pw-Zq8v!unit"
 TOKEN_SECRET = "5e1c7a3e-unit-token-secret"

@@ -1,4 +1,4 @@
-"""providers.ssh without a network: host key pins, fingerprints, client keys, the executor pool."""
+"""providers.channels.ssh without a network: host key pins, fingerprints, client keys, the executor pool."""
 
 from __future__ import annotations
 
@@ -10,10 +10,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from providers import ssh
+from providers.base import HostProvider
+from providers.channels import ssh
+from providers.channels.ssh import (
+    HostKeyPin,
+    PinnedHostKeyPolicy,
+    fingerprint,
+    load_private_key,
+    parse_host_key,
+)
+from providers.channels.targets import Credentials, SshTarget
 from providers.errors import ConfigError, HostKeyMismatchError
-from providers.host import Credentials, HostProvider, SshTarget
-from providers.ssh import HostKeyPin, PinnedHostKeyPolicy, fingerprint, load_private_key, parse_host_key
 
 # A real host key and what `ssh-keygen -lf` printed for it (captured, not computed by the code under test).
 HOST_PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEm4lBrvv9Mq1IpkssV5JNbE3d7PQEBhPnJI0yBNdTGr host"

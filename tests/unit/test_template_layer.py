@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from providers.channels.pct import exec_argv, script_argv
 from providers.errors import PhoenixError
-from providers.pct import exec_argv, script_argv
-from providers.template_layer import (
+from providers.guests.template_layer import (
     LinkedCloneError,
     TemplateLayerInputs,
     TemplateLayerProvider,

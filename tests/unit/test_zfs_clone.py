@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from providers.zfs import (
+from providers.zfs.clone import (
+    PROVIDER_VERSION,
+    CloneOriginError,
+    ZfsClone,
+    ZfsCloneArgs,
+    ZfsCloneProvider,
+)
+from providers.zfs.common import (
     DatasetExistsError,
     DatasetNotFoundError,
     ZfsError,
@@ -15,14 +22,7 @@ from providers.zfs import (
     filesystem_props,
     get_argv,
 )
-from providers.zfs_clone import (
-    PROVIDER_VERSION,
-    CloneOriginError,
-    ZfsClone,
-    ZfsCloneArgs,
-    ZfsCloneProvider,
-)
-from providers.zfs_dataset import diff_filesystem
+from providers.zfs.dataset import diff_filesystem
 from tests.support.capture import capture
 from tests.unit.zfs_fakes import TARGET, Answer, FakeExecutor, fixture, missing, on, unknown
 

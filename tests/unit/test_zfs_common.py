@@ -1,4 +1,4 @@
-"""providers.zfs: names, property canonical forms, argv, `zfs get` parsing and error mapping (pure)."""
+"""providers.zfs.common: names, property canonical forms, argv, `zfs get` parsing and error mapping (pure)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from providers.command import CommandResult
-from providers.zfs import (
+from providers.channels.command import CommandResult
+from providers.zfs.common import (
     DatasetBusyError,
     DatasetExistsError,
     DatasetHasChildrenError,

@@ -8,7 +8,7 @@ from typing import Any
 import dill
 import pytest
 
-from providers.zfs import (
+from providers.zfs.common import (
     DatasetExistsError,
     DatasetHasChildrenError,
     DatasetReplacedError,
@@ -18,7 +18,7 @@ from providers.zfs import (
     filesystem_props,
     get_argv,
 )
-from providers.zfs_dataset import (
+from providers.zfs.dataset import (
     PROVIDER_VERSION,
     ZfsDataset,
     ZfsDatasetArgs,
@@ -283,7 +283,7 @@ def test_resource_token_inputs_and_a_by_reference_provider_holding_plain_data() 
         "version": PROVIDER_VERSION,
     }
     pickled = base64.b64decode(reg.provider)
-    assert b"providers.zfs_dataset" in pickled and b"ZfsDatasetProvider" in pickled
+    assert b"providers.zfs.dataset" in pickled and b"ZfsDatasetProvider" in pickled
     assert b"def create" not in pickled  # by reference: no code in state
     restored = dill.loads(pickled)
     assert (restored.ssh_target, restored.busy_timeout, restored._credentials) == (TARGET, 10.0, None)

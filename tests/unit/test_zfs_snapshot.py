@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from providers.zfs import DependentClonesError, ZfsError, get_argv, parse_get
-from providers.zfs_snapshot import (
+from providers.zfs.common import DependentClonesError, ZfsError, get_argv, parse_get
+from providers.zfs.snapshot import (
     PROVIDER_VERSION,
     SNAPSHOT_FACTS,
     ZfsSnapshot,

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from pulumi.output import Unknown
 
-from providers.command import Argv, CommandResult, display
-from providers.host import SshTarget
+from providers.channels.command import Argv, CommandResult, display
+from providers.channels.targets import SshTarget
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "zfs"
 TARGET = SshTarget("pve1", 22, "root", "SHA256:" + "A" * 43)

@@ -1,0 +1,195 @@
+"""The template chain as Pulumi components: ``phoenix:chain:TemplateChain`` with one
+``phoenix:chain:TemplateLayer`` per layer, each building a real PVE template (the TemplateLayer dynamic
+resource) from its parent's template.
+
+A layer's identity is its content key (:meth:`Environment.layer_key`): the same chain has the same keys
+in every environment, which is what promotion compares. A child layer takes its parent's vmid as an
+input, so Pulumi orders the builds and replaces every layer above a changed one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from phoenix_components.components.targets import api_target, ssh_target
+from phoenix_components.config.load import Environment
+from phoenix_components.render.lxc import GpuMinors, gpu_devices
+from providers.guests.template_layer import TemplateLayerResource
+
+
+@dataclass(frozen=True)
+class TemplateLayerArgs:
+    environment: Environment
+    name: str
+    parent: TemplateLayer | PromotedLayer | None = None
+    depends_on: tuple[pulumi.Resource, ...] = ()  # host prerequisites: OS template, driver
+    gpu_minors: pulumi.Input[GpuMinors] | None = None  # HostBaseline.gpu_minors, for builds with GPUs
+
+
+def build_devices(env: Environment, name: str, gpu_minors: GpuMinors) -> list[str]:
+    """devN values of a build with ``build.gpus``: every host GPU by its device minor, and the controls."""
+    if not env.chain.layers[name].build.gpus:
+        return []
+    devices = gpu_devices([g.index for g in env.host.gpus], gpu_minors, f"layer {name}")
+    return [f"{d},mode=0666" for d in devices]
+
+
+def layer_inputs(env: Environment, name: str, gpu_minors: GpuMinors | None = None) -> dict[str, object]:
+    """The TemplateLayer resource's inputs for ``name`` (the parent's vmid is added by the component).
+
+    ``build_devices`` needs the GPU minors; without them (an Output the component adds) it is empty.
+    """
+    layer, host = env.chain.layers[name], env.host
+    key = env.layer_key(name)
+    inputs: dict[str, object] = {
+        "node": host.node,
+        "layer": name,
+        "key": key,
+        "hostname": f"layer-{name}-{key[:8]}",
+        "vmid_start": host.vmid_ranges.layers.start,
+        "vmid_end": host.vmid_ranges.layers.end,
+        "storage": host.storage.rootfs,
+        "pool": host.storage.zfs_pool,
+        "features": [
+            {"name": f, "script": env.feature_scripts[f], "env": env.layer_feature_env(name, f)}
+            for f in layer.features
+        ],
+        "smoke_test": list(layer.smoke_test),
+        "cores": layer.build.cores,
+        "memory_mib": layer.build.memory_mib,
+        "disk_gib": layer.build.disk_gib,
+        "nesting": layer.build.nesting,
+        "build_devices": build_devices(env, name, gpu_minors) if gpu_minors is not None else [],
+        "net0": f"name=eth0,bridge={host.bridges[0].name},ip=dhcp",
+        "parent_vmid": None,
+        "os_template": None,
+    }
+    if layer.os_template is not None:
+        template = host.os_templates[layer.os_template]
+        inputs["os_template"] = f"{host.storage.templates}:vztmpl/{template.file}"
+    return inputs
+
+
+class TemplateLayer(pulumi.ComponentResource):
+    key: pulumi.Output[str]
+    vmid: pulumi.Output[int]
+    verified: pulumi.Output[bool]
+
+    def __init__(
+        self, name: str, args: TemplateLayerArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("phoenix:chain:TemplateLayer", name, None, opts)
+        env = args.environment
+        self.layer = args.name
+        inputs = layer_inputs(env, args.name)
+        if env.chain.layers[args.name].build.gpus:
+            inputs["build_devices"] = pulumi.Output.from_input(args.gpu_minors or {}).apply(
+                lambda minors: build_devices(env, args.name, minors)
+            )
+        if args.parent is not None:
+            inputs["parent_vmid"] = args.parent.vmid
+        self.template = TemplateLayerResource(
+            f"{name}-template",
+            inputs,
+            ssh_target(env.host),
+            api_target(env.host),
+            pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+        )
+        self.key = pulumi.Output.from_input(env.layer_key(args.name))
+        self.vmid = self.template.vmid
+        self.verified = self.template.verified
+        self.register_outputs(
+            {
+                "key": self.key,
+                "vmid": self.vmid,
+                "lineage": env.layer_lineage(args.name),
+                "verified": self.template.verified,
+                "dataset": self.template.dataset,
+                "origin": self.template.origin,
+            }
+        )
+
+
+class PromotedLayer(pulumi.ComponentResource):
+    """A layer verified in the environment below, on this same node: its template is reused, not rebuilt."""
+
+    key: pulumi.Output[str]
+    vmid: pulumi.Output[int]
+    verified: pulumi.Output[bool]
+
+    def __init__(
+        self, name: str, args: TemplateLayerArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("phoenix:chain:PromotedLayer", name, None, opts)
+        env = args.environment
+        assert env.promotion is not None  # the chain only makes promoted layers from a lock
+        promoted = env.promotion.layers[args.name]
+        self.layer = args.name
+        self.key = pulumi.Output.from_input(promoted.key)
+        self.vmid = pulumi.Output.from_input(promoted.vmid)
+        self.verified = pulumi.Output.from_input(promoted.verified)
+        self.register_outputs(
+            {
+                "key": self.key,
+                "vmid": self.vmid,
+                "verified": self.verified,
+                "promoted_from": env.promotion.source,
+            }
+        )
+
+
+def reuses_promoted_templates(env: Environment) -> bool:
+    """Promoted templates can be reused only where they are: on the node they were built on."""
+    lock = env.promotion
+    return lock is not None and all(layer.node == env.host.node for layer in lock.layers.values())
+
+
+@dataclass(frozen=True)
+class TemplateChainArgs:
+    environment: Environment
+    os_templates: dict[str, pulumi.Resource] | None = None  # key -> the download of that OS template
+    driver: pulumi.Resource | None = None  # the host NVIDIA driver, needed by layers built with GPUs
+    gpu_minors: pulumi.Input[GpuMinors] | None = None  # HostBaseline.gpu_minors
+
+
+class TemplateChain(pulumi.ComponentResource):
+    """Every layer of the chain, parents first; ``layers[name]`` is the component for that layer."""
+
+    def __init__(
+        self, name: str, args: TemplateChainArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("phoenix:chain:TemplateChain", name, None, opts)
+        env = args.environment
+        self.layers: dict[str, TemplateLayer | PromotedLayer] = {}
+        reuse = reuses_promoted_templates(env)
+        for layer_name in env.layer_order():
+            layer = env.chain.layers[layer_name]
+            if reuse:
+                self.layers[layer_name] = PromotedLayer(
+                    f"layer-{layer_name}",
+                    TemplateLayerArgs(environment=env, name=layer_name),
+                    pulumi.ResourceOptions(parent=self),
+                )
+                continue
+            needs: list[pulumi.Resource] = []
+            if layer.os_template is not None and args.os_templates and layer.os_template in args.os_templates:
+                needs.append(args.os_templates[layer.os_template])
+            if layer.build.gpus and args.driver is not None:
+                needs.append(args.driver)
+            self.layers[layer_name] = TemplateLayer(
+                f"layer-{layer_name}",
+                TemplateLayerArgs(
+                    environment=env,
+                    name=layer_name,
+                    parent=self.layers[layer.parent] if layer.parent is not None else None,
+                    depends_on=tuple(needs),
+                    gpu_minors=args.gpu_minors,
+                ),
+                pulumi.ResourceOptions(parent=self),
+            )
+        self.keys = {name: layer.key for name, layer in self.layers.items()}
+        self.vmids = {name: layer.vmid for name, layer in self.layers.items()}
+        self.verified = {name: layer.verified for name, layer in self.layers.items()}
+        self.register_outputs({"keys": self.keys, "vmids": self.vmids})

@@ -1,0 +1,402 @@
+"""Workload guests as Pulumi components: ``phoenix:guest:LxcGuest`` and ``phoenix:guest:VmGuest``.
+
+Named from the vmid (``ct-201``, ``vm-231``), never from list position, so reordering guests.json changes
+nothing.
+
+- An LXC guest is the LxcGuest dynamic resource (a linked clone of its layer's template, GPUs via devN,
+  the AppArmor profile as a raw line before the first start), its PVE firewall (GuestFirewall), when it
+  declares features the GuestFeatures that run them in it once started (``pct exec``), and, when it has an
+  engine config, a VllmService whose health check gates the deploy.
+- A VM is a pulumi-proxmoxve ``VmLegacy`` cloned from a template made once per cloud image, with a
+  cloud-init snippet that runs the same feature scripts as the layers, and its firewall. The snippet is a
+  HostFile written over Phoenix's pinned SSH rather than ``FileLegacy``, whose own SSH client does not
+  pin the host key.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_proxmoxve as proxmox
+import yaml
+
+from phoenix_components.components.targets import api_target, ssh_target
+from phoenix_components.config.load import Environment
+from phoenix_components.config.models import Container, DatasetCloneMount, Firewall, Vm
+from phoenix_components.render.features import feature_env
+from phoenix_components.render.firewall import firewall_inputs
+from phoenix_components.render.lxc import GpuMinors, clone_dataset, container_params, raw_lines
+from phoenix_components.render.vllm import UNIT_PATH, render_unit
+from providers.channels.command import render
+from providers.guests.features import GuestFeatures
+from providers.guests.firewall import GuestFirewall
+from providers.guests.lxc_guest import LxcGuestArgs as LxcGuestResourceArgs
+from providers.guests.lxc_guest import LxcGuestResource
+from providers.guests.snapshot import GuestSnapshot
+from providers.hostfiles.host_file import HostFile
+from providers.vllm_service import VllmServiceResource
+from providers.zfs.clone import ZfsClone, ZfsCloneArgs
+from providers.zfs.snapshot import ZfsSnapshot
+
+
+def _firewall(
+    name: str,
+    env: Environment,
+    fw: Firewall,
+    owner: pulumi.Resource,
+    *,
+    kind: str,
+    vmid: pulumi.Input[int],
+    guest_instance: pulumi.Input[str] = "",
+) -> list[pulumi.Resource]:
+    """PVE guest firewall (options and the ordered rules), a child of ``owner`` made after it."""
+    if not fw.enabled:
+        return []
+    return [
+        GuestFirewall(
+            f"{name}-firewall",
+            firewall_inputs(env.host.node, kind, vmid, fw, guest_instance),
+            api_target(env.host),
+            pulumi.ResourceOptions(parent=owner, depends_on=[owner]),
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class LxcGuestArgs:
+    environment: Environment
+    spec: Container
+    layer_vmid: pulumi.Input[int]
+    data_snapshots: dict[str, ZfsSnapshot] = field(default_factory=dict)  # dataset key -> its snapshot
+    depends_on: tuple[pulumi.Resource, ...] = ()  # the AppArmor profile it runs under, the driver
+    gpu_minors: pulumi.Input[GpuMinors] | None = None  # HostBaseline.gpu_minors: where devN paths come from
+
+
+class LxcGuest(pulumi.ComponentResource):
+    vmid: int
+    endpoint: str | None
+
+    def __init__(self, name: str, args: LxcGuestArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("phoenix:guest:LxcGuest", name, None, opts)
+        env, spec, host = args.environment, args.spec, args.environment.host
+        self.vmid = spec.vmid
+        self.address = spec.network.address
+        target = ssh_target(host)
+        self.clones: dict[str, ZfsClone] = {}
+        for mount in spec.mounts:
+            if isinstance(mount, DatasetCloneMount) and mount.dataset not in self.clones:
+                data = env.guests.datasets[mount.dataset]
+                self.clones[mount.dataset] = ZfsClone(
+                    f"{name}-{mount.dataset}",
+                    ZfsCloneArgs(
+                        origin=args.data_snapshots[mount.dataset].name,
+                        name=clone_dataset(data.dataset, spec.vmid),
+                    ),
+                    ssh_target=target,
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+        mountpoints = (
+            pulumi.Output.all(**{key: clone.mountpoint for key, clone in self.clones.items()})
+            if self.clones
+            else pulumi.Output.from_input({})
+        )
+        # devN paths use the device minors the host's NVIDIA inventory read, never the GPU index.
+        params = pulumi.Output.all(mountpoints, args.gpu_minors or {}).apply(
+            lambda both: {
+                k: v for k, v in container_params(spec, both[0], both[1]).items() if k != "hostname"
+            }
+        )
+        inputs = {
+            "node": host.node,
+            "vmid": spec.vmid,
+            "hostname": spec.hostname,
+            "template_vmid": args.layer_vmid,
+            "params": params,
+            "raw_lines": raw_lines(spec),
+            "storage": host.storage.rootfs,
+            "pool": host.storage.zfs_pool,
+            "disk_gib": spec.disk_gib,
+            "start": True,
+            "snapshot_before_update": spec.snapshot_before_update,
+            "snapshot_retention": spec.snapshot_retention,
+        }
+        self.guest = LxcGuestResource(
+            f"{name}-container",
+            LxcGuestResourceArgs(inputs=inputs, ssh_target=target, api_target=api_target(host)),
+            pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *self.clones.values()]),
+        )
+        self.firewall = _firewall(
+            name,
+            env,
+            spec.firewall,
+            self.guest,
+            kind="lxc",
+            vmid=self.guest.vmid,
+            guest_instance=self.guest.instance,
+        )
+        self.snapshots: GuestSnapshot | None = None
+        if spec.snapshots is not None:
+            policy = spec.snapshots
+            self.snapshots = GuestSnapshot(
+                f"{name}-snapshots",
+                {
+                    "node": host.node,
+                    "vmid": self.guest.vmid,
+                    "prefix": policy.prefix,
+                    "retention": policy.retention,
+                    "trigger": policy.trigger,
+                },
+                api_target(host),
+                pulumi.ResourceOptions(parent=self, depends_on=[self.guest]),
+            )
+        self.features: GuestFeatures | None = None
+        if spec.features:
+            self.features = GuestFeatures(
+                f"{name}-features",
+                container_feature_inputs(env, spec, self.guest.instance),
+                target,
+                pulumi.ResourceOptions(parent=self, depends_on=[self.guest]),
+            )
+        self.endpoint = None
+        self.service: VllmServiceResource | None = None
+        if spec.vllm is not None:
+            if self.address is not None:
+                self.endpoint = f"http://{self.address}:{spec.vllm.server.port}/v1"
+            self.service = VllmServiceResource(
+                f"{name}-vllm",
+                {
+                    "node": host.node,
+                    "vmid": self.guest.vmid,
+                    "unit": render_unit(spec.vllm),
+                    "unit_path": UNIT_PATH,
+                    "served_model_name": spec.vllm.server.served_model_name,
+                    "port": spec.vllm.server.port,
+                    "startup_timeout_s": spec.vllm.startup_timeout_s,
+                    # A replaced guest keeps its vmid: this is what tells the service it must deploy again.
+                    "guest_instance": self.guest.instance,
+                    "guest_name": spec.hostname,
+                },
+                target,
+                # The guest's own features (its config files, say) are in place before the server starts.
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=[self.guest, *([self.features] if self.features else [])]
+                ),
+            )
+        self.register_outputs(
+            {
+                "vmid": spec.vmid,
+                "hostname": spec.hostname,
+                "ip": spec.network.ip,
+                "gpus": list(spec.gpus),
+                "mac": self.guest.mac,
+                "origin": self.guest.origin,
+                "endpoint": self.endpoint,
+            }
+        )
+
+
+def container_feature_inputs(
+    env: Environment, spec: Container, guest_instance: pulumi.Input[str] | None = None
+) -> dict[str, object]:
+    """GuestFeatures' inputs for a container: each feature's script with its environment (the chain's pins
+    of it, as a VM gets them, plus the guest's own ``feature_env``) and the guest's ``feature_files``.
+
+    ``phoenix plan`` builds the provider's steps from these same inputs.
+    """
+    return {
+        "node": env.host.node,
+        "vmid": spec.vmid,
+        "features": [
+            {
+                "name": feature,
+                "script": env.feature_scripts[feature],
+                "env": {**feature_env(env, [feature], "lxc"), **spec.feature_env},
+            }
+            for feature in spec.features
+        ],
+        "files": [file.model_dump() for file in spec.feature_files],
+        # A replaced guest keeps its vmid: this is what tells the features they must run in it again.
+        "guest_instance": guest_instance,
+        "guest_name": spec.hostname,
+    }
+
+
+VM_FEATURES_DIR = "/var/lib/phoenix/features"
+VM_RUNNER = "/var/lib/phoenix/run-features.sh"
+
+
+def vm_runner(env: Environment, vm: Vm) -> str:
+    """The first-boot script of a VM: each feature in order with its own environment, fail-fast.
+
+    Every line is an argv list quoted once by :func:`providers.channels.command.render`, so a value (a runfile URL
+    with ``;cmd;#`` in it, say) stays one argument of ``env`` and can never become a command or a comment.
+    """
+    lines = [
+        "#!/bin/sh",
+        "# Phoenix: the VM's feature scripts, in order, as `pct exec` runs them in a layer.",
+        "set -eu",
+    ]
+    for feature in vm.features:
+        assignments = [f"{k}={v}" for k, v in feature_env(env, [feature], "vm").items()]
+        lines.append(render(["env", *assignments, "bash", f"{VM_FEATURES_DIR}/{feature}.sh"]))
+    return "\n".join(lines) + "\n"
+
+
+def user_data(env: Environment, vm: Vm) -> str:
+    """cloud-init user-data that writes the VM's feature scripts and runs them in order, fail-fast.
+
+    Built as a data structure and serialised by ``yaml.safe_dump``: a value can only ever be a YAML
+    scalar, so an SSH key with a line break in it cannot add a key, a user or a ``sudo`` rule.
+    (cloud-init's ``runcmd`` would run every entry even after one failed, hence one runner with
+    ``set -e``.)
+    """
+    files: list[dict[str, str]] = [
+        {
+            "path": f"{VM_FEATURES_DIR}/{feature}.sh",
+            "permissions": "0755",
+            "encoding": "b64",
+            "content": base64.b64encode(env.feature_scripts[feature].encode()).decode(),
+        }
+        for feature in vm.features
+    ]
+    document: dict[str, object] = {}
+    if vm.features:
+        files.append(
+            {
+                "path": VM_RUNNER,
+                "permissions": "0755",
+                "encoding": "b64",
+                "content": base64.b64encode(vm_runner(env, vm).encode()).decode(),
+            }
+        )
+        document["write_files"] = files
+        document["runcmd"] = [["sh", VM_RUNNER]]
+    user: dict[str, object] = {"name": vm.cloud_init.user, "sudo": "ALL=(ALL) NOPASSWD:ALL"}
+    if vm.cloud_init.ssh_authorized_keys:
+        user["ssh_authorized_keys"] = list(vm.cloud_init.ssh_authorized_keys)
+    document["users"] = ["default", user]
+    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False, allow_unicode=False)
+
+
+def cloud_image_template_vmid(env: Environment, image: str) -> int:
+    """VM templates made from cloud images take the top of the layer range, one per image, in name order;
+    layers are allocated from the bottom, and the config checks leave room for both."""
+    return env.host.vmid_ranges.layers.end - sorted(env.host.cloud_images).index(image)
+
+
+@dataclass(frozen=True)
+class VmGuestArgs:
+    environment: Environment
+    spec: Vm
+    template: proxmox.VmLegacy
+    provider: proxmox.Provider
+
+
+class VmGuest(pulumi.ComponentResource):
+    def __init__(self, name: str, args: VmGuestArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("phoenix:guest:VmGuest", name, None, opts)
+        env, vm, host = args.environment, args.spec, args.environment.host
+        self.vmid = vm.vmid
+        # The snippet goes over Phoenix's pinned SSH (HostFile), not FileLegacy's own SSH client.
+        file_name = f"phoenix-{vm.vmid}-user-data.yaml"
+        snippet = HostFile(
+            f"{name}-cloud-init",
+            {
+                "path": f"{host.storage.snippets_path}/{file_name}",
+                "content": user_data(env, vm),
+                "mode": 0o640,
+            },
+            ssh_target(host),
+            pulumi.ResourceOptions(parent=self),
+        )
+        snippet_id = snippet.path.apply(lambda _path: f"{host.storage.snippets}:snippets/{file_name}")
+        net = vm.network
+        pci = {g.index: g.pci for g in host.gpus}
+        ip = proxmox.VmLegacyInitializationIpConfigIpv4Args(
+            address=net.ip, gateway=net.gateway if net.ip != "dhcp" else None
+        )
+        self.vm = proxmox.VmLegacy(
+            f"{name}-vm",
+            node_name=host.node,
+            vm_id=vm.vmid,
+            name=vm.name,
+            description=vm.description or None,
+            clone=proxmox.VmLegacyCloneArgs(vm_id=args.template.vm_id, full=False),
+            cpu=proxmox.VmLegacyCpuArgs(cores=vm.cores, type="host"),
+            memory=proxmox.VmLegacyMemoryArgs(dedicated=vm.memory_mib),
+            disks=[
+                proxmox.VmLegacyDiskArgs(
+                    interface="scsi0", datastore_id=host.storage.vm_disks, size=vm.disk_gib
+                )
+            ],
+            network_devices=[
+                proxmox.VmLegacyNetworkDeviceArgs(
+                    bridge=net.bridge, mac_address=net.mac, vlan_id=net.vlan, firewall=net.firewall
+                )
+            ],
+            initialization=proxmox.VmLegacyInitializationArgs(
+                datastore_id=host.storage.vm_disks,
+                user_data_file_id=snippet_id,
+                ip_configs=[proxmox.VmLegacyInitializationIpConfigArgs(ipv4=ip)],
+            ),
+            hostpcis=[
+                proxmox.VmLegacyHostpciArgs(device=f"hostpci{i}", id=pci[gpu], pcie=True)
+                for i, gpu in enumerate(vm.gpus)
+            ],
+            agent=proxmox.VmLegacyAgentArgs(enabled=True),
+            on_boot=vm.start_on_boot,
+            started=True,
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=args.provider, depends_on=[snippet, args.template]
+            ),
+        )
+        self.firewall = _firewall(name, env, vm.firewall, self.vm, kind="qemu", vmid=vm.vmid)
+        self.register_outputs({"vmid": vm.vmid, "name": vm.name, "ip": net.ip, "snippet": snippet_id})
+
+
+@dataclass(frozen=True)
+class CloudImageTemplateArgs:
+    environment: Environment
+    image: str
+    provider: proxmox.Provider
+
+
+class CloudImageTemplate(pulumi.ComponentResource):
+    """A cloud image downloaded to the host and made into a VM template once; VMs are linked clones of it."""
+
+    def __init__(
+        self, name: str, args: CloudImageTemplateArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("phoenix:guest:CloudImageTemplate", name, None, opts)
+        env, host = args.environment, args.environment.host
+        image = host.cloud_images[args.image]
+        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        self.download = proxmox.download.File(
+            f"{name}-download",
+            node_name=host.node,
+            datastore_id=host.storage.templates,
+            content_type="import",
+            url=image.url,
+            file_name=image.file,
+            checksum=image.checksum,
+            checksum_algorithm="sha256" if image.checksum else None,
+            opts=child,
+        )
+        self.template = proxmox.VmLegacy(
+            f"{name}-template",
+            node_name=host.node,
+            vm_id=cloud_image_template_vmid(env, args.image),
+            name=f"template-{args.image}",
+            template=True,
+            started=False,
+            disks=[
+                proxmox.VmLegacyDiskArgs(
+                    interface="scsi0", datastore_id=host.storage.vm_disks, import_from=self.download.id
+                )
+            ],
+            agent=proxmox.VmLegacyAgentArgs(enabled=True),
+            opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[self.download]),
+        )
+        self.register_outputs({"vmid": self.template.vm_id, "image": self.download.id})

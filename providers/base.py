@@ -1,0 +1,204 @@
+"""Shared lifecycle rules for Phoenix's dynamic providers (DESIGN.md "Dynamic provider rules").
+
+Every provider file (one per resource noun) follows the same shape:
+
+1. ``<Noun>Inputs``: a frozen dataclass with ``from_props`` (numbers arrive as floats over gRPC) and
+   ``to_props``; the ``version`` input is the provider's logic version, bumped when its behaviour changes.
+2. pure logic: functions that render argv commands and parse their output (unit-tested without SSH);
+3. the provider (a :class:`providers.channels.targets.HostProvider`: plain data only, pickled into state) with
+   ``check`` tolerant of unknowns at preview, an exact ``diff`` via :func:`diff_inputs`, ``update``
+   returning every output, ``read`` for ``pulumi refresh`` and ``delete`` from stored outputs alone;
+4. the ``pulumi.dynamic.Resource`` subclass with typed outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pulumi
+from pulumi.dynamic import CheckFailure, ConfigureRequest, DiffResult, Resource, ResourceProvider, dynamic
+from pulumi.output import Unknown
+from pulumi.runtime import _serialization
+
+from providers.channels.targets import ApiTarget, Credentials, SshTarget
+
+if TYPE_CHECKING:
+    from providers.channels.command import Executor
+    from providers.channels.pve import PveClient
+
+PROVIDER_KEY = "__provider"
+VERSION_KEY = "version"
+
+
+def is_unknown(value: Any) -> bool:
+    """True for a value not known yet at preview (an output of a resource still to be created)."""
+    return isinstance(value, Unknown)
+
+
+def has_unknowns(props: Mapping[str, Any]) -> bool:
+    return any(is_unknown(v) for v in props.values())
+
+
+def changed(olds: Mapping[str, Any], news: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
+    """Keys among ``keys`` whose value differs between the stored outputs and the new inputs.
+
+    An unknown new value counts as a change (it may differ); ``None`` and a missing key are the same.
+    Numbers compare by value, so ``8`` in state equals ``8.0`` from the wire.
+    """
+    return [k for k in keys if is_unknown(news.get(k)) or olds.get(k) != news.get(k)]
+
+
+def diff_inputs(
+    olds: Mapping[str, Any],
+    news: Mapping[str, Any],
+    *,
+    replace_on: Iterable[str],
+    update_on: Iterable[str],
+    delete_before_replace: bool = False,
+) -> DiffResult:
+    """An exact diff: identity keys (``replace_on``) replace, the rest (``update_on``) update in place.
+
+    Keys in neither list never cause a change; ``__provider`` is deliberately not compared, so moving a
+    provider class between modules does not churn resources. The ``version`` input is always an update.
+    """
+    replaces = changed(olds, news, replace_on)
+    updates = changed(olds, news, [*update_on, VERSION_KEY])
+    return DiffResult(
+        changes=bool(replaces or updates),
+        replaces=replaces,
+        delete_before_replace=delete_before_replace if replaces else False,
+    )
+
+
+def require(news: Mapping[str, Any], keys: Iterable[str]) -> list[CheckFailure]:
+    """A failure per required key that is missing (unknowns pass: they are known at up)."""
+    return [CheckFailure(k, f"{k} is required") for k in keys if news.get(k) is None]
+
+
+def with_defaults(news: Mapping[str, Any], inputs_class: type) -> dict[str, Any]:
+    """``news`` with every input the program left out set to its declared default.
+
+    ``check`` returns this, so state holds the full input set; without it, an omitted input (present in
+    the stored outputs, absent from the new inputs) would look changed on every ``up``.
+    """
+    defaults: dict[str, Any] = {}
+    for f in dataclasses.fields(inputs_class):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+    return {**defaults, **news}
+
+
+def as_int(value: Any) -> int:
+    """gRPC carries numbers as doubles; state wants the int back (``8.0 -> 8``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(value)
+
+
+class DynamicResource(Resource):
+    """``pulumi.dynamic.Resource`` that scales to programs with thousands of dynamic resources.
+
+    Two things in the SDK's constructor (pulumi 3.272) cost a large program dearly, both found by
+    bench/eval_scale:
+
+    - ``serialize_provider`` dill-pickles the provider for every resource (≈3 ms each), although a
+      Phoenix provider is plain data pickled by reference: equal fields give the same string. The
+      string is computed once per distinct provider and reused.
+    - it wraps ``pickle._Pickler._batch_setitems`` in a sorting shim on every call and never restores
+      it, so each pickle adds a stack frame to every later one; about 980 pickles into a program it hits
+      the recursion limit (cf. pulumi/pulumi#17803). The method is put back after each pickle.
+
+    Everything else is what ``pulumi.dynamic.Resource.__init__`` does: the ``__provider`` input, secret
+    when the provider asks for it, and the ``pulumi-python:dynamic/<module>:<name>`` type token.
+    """
+
+    _serialized: dict[tuple[type, str], tuple[str, bool]] = {}
+
+    def __init__(
+        self,
+        provider: ResourceProvider,
+        name: str,
+        props: dict[str, Any],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        if PROVIDER_KEY in props:
+            raise ValueError("a dynamic resource must not define the __provider key")
+        serialized, contains_secrets = self._serialize_provider(provider)
+        value: Any = serialized
+        if getattr(provider, "serialize_as_secret_always", True) or contains_secrets:
+            value = pulumi.Output.secret(serialized)
+        pulumi.CustomResource.__init__(
+            self, f"pulumi-python:{self._resource_type_name}", name, {**props, PROVIDER_KEY: value}, opts
+        )
+
+    @classmethod
+    def _serialize_provider(cls, provider: ResourceProvider) -> tuple[str, bool]:
+        getstate = getattr(provider, "__getstate__", None)
+        state = getstate() if callable(getstate) else vars(provider)
+        key = (type(provider), repr(sorted(state.items())))
+        cached = cls._serialized.get(key)
+        if cached is None:
+            original = pickle._Pickler._batch_setitems  # type: ignore[attr-defined]
+            try:
+                cached = _serialization._serialize(True, dynamic.serialize_provider, provider)
+            finally:
+                pickle._Pickler._batch_setitems = original  # type: ignore[attr-defined]
+            cls._serialized[key] = cached
+        return cached
+
+
+@dataclass
+class HostProvider(ResourceProvider):
+    """Base for providers that act on one Proxmox host.
+
+    Holds targets (plain data) and, inside the provider host only, the credentials read at configure.
+    The shared SSH/PVE clients opened from these arrive with the host-channels issue.
+    """
+
+    ssh_target: SshTarget | None = None
+    api_target: ApiTarget | None = None
+    _credentials: Credentials | None = field(default=None, repr=False, compare=False)
+
+    # Pickled into state by reference (module path + these fields); no secret is ever a field value
+    # at pickling time because _credentials is only set in configure(), inside the provider host.
+    serialize_as_secret_always = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_credentials"] = None
+        return state
+
+    def configure(self, req: ConfigureRequest) -> None:
+        self._credentials = Credentials.from_sources(req.config)
+
+    @property
+    def credentials(self) -> Credentials:
+        if self._credentials is None:  # e.g. called outside a provider host, by local tooling
+            self._credentials = Credentials.from_sources()
+        return self._credentials
+
+    def ssh(self) -> Executor:
+        """The process-wide SSH executor of this provider's host (one connection per host per process)."""
+        from providers.channels.ssh import (
+            executor_for,  # late: keeps paramiko out of processes that never use SSH
+        )
+        from providers.errors import ConfigError
+
+        if self.ssh_target is None:
+            raise ConfigError([f"{type(self).__name__}: no ssh_target, so no SSH connection can be opened"])
+        return executor_for(self.ssh_target, self.credentials)
+
+    def pve(self) -> PveClient:
+        """The process-wide PVE API client of this provider's host (one login per host per process)."""
+        from providers.channels.pve import client_for  # late: providers.channels.pve imports this module
+        from providers.errors import ConfigError
+
+        if self.api_target is None:
+            raise ConfigError([f"{type(self).__name__}: no api_target, so no PVE API client can be opened"])
+        return client_for(self.api_target, self.credentials)

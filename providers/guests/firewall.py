@@ -1,0 +1,217 @@
+"""GuestFirewall: a guest's PVE firewall — its options (enable, policies) and its ordered rule list.
+
+Why Phoenix's own provider and not pulumi-proxmoxve's ``firewall.OptionsLegacy``/``RulesLegacy``: the
+rules are the one guest setting the on-prem program needed that plugin for, and the plugin cannot be
+built on these machines (its Go module is refused by the module proxy). Through Phoenix's PVE client the
+firewall is real in the lab too (fakepve keeps guest firewall configs as pve-firewall does) and its steps
+are data that ``phoenix plan`` can show.
+
+The rules are owned whole: ``create``/``update`` make the guest's rule list exactly the declared one, in
+order, and ``read`` reports any difference (a rule added, removed or edited by hand in the web UI) as
+drift. PVE's rule API inserts a new rule at the top, so the declared list is posted last rule first.
+``delete`` removes every rule and turns the guest's firewall off.
+
+PVE removes a guest's firewall config when the guest is destroyed (``pct destroy``), and a replaced LXC
+guest keeps its vmid: ``guest_instance`` (the LxcGuest's per-container token) is what tells this
+resource that the container is a new one whose firewall must be written again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import pulumi
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
+
+from providers.base import DynamicResource, HostProvider, as_int, diff_inputs, require, with_defaults
+from providers.channels.pve import PveClient, is_missing
+from providers.channels.targets import ApiTarget
+from providers.errors import PveError
+
+PROVIDER_VERSION = "1"
+POLICIES = ("ACCEPT", "DROP", "REJECT")
+# The rule fields Phoenix declares, in PVE's own names; everything else PVE reports (pos, digest,
+# ipversion, log) is not compared.
+RULE_FIELDS = ("type", "action", "proto", "dport", "source", "dest", "comment")
+
+
+@dataclass(frozen=True)
+class GuestFirewallInputs:
+    node: str
+    vmid: int
+    kind: str = "lxc"  # or "qemu": the API path differs, the firewall does not
+    enabled: bool = True
+    policy_in: str = "DROP"
+    policy_out: str = "ACCEPT"
+    rules: list[dict[str, str]] = field(default_factory=list)
+    guest_instance: str = ""
+    version: str = PROVIDER_VERSION
+
+    @classmethod
+    def from_props(cls, props: dict[str, Any]) -> GuestFirewallInputs:
+        values = {k: props[k] for k in cls.__dataclass_fields__ if k in props}
+        values["vmid"] = as_int(values["vmid"])
+        values["rules"] = [normalise_rule(rule) for rule in values.get("rules") or []]
+        return cls(**values)
+
+    @property
+    def base(self) -> str:
+        return f"nodes/{self.node}/{self.kind}/{self.vmid}/firewall"
+
+
+# ------------------------------------------------------------------ steps, as data
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One PVE API request a step makes: what ``phoenix plan`` prints and what the provider sends."""
+
+    method: Literal["GET", "POST", "PUT", "DELETE"]
+    path: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def render(self) -> str:
+        args = " ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.method} /{self.path}" + (f" {args}" if args else "")
+
+
+def normalise_rule(rule: dict[str, Any]) -> dict[str, str]:
+    """A rule as compared: only the declared fields, no empty ones, all strings (PVE's own form)."""
+    return {k: str(rule[k]) for k in RULE_FIELDS if rule.get(k) not in (None, "")}
+
+
+def options_call(inputs: GuestFirewallInputs) -> ApiCall:
+    return ApiCall(
+        "PUT",
+        f"{inputs.base}/options",
+        {"enable": int(inputs.enabled), "policy_in": inputs.policy_in, "policy_out": inputs.policy_out},
+    )
+
+
+def rule_calls(inputs: GuestFirewallInputs, current: int) -> list[ApiCall]:
+    """Make the rule list exactly ``inputs.rules`` when the guest has ``current`` rules now.
+
+    Deletes go from the bottom up so each position still names the rule it meant; creates go in reverse
+    because PVE inserts every new rule at position 0.
+    """
+    deletes = [ApiCall("DELETE", f"{inputs.base}/rules/{pos}") for pos in reversed(range(current))]
+    creates = [
+        ApiCall("POST", f"{inputs.base}/rules", {**rule, "enable": 1}) for rule in reversed(inputs.rules)
+    ]
+    return [*deletes, *creates]
+
+
+def apply_steps(inputs: GuestFirewallInputs, current_rules: list[dict[str, Any]]) -> list[ApiCall]:
+    """The calls that bring a guest whose rules are ``current_rules`` to ``inputs``; the rules are left
+    alone when they already match (options are always set: one idempotent PUT)."""
+    steps = [options_call(inputs)]
+    if [normalise_rule(r) for r in current_rules] != inputs.rules or not all(
+        str(r.get("enable", "0")) == "1" for r in current_rules
+    ):
+        steps.extend(rule_calls(inputs, len(current_rules)))
+    return steps
+
+
+def plan_steps(inputs: GuestFirewallInputs) -> list[ApiCall]:
+    """The steps of a first ``up`` (a new guest has no rules): what ``phoenix plan`` shows."""
+    return [ApiCall("GET", f"{inputs.base}/rules"), *apply_steps(inputs, [])]
+
+
+def observed(options: dict[str, Any], rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """The outputs that describe the firewall as PVE has it."""
+    return {
+        "enabled": str(options.get("enable", "0")) == "1",
+        "policy_in": str(options.get("policy_in", "DROP")),
+        "policy_out": str(options.get("policy_out", "ACCEPT")),
+        "rules": [normalise_rule(r) for r in rules],
+    }
+
+
+# ------------------------------------------------------------------ provider
+
+
+@dataclass
+class GuestFirewallProvider(HostProvider):
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        failures = require(news, ["node", "vmid"])
+        for key in ("policy_in", "policy_out"):
+            if key in news and news[key] not in POLICIES:
+                failures.append(CheckFailure(key, f"one of {', '.join(POLICIES)}"))
+        if news.get("kind", "lxc") not in ("lxc", "qemu"):
+            failures.append(CheckFailure("kind", "lxc or qemu"))
+        return CheckResult(with_defaults(news, GuestFirewallInputs), failures)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        olds = {**olds, "rules": [normalise_rule(r) for r in olds.get("rules") or []]}
+        news = {**news, "rules": [normalise_rule(r) for r in news.get("rules") or []]}
+        return diff_inputs(
+            olds,
+            news,
+            replace_on=["node", "kind", "vmid"],
+            update_on=["enabled", "policy_in", "policy_out", "rules", "guest_instance"],
+        )
+
+    def _apply(self, inputs: GuestFirewallInputs) -> dict[str, Any]:
+        api = self.pve()
+        for call in apply_steps(inputs, api.get(f"{inputs.base}/rules")):
+            send(api, call)
+        return asdict(inputs)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        inputs = GuestFirewallInputs.from_props(props)
+        return CreateResult(f"{inputs.kind}/{inputs.vmid}/firewall", self._apply(inputs))
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(self._apply(GuestFirewallInputs.from_props(news)))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        inputs, api = GuestFirewallInputs.from_props(props), self.pve()
+        try:
+            options = api.get(f"{inputs.base}/options")
+            rules = api.get(f"{inputs.base}/rules")
+        except PveError as error:
+            if is_missing(error):
+                return ReadResult(None, {})
+            raise
+        return ReadResult(id_, {**props, **observed(options, rules)})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        inputs, api = GuestFirewallInputs.from_props(props), self.pve()
+        try:
+            current = api.get(f"{inputs.base}/rules")
+        except PveError as error:
+            if is_missing(error):  # the guest went first: its firewall went with it
+                return
+            raise
+        off = GuestFirewallInputs(node=inputs.node, vmid=inputs.vmid, kind=inputs.kind, enabled=False)
+        for call in [*rule_calls(off, len(current)), options_call(off)]:
+            send(api, call)
+
+
+def send(api: PveClient, call: ApiCall) -> None:
+    if call.method == "POST":
+        api.create(call.path, **call.params)
+    elif call.method == "PUT":
+        api.set(call.path, **call.params)
+    elif call.method == "DELETE":
+        api.delete(call.path, **call.params)
+    else:
+        api.get(call.path, **call.params)
+
+
+class GuestFirewall(DynamicResource, module="phoenix", name="GuestFirewall"):
+    """A guest's PVE firewall. Token ``pulumi-python:dynamic/phoenix:GuestFirewall``."""
+
+    enabled: pulumi.Output[bool]
+    rules: pulumi.Output[list[dict[str, str]]]
+
+    def __init__(
+        self,
+        name: str,
+        inputs: dict[str, Any],
+        api_target: ApiTarget,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        provider = GuestFirewallProvider(api_target=api_target)
+        super().__init__(provider, name, {**inputs, "version": PROVIDER_VERSION}, opts)

@@ -1,0 +1,288 @@
+"""A ZFS filesystem on the host (``rpool/data/phoenix-models``). Token ``pulumi-python:dynamic/zfs:Dataset``.
+
+Lifecycle (all over SSH, argv only; session counts per operation in brackets):
+
+- **identity** is ``name``, plus the create-only properties (``casesensitivity``, ``normalization``,
+  ``utf8only``, ``encryption``...): a change replaces. A new name is created before the old one is
+  destroyed (two names coexist); a create-only change keeps the name, so the old one goes first.
+  A replace is a new, empty dataset: data does not move.
+- **properties** (``mountpoint``, ``quota``, ``compression``, ``recordsize``, ``org.phoenix:*``...) change
+  in place: ``zfs set`` for a new value, ``zfs inherit`` for a property no longer declared (``quota=none``
+  and friends for the ones ZFS will not inherit), then a read-back [1]. ``check`` stores them in the form
+  ``zfs get -p`` reports (``16K`` -> ``16384``, ``0`` -> ``none`` for quotas), so drift compares exactly.
+- **create** [2]: ``zfs create -o k=v ... name``, then a read-back. Safe to retry: when the dataset already
+  exists and is an independent filesystem (not a clone, same create-only properties), it is **adopted**
+  and its declared properties are set [3]; anything else fails with :class:`DatasetExistsError` saying
+  what is there. A retried ``up`` after a dropped connection therefore converges instead of failing.
+  Parents are never created implicitly (``zfs create -p``): they would belong to nobody.
+- **read** (refresh) [1]: one ``zfs get``; gone -> ``ReadResult(None, {})``; outputs carry live values.
+- **delete** [2], from stored outputs: destroy only if ZFS still has the same instance (``guid``), never
+  with ``-r``/``-R``: snapshots or children Phoenix does not manage make it fail with
+  :class:`DatasetHasChildrenError` naming them. "Busy" is retried until ``busy_timeout``, then
+  :class:`DatasetBusyError`. Already gone is success.
+
+State (outputs): ``name``, ``properties`` (declared keys, live values), ``version``, ``mountpoint`` and
+``guid`` (both read from ZFS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pulumi
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    UpdateResult,
+)
+
+from providers.base import (
+    PROVIDER_KEY,
+    VERSION_KEY,
+    DynamicResource,
+    HostProvider,
+    diff_inputs,
+    is_unknown,
+    require,
+)
+from providers.channels.command import Executor
+from providers.channels.targets import SshTarget
+from providers.zfs.common import (
+    BUSY_TIMEOUT,
+    DatasetExistsError,
+    DatasetFacts,
+    ZfsError,
+    apply_properties,
+    canonical_properties,
+    create_argv,
+    create_only_changes,
+    dataset_name_problem,
+    destroy,
+    filesystem_outputs,
+    filesystem_props,
+    plan_properties,
+    properties_problems,
+    read_dataset,
+    run_zfs,
+)
+
+PROVIDER_VERSION = "1"
+"""Bump when this provider's behaviour changes: every dataset then updates (re-applies its properties)."""
+
+
+# --- 1. inputs ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZfsDatasetInputs:
+    name: str
+    """Full dataset name, e.g. ``rpool/data/phoenix-models`` (identity)."""
+    properties: dict[str, str] = field(default_factory=dict)
+    """Declared ZFS properties, canonical (as ``check`` stored them)."""
+    version: str = PROVIDER_VERSION
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, Any]) -> ZfsDatasetInputs:
+        return cls(
+            name=str(props["name"]),
+            properties={str(k): str(v) for k, v in (props.get("properties") or {}).items()},
+            version=str(props.get(VERSION_KEY) or PROVIDER_VERSION),
+        )
+
+    def to_props(self) -> dict[str, Any]:
+        return {"name": self.name, "properties": dict(self.properties), VERSION_KEY: self.version}
+
+
+# --- 2. pure logic -------------------------------------------------------------------------------------
+
+
+def validate_filesystem(props: Mapping[str, Any]) -> list[CheckFailure]:
+    """Failures for ``name`` and ``properties`` (shared with clones); unknowns pass until ``up``."""
+    failures = require(props, ["name"])
+    name = props.get("name")
+    if name is not None and not is_unknown(name) and (problem := dataset_name_problem(name)):
+        failures.append(CheckFailure("name", problem))
+    failures.extend(CheckFailure("properties", p) for p in properties_problems(props.get("properties")))
+    return failures
+
+
+def checked_filesystem(news: Mapping[str, Any], version: str) -> dict[str, Any]:
+    """Inputs with defaults filled in and properties in canonical form."""
+    inputs = {"properties": {}, **news}
+    if inputs.get(VERSION_KEY) is None:
+        inputs[VERSION_KEY] = version
+    inputs["properties"] = canonical_properties(inputs["properties"])
+    return inputs
+
+
+def diff_filesystem(olds: Mapping[str, Any], news: Mapping[str, Any], *, identity: list[str]) -> DiffResult:
+    """The diff table for a filesystem (dataset or clone). ``olds`` are stored outputs, ``news`` inputs.
+
+    - an ``identity`` key (``name``; a clone's ``origin`` too) changed -> replace;
+    - a create-only property changed -> replace (``properties``);
+    - any other property, or ``version``, changed -> update in place;
+    - the replacement is created first unless it keeps the name (then the old one is destroyed first:
+      two datasets cannot share a name, and create would otherwise adopt the very dataset about to go).
+    """
+    base = diff_inputs(olds, news, replace_on=identity, update_on=["properties"])
+    replaces = list(base.replaces or [])
+    if create_only_changes(olds.get("properties") or {}, news.get("properties")):
+        replaces.append("properties")
+    name = news.get("name")
+    keeps_name = not is_unknown(name) and olds.get("name") == name
+    return DiffResult(
+        changes=base.changes, replaces=replaces, delete_before_replace=bool(replaces) and keeps_name
+    )
+
+
+def adoption_problem(facts: DatasetFacts, want_origin: str | None, want: Mapping[str, str]) -> str | None:
+    """Why an existing filesystem is not the one asked for (so create must not adopt it), or None.
+
+    ``want_origin`` None asks for an independent filesystem; a snapshot name asks for a clone of it.
+    """
+    if facts.type != "filesystem":
+        return f"it is a {facts.type}, not a filesystem"
+    if want_origin is None and facts.origin is not None:
+        return f"it is a clone of {facts.origin}, not an independent filesystem"
+    if want_origin is not None and facts.origin != want_origin:
+        found = f"a clone of {facts.origin}" if facts.origin else "an independent filesystem (no origin)"
+        return f"it is {found}, not a clone of {want_origin}"
+    if differing := create_only_changes(facts.declared(want), want):
+        return f"its create-only properties differ: {', '.join(differing)}"
+    return None
+
+
+def converge_existing(
+    ex: Executor,
+    error: DatasetExistsError,
+    facts: DatasetFacts | None,
+    origin: str | None,
+    want: Mapping[str, str],
+) -> DatasetFacts:
+    """Adopt the filesystem a create found already there, or raise ``error`` saying why not."""
+    if facts is None:  # gone again between the create and the read: let the retry create it
+        raise error
+    if problem := adoption_problem(facts, origin, want):
+        what = f"{error.what} (not adopted: {problem}; Phoenix adopts only the dataset it was asked to make)"
+        raise DatasetExistsError(error.result, what, dataset=error.dataset)
+    live = facts.declared(want)
+    if not plan_properties(live, want):
+        return facts
+    return apply_properties(ex, facts.name, live, want, f"adopting {facts.name}")
+
+
+# --- 3. the provider -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ZfsDatasetProvider(HostProvider):
+    """Plain data only (pickled into state): the inherited SSH target and the busy-retry budget.
+
+    :class:`providers.zfs.clone.ZfsCloneProvider` extends it: a clone is a filesystem with an origin.
+    """
+
+    busy_timeout: float = BUSY_TIMEOUT
+
+    noun: ClassVar[str] = "dataset"
+    inputs_type: ClassVar[type[ZfsDatasetInputs]] = ZfsDatasetInputs
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        inputs = checked_filesystem(news, PROVIDER_VERSION)
+        return CheckResult(inputs, validate_filesystem(inputs))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        return diff_filesystem(olds, news, identity=["name"])
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        want = ZfsDatasetInputs.from_props(props)
+        what = f"creating dataset {want.name}"
+        facts = self._make(create_argv(want.name, want.properties), want, None, what)
+        return CreateResult(want.name, self._outputs(want, facts))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        declared = dict(props.get("properties") or {})
+        facts = read_dataset(self.ssh(), id_, filesystem_props(declared))
+        if facts is None:
+            return ReadResult(None, {})  # destroyed out of band
+        stored = {k: v for k, v in props.items() if k != PROVIDER_KEY}
+        return ReadResult(id_, {**stored, "name": id_, **self._live(facts, declared)})
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        want = self.inputs_type.from_props(news)
+        live = dict(olds.get("properties") or {})
+        facts = apply_properties(self.ssh(), id_, live, want.properties, f"updating {self.noun} {id_}")
+        return UpdateResult(self._outputs(want, facts))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        what = f"destroying {self.noun} {id_}"
+        guid = props.get("guid") or None
+        error = destroy(self.ssh(), id_, what, guid=guid, busy_timeout=self.busy_timeout)
+        if error is not None:
+            raise error
+
+    def _make(self, argv: list[str], want: ZfsDatasetInputs, origin: str | None, what: str) -> DatasetFacts:
+        """Run the create/clone command, then read back [2]; adopt what an earlier try made [3]."""
+        ex = self.ssh()
+        outcome = run_zfs(ex, argv, what, busy_timeout=self.busy_timeout)
+        if isinstance(outcome, ZfsError) and not isinstance(outcome, DatasetExistsError):
+            raise outcome
+        facts = read_dataset(ex, want.name, filesystem_props(want.properties))
+        if isinstance(outcome, DatasetExistsError):
+            return converge_existing(ex, outcome, facts, origin, want.properties)
+        if facts is None:
+            raise ValueError(f"{what}: zfs reported success but `zfs get` does not find {want.name}")
+        return facts
+
+    def _live(self, facts: DatasetFacts, declared: Iterable[str]) -> dict[str, Any]:
+        return filesystem_outputs(facts, declared)
+
+    def _outputs(self, want: ZfsDatasetInputs, facts: DatasetFacts) -> dict[str, Any]:
+        return {**want.to_props(), **self._live(facts, want.properties)}
+
+
+# --- 4. the resource -----------------------------------------------------------------------------------
+
+PropertyValue = str | int | bool
+
+
+@dataclass(frozen=True)
+class ZfsDatasetArgs:
+    name: pulumi.Input[str]
+    """Full dataset name, e.g. ``rpool/data/phoenix-models``; its parent must exist."""
+    properties: pulumi.Input[Mapping[str, pulumi.Input[PropertyValue]]] = field(default_factory=dict)
+    """ZFS properties to manage, e.g. ``{"quota": "100G", "compression": "on", "atime": False}``."""
+
+
+class ZfsDataset(DynamicResource, module="zfs", name="Dataset"):
+    """A ZFS filesystem (see the module docstring)."""
+
+    name: pulumi.Output[str]
+    properties: pulumi.Output[dict[str, str]]
+    """Declared properties with their live values, in ``zfs get -p`` form."""
+    version: pulumi.Output[str]
+    mountpoint: pulumi.Output[str]
+    guid: pulumi.Output[str]
+
+    def __init__(
+        self,
+        resource_name: str,
+        args: ZfsDatasetArgs,
+        *,
+        ssh_target: SshTarget,
+        busy_timeout: float = BUSY_TIMEOUT,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        provider = ZfsDatasetProvider(ssh_target=ssh_target, busy_timeout=busy_timeout)
+        props: dict[str, Any] = {
+            "name": args.name,
+            "properties": args.properties,
+            VERSION_KEY: PROVIDER_VERSION,
+            "mountpoint": None,
+            "guid": None,
+        }
+        super().__init__(provider, resource_name, props, opts)
