@@ -2,22 +2,31 @@
 
 Every provider file (one per resource noun) follows the same shape:
 
-1. ``<Noun>Inputs``: a frozen dataclass with ``from_props`` (numbers arrive as floats over gRPC) and
-   ``to_props``; the ``version`` input is the provider's logic version, bumped when its behaviour changes.
+1. ``<Noun>Inputs``: a frozen dataclass on :class:`Inputs` (``from_props``: numbers arrive as floats over
+   gRPC; ``to_props``; ``defaults``); the ``version`` input is the provider's logic version, bumped when
+   its behaviour changes.
 2. pure logic: functions that render argv commands and parse their output (unit-tested without SSH);
 3. the provider (a :class:`providers.channels.targets.HostProvider`: plain data only, pickled into state) with
    ``check`` tolerant of unknowns at preview, an exact ``diff`` via :func:`diff_inputs`, ``update``
    returning every output, ``read`` for ``pulumi refresh`` and ``delete`` from stored outputs alone;
-4. the ``pulumi.dynamic.Resource`` subclass with typed outputs.
+4. the resource (a :class:`DynamicResource`, named by the plain noun) with typed ``Args`` and its outputs
+   declared once, as ``pulumi.Output[...]`` annotations.
+
+After a failed operation, cleanup goes through :func:`cleanup_on_failure` / :func:`attach_cleanup`: the
+original error is what the user sees, a cleanup failure rides along as a note on it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pickle
-from collections.abc import Iterable, Mapping
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import pulumi
 from pulumi.dynamic import CheckFailure, ConfigureRequest, DiffResult, Resource, ResourceProvider, dynamic
@@ -85,13 +94,22 @@ def with_defaults(news: Mapping[str, Any], inputs_class: type) -> dict[str, Any]
     ``check`` returns this, so state holds the full input set; without it, an omitted input (present in
     the stored outputs, absent from the new inputs) would look changed on every ``up``.
     """
+    return {**_defaults(inputs_class), **news}
+
+
+def _defaults(inputs_class: type) -> dict[str, Any]:
     defaults: dict[str, Any] = {}
     for f in dataclasses.fields(inputs_class):
         if f.default is not dataclasses.MISSING:
             defaults[f.name] = f.default
         elif f.default_factory is not dataclasses.MISSING:
             defaults[f.name] = f.default_factory()
-    return {**defaults, **news}
+    return defaults
+
+
+def stored(props: Mapping[str, Any]) -> dict[str, Any]:
+    """``props`` without the ``__provider`` key: what ``read`` hands back as the resource's outputs."""
+    return {k: v for k, v in props.items() if k != PROVIDER_KEY}
 
 
 def as_int(value: Any) -> int:
@@ -99,6 +117,133 @@ def as_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
         raise ValueError(f"expected an integer, got {value!r}")
     return int(value)
+
+
+CONVERT = "phoenix.convert"
+"""Field metadata key: a function ``from_props`` applies to the field's wire value (see :func:`convert`)."""
+
+
+def convert(function: Callable[[Any], Any]) -> dict[str, Any]:
+    """Field metadata for :class:`Inputs`: ``sha256: str = field(metadata=convert(str.lower))``."""
+    return {CONVERT: function}
+
+
+_INT_ANNOTATION = re.compile(r"(int( \| None)?|None \| int|Optional\[int\])")
+
+
+def _is_int(annotation: Any) -> bool:
+    """``int`` or ``int | None`` (a string under ``from __future__ import annotations``, else a type)."""
+    if isinstance(annotation, str):
+        return _INT_ANNOTATION.fullmatch(annotation.strip()) is not None
+    if annotation is int:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set(typing.get_args(annotation)) in ({int}, {int, type(None)})
+    return False
+
+
+@dataclass(frozen=True)
+class _FieldPlan:
+    """How :meth:`Inputs.from_props` reads one field; computed once per inputs class."""
+
+    name: str
+    is_int: bool
+    default: Any
+    default_factory: Any
+    convert: Callable[[Any], Any] | None
+
+
+class Inputs:
+    """Base of every provider's ``<Noun>Inputs`` frozen dataclass: the one place props become typed inputs.
+
+    - :meth:`from_props` takes each field by name from the props Pulumi hands a CRUD method; ``__provider``
+      and any other key that is no field (a stored output) is ignored, a missing or ``None`` value gets the
+      field's default, an ``int`` field is brought back from the double gRPC carries (:func:`as_int`), and
+      a field with :func:`convert` metadata is passed through its function.
+    - :meth:`to_props` gives the fields back as plain props (what state stores as inputs).
+    - :meth:`defaults` the declared defaults, which ``check`` fills in (:func:`with_defaults`).
+    """
+
+    _plans: ClassVar[dict[type, list[_FieldPlan]]] = {}
+
+    @classmethod
+    def _plan(cls) -> list[_FieldPlan]:
+        plan = Inputs._plans.get(cls)
+        if plan is None:
+            plan = [
+                _FieldPlan(f.name, _is_int(f.type), f.default, f.default_factory, f.metadata.get(CONVERT))
+                for f in dataclasses.fields(cls)  # type: ignore[arg-type]  # subclasses are dataclasses
+            ]
+            Inputs._plans[cls] = plan
+        return plan
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, Any]) -> Self:
+        values: dict[str, Any] = {}
+        for f in cls._plan():
+            value = props.get(f.name)
+            if value is not None:
+                value = f.convert(value) if f.convert else as_int(value) if f.is_int else value
+            elif f.default is not dataclasses.MISSING:
+                value = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+            elif f.name not in props:
+                raise ValueError(f"{cls.__name__}: {f.name} is required")
+            values[f.name] = value
+        return cls(**values)
+
+    def to_props(self) -> dict[str, Any]:
+        props: dict[str, Any] = dataclasses.asdict(self)  # type: ignore[call-overload]  # a dataclass
+        return props
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return _defaults(cls)
+
+
+def attach_cleanup(error: BaseException, cleanup: Callable[[], object], what: str) -> None:
+    """Run ``cleanup`` after ``error``; if it fails too, its failure becomes a note on ``error``.
+
+    The caller re-raises ``error``: the user sees what went wrong first, and what was left behind.
+    Never ``pulumi.log.warn`` (a dynamic provider's log never reaches the user) and never the cleanup
+    error instead of the original.
+    """
+    try:
+        cleanup()
+    except Exception as cleanup_error:  # noqa: BLE001 - any cleanup failure is reported, never raised
+        error.add_note(f"{what} also failed: {type(cleanup_error).__name__}: {cleanup_error}")
+
+
+@contextmanager
+def cleanup_on_failure(cleanup: Callable[[], object], what: str) -> Iterator[None]:
+    """``with cleanup_on_failure(remove_temp_ct, "removing CT 9001"): build()``: on an error from the body,
+    run ``cleanup`` and re-raise the original error (see :func:`attach_cleanup`)."""
+    try:
+        yield
+    except Exception as error:
+        attach_cleanup(error, cleanup, what)
+        raise
+
+
+_outputs: dict[type, tuple[str, ...]] = {}
+_OUTPUT_ANNOTATION = re.compile(r"(pulumi\.)?Output\[")
+
+
+def declared_outputs(resource_class: type) -> tuple[str, ...]:
+    """The ``pulumi.Output[...]`` annotations of a :class:`DynamicResource` subclass (and its bases)."""
+    names = _outputs.get(resource_class)
+    if names is None:
+        found: dict[str, None] = {}
+        for klass in reversed(resource_class.__mro__):
+            if klass is DynamicResource or not issubclass(klass, DynamicResource):
+                continue
+            for name, annotation in vars(klass).get("__annotations__", {}).items():
+                text = annotation if isinstance(annotation, str) else repr(annotation)
+                if _OUTPUT_ANNOTATION.match(text) or typing.get_origin(annotation) is pulumi.Output:
+                    found[name] = None
+        names = _outputs[resource_class] = tuple(found)
+    return names
 
 
 class DynamicResource(Resource):
@@ -116,6 +261,9 @@ class DynamicResource(Resource):
 
     Everything else is what ``pulumi.dynamic.Resource.__init__`` does: the ``__provider`` input, secret
     when the provider asks for it, and the ``pulumi-python:dynamic/<module>:<name>`` type token.
+
+    Outputs are declared once, as ``pulumi.Output[...]`` class annotations: each one the props leave out
+    is registered as ``None`` (to be filled by the provider), so it becomes an attribute of the resource.
     """
 
     _serialized: dict[tuple[type, str], tuple[str, bool]] = {}
@@ -129,6 +277,9 @@ class DynamicResource(Resource):
     ) -> None:
         if PROVIDER_KEY in props:
             raise ValueError("a dynamic resource must not define the __provider key")
+        outputs = declared_outputs(type(self))
+        if any(name not in props for name in outputs):
+            props = {**dict.fromkeys(outputs), **props}
         serialized, contains_secrets = self._serialize_provider(provider)
         value: Any = serialized
         if getattr(provider, "serialize_as_secret_always", True) or contains_secrets:

@@ -102,3 +102,102 @@ def test_with_defaults_fills_only_what_is_missing() -> None:
         tags: list[str] = field(default_factory=list)
 
     assert with_defaults({"name": "a", "size": 16}, Inputs) == {"name": "a", "size": 16, "tags": []}
+
+
+# --- the typed inputs base, declared outputs and the cleanup policy -----------------------------------
+
+from dataclasses import dataclass, field  # noqa: E402
+
+import pulumi  # noqa: E402
+
+from providers.base import (  # noqa: E402
+    DynamicResource,
+    Inputs,
+    attach_cleanup,
+    cleanup_on_failure,
+    convert,
+    declared_outputs,
+    stored,
+)
+
+
+@dataclass(frozen=True)
+class _Sample(Inputs):
+    name: str
+    size: int = 8
+    slot: int | None = None
+    tags: list[str] = field(default_factory=list)
+    digest: str = field(default="", metadata=convert(str.lower))
+    version: str = "1"
+
+
+def test_inputs_from_props_coerces_ints_fills_defaults_and_ignores_the_provider_and_outputs() -> None:
+    props = {"name": "a", "size": 16.0, "slot": 2.0, "digest": "ABC", "__provider": "pickle", "guid": "9"}
+    got = _Sample.from_props(props)
+    assert got == _Sample(name="a", size=16, slot=2, digest="abc")
+    assert isinstance(got.size, int) and isinstance(got.slot, int)
+    assert _Sample.from_props({"name": "a", "size": None, "version": None}) == _Sample(name="a")
+
+
+def test_inputs_round_trip_and_defaults() -> None:
+    sample = _Sample(name="a", tags=["x"])
+    assert _Sample.from_props(sample.to_props()) == sample
+    assert sample.to_props() == {
+        "name": "a",
+        "size": 8,
+        "slot": None,
+        "tags": ["x"],
+        "digest": "",
+        "version": "1",
+    }
+    assert _Sample.defaults() == {"size": 8, "slot": None, "tags": [], "digest": "", "version": "1"}
+    assert _Sample.from_props({"name": "a"}).tags is not _Sample.from_props({"name": "b"}).tags
+
+
+def test_inputs_refuse_a_missing_required_field_and_a_fractional_int() -> None:
+    with pytest.raises(ValueError, match="name is required"):
+        _Sample.from_props({"size": 1})
+    with pytest.raises(ValueError, match="expected an integer"):
+        _Sample.from_props({"name": "a", "size": 1.5})
+
+
+def test_stored_drops_only_the_provider() -> None:
+    assert stored({"a": 1, "__provider": "p"}) == {"a": 1}
+
+
+class _Base(DynamicResource, module="test", name="Base"):
+    first: pulumi.Output[str]
+    not_an_output: str
+
+
+class _Child(_Base, module="test", name="Child"):
+    second: pulumi.Output[int]
+
+
+def test_outputs_are_the_output_annotations_of_the_class_and_its_bases() -> None:
+    assert declared_outputs(_Child) == ("first", "second")
+    assert declared_outputs(_Base) == ("first",)
+
+
+def test_cleanup_failure_is_a_note_on_the_original_error() -> None:
+    def failing_cleanup() -> None:
+        raise OSError("rm failed")
+
+    with (
+        pytest.raises(RuntimeError, match="build failed") as caught,
+        cleanup_on_failure(failing_cleanup, "removing CT 9001"),
+    ):
+        raise RuntimeError("build failed")
+    assert caught.value.__notes__ == ["removing CT 9001 also failed: OSError: rm failed"]
+
+    ran: list[str] = []
+    error = ValueError("x")
+    attach_cleanup(error, lambda: ran.append("ok"), "cleanup")
+    assert ran == ["ok"] and not hasattr(error, "__notes__")
+
+
+def test_cleanup_runs_only_on_failure() -> None:
+    ran: list[str] = []
+    with cleanup_on_failure(lambda: ran.append("cleanup"), "cleanup"):
+        ran.append("body")
+    assert ran == ["body"]
