@@ -22,8 +22,8 @@ from phoenix_components.components.guests import (
     VmGuestArgs,
 )
 from phoenix_components.config.cloud import CloudEnvironment, is_cloud_environment, load_cloud_environment
+from phoenix_components.config.errors import ConfigError
 from phoenix_components.config.load import Environment, load_environment
-from providers.errors import ConfigError
 
 
 def stack_environment(config_dir: Path) -> Environment | CloudEnvironment:

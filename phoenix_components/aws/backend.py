@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from providers.errors import PhoenixError
+from phoenix_components.aws.errors import BackendError
 
 VERSIONING = {"Status": "Enabled"}
 PUBLIC_ACCESS_BLOCK = {
@@ -28,10 +28,6 @@ PUBLIC_ACCESS_BLOCK = {
 ENCRYPTION = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
 OWNERSHIP = {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
 ENCRYPTED_WITH = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})  # a stronger choice already made stays
-
-
-class BackendError(PhoenixError):
-    """The state bucket cannot be bootstrapped (taken by another account, wrong region, access denied)."""
 
 
 @dataclass

@@ -19,14 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from providers.errors import PhoenixError
+from phoenix_components.aws.errors import SyncError
 
 SHA256_KEY = "sha256"
 CHUNK = 1024 * 1024
-
-
-class SyncError(PhoenixError):
-    """A key that cannot be a local path, or a directory that is not there."""
 
 
 @dataclass

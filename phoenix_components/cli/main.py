@@ -5,8 +5,11 @@ phoenix plan     [--stack S | --env ENV]      per resource, the API calls and ho
 phoenix graph    [--format mermaid|dot]       the chain and guests as a graph
 phoenix schema   [--write]                    regenerate / check config/schema/*.json
 phoenix preview  [--stack S]                  `pulumi preview`, or the offline view when the CLI is missing
-phoenix backend bootstrap s3://BUCKET         the Pulumi state bucket on S3 (calls AWS; see aws_cli.py)
+phoenix backend bootstrap s3://BUCKET         the Pulumi state bucket on S3 (calls AWS; see cli/aws.py)
 phoenix models sync --bucket B DIR            model files to/from the cache bucket (calls AWS)
+
+Exit 2: invalid config, one `file: json.path: message` line per mistake. Exit 1: something else stopped
+the command (a stale schema, a GPU inventory that contradicts host.json, AWS), said as what it is.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from phoenix_components.cli.aws import EXIT_FAILED
 from phoenix_components.cli.aws import register as register_aws_commands
 from phoenix_components.cli.plan import build_plan, render_dot, render_mermaid, render_plan
 from phoenix_components.config.cloud import (
@@ -27,11 +31,12 @@ from phoenix_components.config.cloud import (
     is_cloud_environment,
     load_cloud_environment,
 )
+from phoenix_components.config.errors import ConfigError, PromotionError
 from phoenix_components.config.load import Environment, environment_names, load_environment
-from phoenix_components.config.promotion import PromotionError, promote, write_lock
+from phoenix_components.config.promotion import promote, write_lock
 from phoenix_components.config.schema import stale, write
 from phoenix_components.config.stacks import stack_environment
-from providers.errors import ConfigError
+from providers.errors import PhoenixError
 
 EXIT_INVALID = 2
 EXIT_STALE = 1
@@ -269,6 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except ConfigError as error:
         return _print_problems(error)
+    except PhoenixError as error:
+        # Not a mistake in the files (a GPU inventory that contradicts host.json, a secret or host the
+        # command needed): said as what it is, without "invalid config" and without a traceback.
+        print(f"phoenix {args.command}: {error}", file=sys.stderr)
+        return EXIT_FAILED
     except BrokenPipeError:  # `phoenix plan | head`: the reader stopped early, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -425,7 +425,7 @@ def _plan_container(
 
 
 def _plan_features(b: _Builder, env: Environment, ct: Container, owner: str) -> list[str]:
-    """GuestFeatures' own steps (providers.guests.features.feature_steps) from the inputs the program sends."""
+    """GuestFeatures' own steps (``providers.guests.features.feature_steps``) from the program's inputs."""
     if not ct.features:
         return []
     inputs = GuestFeaturesInputs.from_props(container_feature_inputs(env, ct))

@@ -253,7 +253,7 @@ class GpuInstance(pulumi.ComponentResource):
             metadata_options={"http_tokens": "required", "http_endpoint": "enabled"},
             tags={"Name": f"phoenix-{env.name}"},
             # A newer AMI is taken on an explicit replace, not on whichever `up` first sees it: a plain
-            # re-run must change nothing (DESIGN.md), and a replace loses the instance's disk.
+            # re-run must change nothing, and a replace loses the instance's disk.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]),
         )
         self.instance_id = instance.id

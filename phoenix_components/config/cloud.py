@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from phoenix_components.config.cloud_models import Cloud
+from phoenix_components.config.errors import ConfigError
 from phoenix_components.config.load import (
     CHAIN_FILE,
     ENVIRONMENTS_DIR,
@@ -25,7 +26,6 @@ from phoenix_components.config.load import (
     chain_structure_problems,
 )
 from phoenix_components.config.models import Chain
-from providers.errors import ConfigError
 
 CLOUD_FILE = "cloud.json"
 

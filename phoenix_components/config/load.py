@@ -1,9 +1,10 @@
 """Load one environment's config and check every fact that relates records, before any host is touched.
 
 ``load_environment(config_dir, "dev")`` reads ``chain.json``, ``environments/dev/host.json`` and
-``environments/dev/guests.json``, validates each against its model, then runs the cross-record checks of
-DESIGN.md "Config". Every mistake found — not just the first — becomes one ``file: json.path: message``
-line in a single :class:`~providers.errors.ConfigError`. Nothing here opens a socket or runs a command.
+``environments/dev/guests.json``, validates each against its model, then runs the cross-record checks
+listed in config/README.md ("Checks before anything touches a host"). Every mistake found — not just the
+first — becomes one ``file: json.path: message`` line in a single
+:class:`~phoenix_components.config.errors.ConfigError`. Nothing here opens a socket or runs a command.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from phoenix_components.config.errors import ConfigError
 from phoenix_components.config.models import (
     ESCAPABLE_PROFILES,
     PATTERN_RULES,
@@ -35,7 +37,6 @@ from phoenix_components.config.models import (
     Vm,
 )
 from phoenix_components.config.promotion import PromotionLock, check_lock, load_lock
-from providers.errors import ConfigError
 
 CHAIN_FILE = "chain.json"
 HOST_FILE = "host.json"
@@ -405,7 +406,7 @@ class _Files:
 def check_environment(
     host: Host, chain: Chain, guests: Guests, scripts: set[str], profiles: set[str], files: _Files
 ) -> list[Problem]:
-    """Every cross-record fact of DESIGN.md "Config". Pure: the inputs are already-parsed documents."""
+    """Every cross-record fact config/README.md lists. Pure: the inputs are already-parsed documents."""
     return [
         *_check_host(host, chain, profiles, files),
         *_check_chain(host, chain, scripts, files),

@@ -8,8 +8,9 @@ Three files describe one environment (see config/README.md):
 - ``config/environments/<env>/guests.json`` LXC containers, VMs and data datasets.
 
 Everything here is shape and single-record rules. Facts that relate records (unique vmids, a layer's parent
-exists, GPU memory per GPU ≤ 1.0, …) live in :mod:`phoenix_components.config.load`, which names the file and JSON
-path of every mistake. ``extra="forbid"`` everywhere: a typo in a key is an error, never silently ignored.
+exists, GPU memory per GPU ≤ 1.0, …) live in :mod:`phoenix_components.config.load`, which names the file
+and JSON path of every mistake. ``extra="forbid"`` everywhere: a typo in a key is an error, never silently
+ignored.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 # Names Phoenix itself makes up (layers, features, datasets, keys) end up in shell commands, ZFS dataset
 # names and Pulumi URNs: a strict alphabet means none of them ever needs more than the single quoting
-# providers/channels/command.py already does. Values PVE defines (hostnames, storage IDs, ports) follow PVE's own
-# formats instead (pve-common JSONSchema, pve-firewall), neither weaker nor stricter.
+# providers/channels/command.py already does. Values PVE defines (hostnames, storage IDs, ports) follow
+# PVE's own formats instead (pve-common JSONSchema, pve-firewall), neither weaker nor stricter.
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 # PVE's `dns-name` format (a container's hostname, a VM's name): dot-separated labels of letters, digits
 # and inner hyphens, any case. 64 characters at most: the kernel's limit for the name the container gets

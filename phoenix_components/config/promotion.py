@@ -23,8 +23,8 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from phoenix_components.config.errors import ConfigError, PromotionError
 from phoenix_components.config.models import PATTERN_RULES, Document, Model, Name, VmId
-from providers.errors import ConfigError, PhoenixError
 
 LOCK_FILE = "promotion.lock.json"
 
@@ -40,10 +40,6 @@ class PromotionLock(Document):
     source: Name = Field(description="the environment the layers were verified in")
     promoted_at: str
     layers: dict[Name, PromotedLayer]
-
-
-class PromotionError(PhoenixError):
-    """The source stack cannot be promoted (a layer unverified, missing, or built from another chain)."""
 
 
 def lock_path(config_dir: Path, environment: str) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from providers.errors import ConfigError
+from phoenix_components.config.errors import ConfigError
 
 ENVIRONMENT_KEY = "phoenix:environment"
 

@@ -19,8 +19,8 @@ import yaml
 from phoenix_components.config.cloud import CloudEnvironment
 from phoenix_components.config.cloud_models import AmiCriteria
 from phoenix_components.config.models import NvidiaDriver, VllmEngine
+from phoenix_components.render.errors import AmiNotFoundError, UserDataError
 from phoenix_components.render.vllm import UNIT_PATH, render_unit
-from providers.errors import PhoenixError
 
 FEATURES_DIR = "/opt/phoenix/features"
 RUNNER = "/opt/phoenix/run-features.sh"
@@ -32,10 +32,6 @@ TARGET = "ec2"
 
 # The fields of aws.ec2.get_ami's result that pick_ami reads.
 IMAGE_KEYS = ("image_id", "name", "architecture", "creation_date", "deprecation_time", "state", "owner_id")
-
-
-class AmiNotFoundError(PhoenixError):
-    """No image fits the criteria; the message says what was asked and why each candidate was refused."""
 
 
 def _ec2_wildcard(pattern: str) -> re.Pattern[str]:
@@ -160,7 +156,7 @@ def render_user_data(
     # The header is a YAML comment, which nothing can escape: only plain names go into it.
     named = [environment, *features]
     if not all(_PLAIN_NAME.fullmatch(name) for name in named):
-        raise PhoenixError(f"cannot name {named!r} in a cloud-init comment: letters, digits, `_`, `-` only")
+        raise UserDataError(f"cannot name {named!r} in a cloud-init comment: letters, digits, `_`, `-` only")
     files: list[dict[str, str]] = [
         {"path": f"{FEATURES_DIR}/{f}.sh", "permissions": "0755", "content": scripts[f]} for f in features
     ]
@@ -179,7 +175,7 @@ def render_user_data(
     header = f"#cloud-config\n# Phoenix environment {environment}: features {', '.join(features)}\n"
     text = header + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1000)
     if len(text.encode()) > USER_DATA_LIMIT:
-        raise PhoenixError(
+        raise UserDataError(
             f"user-data for {environment} is {len(text.encode())} bytes; EC2 allows {USER_DATA_LIMIT}"
         )
     return text

@@ -18,7 +18,7 @@ from phoenix_components.config.models import (
     Network,
     VolumeMount,
 )
-from providers.errors import PhoenixError
+from phoenix_components.render.errors import GpuMinorError
 from providers.nvidia_driver import NvidiaOutputError, normalize_bus_id
 
 # Device nodes a CUDA process needs besides /dev/nvidiaN (present once the host driver is loaded).
@@ -28,10 +28,6 @@ GpuMinors = Mapping[str, int | str]
 """``str(host.json GPU index)`` -> device minor (the N of ``/dev/nvidiaN``); a str minor is a placeholder
 (the plan). The keys are strings because the map travels in Pulumi Outputs, whose dicts are keyword
 arguments."""
-
-
-class GpuMinorError(PhoenixError):
-    """A GPU's device node is unknown, or the host's inventory contradicts host.json."""
 
 
 def gpu_device(minor: int | str) -> str:

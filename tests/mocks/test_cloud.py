@@ -15,7 +15,7 @@ import yaml
 
 from phoenix_components.components.cloud import build_cloud
 from phoenix_components.config.cloud import load_cloud_environment
-from phoenix_components.render.cloud import AmiNotFoundError
+from phoenix_components.render.errors import AmiNotFoundError
 from tests.mocks.test_program import run_program, stack_outputs
 from tests.support.recording import RecordingMonitor, Registration, install
 

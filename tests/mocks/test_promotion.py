@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from phoenix_components.cli.main import main
+from phoenix_components.config.errors import ConfigError, PromotionError
 from phoenix_components.config.load import load_environment
-from phoenix_components.config.promotion import PromotionError, lock_path, promote
-from providers.errors import ConfigError
+from phoenix_components.config.promotion import lock_path, promote
 from tests.mocks.test_program import ROOT, run_program, stack_outputs
 from tests.support.recording import RecordingMonitor, install
 

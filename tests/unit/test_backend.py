@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from phoenix_components.aws.backend import BackendError, bootstrap, parse_s3_url, render
+from phoenix_components.aws.backend import bootstrap, parse_s3_url, render
+from phoenix_components.aws.errors import BackendError
 from phoenix_components.cli.main import main
 from tests.support.moto_server import ACCOUNT, MotoAws, moto_server
 

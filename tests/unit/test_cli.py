@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from phoenix_components.cli.main import main
+from phoenix_components.render.errors import GpuMinorError
+from providers.errors import HostError, PhoenixError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,3 +76,35 @@ def test_output_piped_into_a_reader_that_stops_early_is_not_a_traceback() -> Non
     )
     assert proc.stdout.startswith(("dev: ok", "cloud-dev: ok"))
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_a_config_mistake_is_printed_as_invalid_config_with_each_problem(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["validate", "--env", "nowhere", "--config", str(ROOT / "config")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("invalid config (1 problem):\n")
+    assert "environments/nowhere: $: no environment 'nowhere'" in err
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        GpuMinorError("GPU 0 is /dev/nvidia1 on the host, host.json gpus declares minor 0"),
+        HostError("pve1", "ssh: connection refused"),
+    ],
+    ids=["render", "host"],
+)
+def test_a_runtime_problem_is_not_called_invalid_config(
+    error: PhoenixError, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the files cannot be blamed for (a host, an inventory, a secret) exits 1 and says what it is."""
+
+    def fail(_env: object) -> None:
+        raise error
+
+    monkeypatch.setattr("phoenix_components.cli.main.build_plan", fail)
+    assert main(["plan", "--stack", "dev"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"phoenix plan: {error}\n"
+    assert "invalid config" not in err and "Traceback" not in err

@@ -15,6 +15,7 @@ import yaml
 from phoenix_components.cli.main import main
 from phoenix_components.config.cloud import cloud_environment_names, feature_pins, load_cloud_environment
 from phoenix_components.config.cloud_models import AmiCriteria, instance_architecture
+from phoenix_components.config.errors import ConfigError
 from phoenix_components.config.load import environment_names
 from phoenix_components.config.models import Chain
 from phoenix_components.render.cloud import (
@@ -26,7 +27,7 @@ from phoenix_components.render.cloud import (
     render_user_data,
     user_data,
 )
-from providers.errors import ConfigError, PhoenixError
+from providers.errors import PhoenixError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"

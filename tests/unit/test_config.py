@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from phoenix_components.config.errors import ConfigError
 from phoenix_components.config.load import environment_names, json_path, load_environment
 from phoenix_components.config.models import Container
 from phoenix_components.config.schema import SCHEMAS, render, stale
-from providers.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"

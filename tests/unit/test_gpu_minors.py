@@ -16,7 +16,8 @@ import pytest
 
 from phoenix_components.components.chain import build_devices
 from phoenix_components.config.load import load_environment
-from phoenix_components.render.lxc import GpuMinorError, container_params, inventory_minors
+from phoenix_components.render.errors import GpuMinorError
+from phoenix_components.render.lxc import container_params, inventory_minors
 from providers.nvidia_driver import NvidiaHostDriverInputs, driver_outputs, parse_read
 from tests.mocks.test_program import run_program
 from tests.support.recording import EchoMocks, install

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from phoenix_components.aws.model_cache import SyncError, download, upload
+from phoenix_components.aws.errors import SyncError
+from phoenix_components.aws.model_cache import download, upload
 from phoenix_components.cli.main import main
 from tests.support.moto_server import MotoAws, moto_server
 

@@ -1,0 +1,22 @@
+"""The render layer's errors: a value cannot be rendered into what a host or instance reads.
+
+These come up at deploy time, from facts the config cannot know (the device minors the host's NVIDIA
+inventory reports, the AMIs EC2 lists) or from limits of the target format (EC2's 16 KiB of user-data), so
+they are not :class:`~phoenix_components.config.errors.ConfigError`\\ s.
+"""
+
+from __future__ import annotations
+
+from providers.errors import PhoenixError
+
+
+class GpuMinorError(PhoenixError):
+    """A GPU's device node is unknown, or the host's inventory contradicts host.json."""
+
+
+class AmiNotFoundError(PhoenixError):
+    """No image fits the criteria; the message says what was asked and why each candidate was refused."""
+
+
+class UserDataError(PhoenixError):
+    """cloud-init user-data cannot be rendered: a name that cannot go into its comment, or too large."""
