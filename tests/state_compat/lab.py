@@ -76,7 +76,12 @@ class LabRun:
     @classmethod
     def of(cls, host: LabHost, root: Path) -> LabRun:
         return cls(
-            host.sshd.port, host.sshd.host_key_fingerprint, host.pve.url, host.pve.cafile, str(root), str(REPO_ROOT)
+            host.sshd.port,
+            host.sshd.host_key_fingerprint,
+            host.pve.url,
+            host.pve.cafile,
+            str(root),
+            str(REPO_ROOT),
         )
 
 
@@ -93,6 +98,23 @@ def lab_host() -> Iterator[LabHost]:
         yield stack.enter_context(running_lab_host(pve, zpool, sshd, rootfs, seed))
 
 
+def scrub_secrets(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The deployment with every secret's plaintext replaced (the automation API's export shows them):
+    the lab's throwaway password and SSH key stay out of the repository. The test takes its own run's."""
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, dict):
+            if "plaintext" in value:
+                return {**value, "plaintext": json.dumps("lab secret removed: the test takes this run's")}
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        return value
+
+    scrubbed: dict[str, Any] = scrub(deployment)
+    return scrubbed
+
+
 def write_fixture(name: str, root: Path) -> Path:
     with lab_host() as host:
         write_compat_config(root, host, [compat_guest()])
@@ -101,7 +123,7 @@ def write_fixture(name: str, root: Path) -> Path:
             print(f"up: {report.summary}", flush=True)
             document: dict[str, Any] = {
                 "lab": LabRun.of(host, root).__dict__,
-                "deployment": engine.export(),
+                "deployment": scrub_secrets(engine.export()),
             }
     path = FIXTURES / f"{name}.json"
     path.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")

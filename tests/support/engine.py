@@ -332,6 +332,10 @@ class Engine:
         deployment: dict[str, Any] = self.stack.export_stack().deployment or {}
         return deployment
 
+    def import_state(self, deployment: Mapping[str, Any]) -> None:
+        """``pulumi stack import``: the stack's state replaced by ``deployment`` (an export's shape)."""
+        self.stack.import_stack(auto.Deployment(version=3, deployment=dict(deployment)))
+
     def export_text(self) -> str:
         """``pulumi stack export`` as the CLI prints it (what a user would paste or store)."""
         return self.cli("stack", "export", "--stack", self.name).stdout
