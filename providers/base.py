@@ -34,6 +34,7 @@ from pulumi.output import Unknown
 from pulumi.runtime import _serialization
 
 from providers.channels.targets import ApiTarget, Credentials, SshTarget
+from providers.errors import NoTargetError
 
 if TYPE_CHECKING:
     from providers.channels.command import Executor
@@ -339,17 +340,15 @@ class HostProvider(ResourceProvider):
         from providers.channels.ssh import (
             executor_for,  # late: keeps paramiko out of processes that never use SSH
         )
-        from providers.errors import ConfigError
 
         if self.ssh_target is None:
-            raise ConfigError([f"{type(self).__name__}: no ssh_target, so no SSH connection can be opened"])
+            raise NoTargetError(f"{type(self).__name__}: no ssh_target, so no SSH connection can be opened")
         return executor_for(self.ssh_target, self.credentials)
 
     def pve(self) -> PveClient:
         """The process-wide PVE API client of this provider's host (one login per host per process)."""
-        from providers.channels.pve import client_for  # late: providers.channels.pve imports this module
-        from providers.errors import ConfigError
+        from providers.channels.pve import client_for  # late: keeps proxmoxer out of SSH-only processes
 
         if self.api_target is None:
-            raise ConfigError([f"{type(self).__name__}: no api_target, so no PVE API client can be opened"])
+            raise NoTargetError(f"{type(self).__name__}: no api_target, so no PVE API client can be opened")
         return client_for(self.api_target, self.credentials)

@@ -22,11 +22,36 @@ class PhoenixError(Exception):
 
 
 class ConfigError(PhoenixError):
-    """The declarative config is invalid. ``problems`` holds one ``file: json.path: message`` per mistake."""
+    """The declarative config is invalid. ``problems`` holds one ``file: json.path: message`` per mistake.
+
+    Kept here only for code not yet moved to ``phoenix_components.config.errors.ConfigError`` (the config
+    layer's own); nothing under ``providers/`` raises it: a provider meets runtime problems, below.
+    """
 
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__("invalid config:\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+class ChannelError(PhoenixError):
+    """A channel to a host (SSH, the PVE API) cannot be opened with what this provider process was given.
+
+    Met at run time, inside the provider host: the CLI reports it as what it is, never as "invalid config".
+    """
+
+
+class MissingCredentialsError(ChannelError):
+    """A secret the channel needs is missing, unreadable or unusable (no SSH key, a passphrase-protected
+    key, no ``phoenix:pvePassword``...). The message names the config key or file, never the secret."""
+
+
+class NoTargetError(ChannelError):
+    """A provider step needs a channel the provider was built without (no ``ssh_target``/``api_target``)."""
+
+
+class InvalidTargetError(ChannelError):
+    """A target cannot be used as given: a malformed host-key pin, API url or token id, a task bound below
+    1, or a ``PHOENIX_*`` setting of the provider host that is no number."""
 
 
 class HostError(PhoenixError):

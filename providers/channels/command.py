@@ -7,14 +7,13 @@ command is printed, logged or put into an error.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
-import subprocess
-import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from providers.errors import CommandTimeoutError, RemoteCommandError
+from providers.errors import RemoteCommandError
 
 
 class Masked(str):
@@ -42,12 +41,19 @@ def display(argv: Argv) -> str:
     return " ".join("***" if isinstance(a, Masked) else shlex.quote(a) for a in argv)
 
 
-def mask_text(text: str, secrets: Sequence[str]) -> str:
-    """Remove secret values from free text (stderr echoing a password, say)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+def mask_text(text: str, secrets: Iterable[str | None]) -> str:
+    """Remove secret values from free text (stderr echoing a password, say): every channel's one masker.
+
+    Longest first, so a secret that contains another is not left half-masked.
+    """
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
     return text
+
+
+def sha256_text(text: str) -> str:
+    """The hex sha256 of ``text`` as UTF-8: what ``sha256sum`` prints for a file written with it."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ class CommandResult:
 
 
 class Executor(Protocol):
-    """Runs argv commands on one host (SSH in production, :class:`LocalExecutor` locally)."""
+    """Runs argv commands on one host (SSH in production; tests/support/fakes.py has test stand-ins)."""
 
     @property
     def host(self) -> str: ...
@@ -90,48 +96,15 @@ class Executor(Protocol):
         ...
 
 
-def write_file_argv(path: str, mode: int = 0o644) -> list[str]:
+_WRITE_FILE = 'set -e; tmp=$(mktemp "$1.XXXXXX"); cat > "$tmp"; chmod "$2" "$tmp"; mv -f "$tmp" "$1"'
+
+
+def write_file_argv(path: str, mode: int = 0o644, *, then: str = "", args: Sequence[str] = ()) -> list[str]:
     """A command that atomically replaces ``path`` with its stdin: temp file in the same dir, then rename.
 
-    A reader (apparmor_parser, pct) never sees a half-written file, and a dropped connection leaves the
-    old file in place.
+    A reader (apparmor_parser, pct, systemd) never sees a half-written file, and a dropped connection
+    leaves the old file in place. ``then`` is more shell for the same session, run only once the file is
+    in place (``set -e``), with ``args`` as ``$3``...: ``then='systemctl restart "$3"', args=[unit]``.
     """
-    script = 'set -e; tmp=$(mktemp "$1.XXXXXX"); cat > "$tmp"; chmod "$2" "$tmp"; mv -f "$tmp" "$1"'
-    return ["sh", "-c", script, "phoenix-write", path, format(mode, "o")]
-
-
-class LocalExecutor:
-    """Runs commands on this machine with the same contract as SSH (benchmarks, local tooling)."""
-
-    def __init__(self, host: str = "localhost") -> None:
-        self._host = host
-
-    @property
-    def host(self) -> str:
-        return self._host
-
-    def run(
-        self,
-        argv: Argv,
-        *,
-        stdin: str | bytes | None = None,
-        check: bool = True,
-        timeout: float | None = None,
-    ) -> CommandResult:
-        data = stdin.encode() if isinstance(stdin, str) else stdin
-        started = time.monotonic()
-        try:
-            proc = subprocess.run(
-                [str.__str__(a) for a in argv], input=data, capture_output=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise CommandTimeoutError(self._host, display(argv), timeout or 0.0) from exc
-        result = CommandResult(
-            host=self._host,
-            argv=display(argv),
-            exit_status=proc.returncode,
-            stdout=proc.stdout.decode(errors="replace"),
-            stderr=proc.stderr.decode(errors="replace"),
-            duration=time.monotonic() - started,
-        )
-        return result.check() if check else result
+    script = f"{_WRITE_FILE}; {then}" if then else _WRITE_FILE
+    return ["sh", "-c", script, "phoenix-write", path, format(mode, "o"), *args]

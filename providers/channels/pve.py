@@ -33,9 +33,11 @@ import requests
 from proxmoxer.backends.https import Backend, ProxmoxHTTPAuth
 from proxmoxer.core import AuthenticationError
 
+from providers.channels.command import mask_text
 from providers.channels.targets import ApiTarget, Credentials
 from providers.errors import (
-    ConfigError,
+    InvalidTargetError,
+    MissingCredentialsError,
     PveError,
     PveLockedError,
     PvePermissionError,
@@ -99,17 +101,26 @@ def parse_upid(upid: str) -> dict[str, str]:
     return dict(zip(keys, parts[1:8], strict=True))
 
 
-def _split_props(value: object) -> tuple[str | None, dict[str, str]]:
-    """PVE property string ``"local-zfs:8,mp=/data"`` -> (``"local-zfs:8"``, ``{"mp": "/data"}``)."""
-    first: str | None = None
-    props: dict[str, str] = {}
-    for n, part in enumerate(str(value).split(",")):
+def parse_property_string(value: object) -> tuple[str, dict[str, str]]:
+    """A PVE property string: its positional part (``""`` if none) and its keyed parts, stripped.
+
+    ``"local-zfs:8,mp=/data"`` -> (``"local-zfs:8"``, ``{"mp": "/data"}``); ``"nesting=1"`` -> (``""``,
+    ``{"nesting": "1"}``). PVE allows one positional part (its format's default key) among the keyed ones.
+    """
+    positional = ""
+    keyed: dict[str, str] = {}
+    for part in str(value).split(","):
         key, eq, val = part.partition("=")
         if eq:
-            props[key.strip()] = val.strip()
-        elif n == 0 and part:
-            first = part.strip()
-    return first, props
+            keyed[key.strip()] = val.strip()
+        elif part.strip():
+            positional = part.strip()
+    return positional, keyed
+
+
+def is_upid(answer: object) -> bool:
+    """Is this API answer a task id? ``"UPID:pve1:...:vzclone:100:root@pam:" -> True``."""
+    return isinstance(answer, str) and answer.startswith("UPID:")
 
 
 def root_only_operations(config: Mapping[str, object]) -> list[str]:
@@ -126,13 +137,13 @@ def root_only_operations(config: Mapping[str, object]) -> list[str]:
         elif key == "hookscript":
             found.append("hookscript")
         elif key == "features":
-            _, flags = _split_props(value)
+            _, flags = parse_property_string(value)
             if privileged and flags:
                 found.append("feature flags on a privileged container (features)")
             found += [f"feature flag {flag} (features)" for flag in sorted(flags) if flag != "nesting"]
         elif _MOUNT_KEY.match(key):
-            first, props = _split_props(value)
-            volume = props.get("volume", first or "")
+            first, props = parse_property_string(value)
+            volume = props.get("volume", first)
             if volume.startswith("/dev/"):
                 found.append(f"device mount {key} ({volume})")
             elif volume.startswith("/"):
@@ -181,7 +192,7 @@ def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
     except ValueError:
         value = -1.0
     if not value >= 0:  # also refuses nan
-        raise ConfigError([f"{name}={text!r}: expected a number of seconds >= 0"])
+        raise InvalidTargetError(f"{name}={text!r}: expected a number of seconds >= 0")
     return value
 
 
@@ -300,7 +311,7 @@ def task_slots(target: ApiTarget) -> threading.Semaphore:
         slots = _task_slots.get(target.url)
         if slots is None:
             if target.max_parallel_tasks < 1:
-                raise ConfigError([f"api target {target.url}: max_parallel_tasks must be at least 1"])
+                raise InvalidTargetError(f"api target {target.url}: max_parallel_tasks must be at least 1")
             slots = _task_slots[target.url] = threading.BoundedSemaphore(target.max_parallel_tasks)
         return slots
 
@@ -319,22 +330,22 @@ class PveClient:
         self._creds = creds
         parts = urlsplit(target.url if "//" in target.url else f"https://{target.url}")
         if not parts.hostname:
-            raise ConfigError([f"api target url {target.url!r}: expected https://host:8006"])
+            raise InvalidTargetError(f"api target url {target.url!r}: expected https://host:8006")
         self.host = parts.hostname
         self._port = parts.port or 8006
         self._path_prefix = parts.path.strip("/").removesuffix("api2/json").strip("/") or None
         if target.token_id is not None:
             user, bang, name = target.token_id.partition("!")
             if not bang or "@" not in user or not name:
-                raise ConfigError([f"api target token_id {target.token_id!r}: expected user@realm!name"])
+                raise InvalidTargetError(f"api target token_id {target.token_id!r}: expected user@realm!name")
             if not creds.pve_token_secret:
-                raise ConfigError(
-                    [f"phoenix:pveTokenSecret: missing; API token {target.token_id} for {self.host} needs it"]
+                raise MissingCredentialsError(
+                    f"phoenix:pveTokenSecret: missing; API token {target.token_id} for {self.host} needs it"
                 )
             self._token_user, self._token_name = user, name
         elif not creds.pve_password:
-            raise ConfigError(
-                [f"phoenix:pvePassword: missing; the {target.user} login to {self.host} needs it"]
+            raise MissingCredentialsError(
+                f"phoenix:pvePassword: missing; the {target.user} login to {self.host} needs it"
             )
         self._lock = threading.Lock()
         self._login_lock = threading.Lock()
@@ -446,7 +457,7 @@ class PveClient:
             locks = _LockWait(self.policy, self._rng, slot=slot)
             while True:
                 upid = self._call(method, path, params, locks)
-                if not isinstance(upid, str) or not upid.startswith("UPID:"):
+                if not is_upid(upid):
                     raise PveError(self.host, f"{step}: expected a task id, PVE answered {upid!r}", path=path)
                 try:
                     return self.wait_task(upid, timeout=timeout, step=step)
@@ -462,6 +473,14 @@ class PveClient:
                             f"{step}: still locked after {self.policy.lock_budget:g}s: {error.task_status}",
                             path=path,
                         ) from error
+
+    def wait_if_task(self, answer: Any, *, timeout: float, step: str) -> Any:
+        """``answer`` itself, or, when it is a task id, the task's status once it ended well.
+
+        Some calls (an LXC resize, ``template``) answer with a UPID when PVE ran them as a task and with
+        data or nothing when it did the work at once; either way the caller goes on only once it is done.
+        """
+        return self.wait_task(answer, timeout=timeout, step=step) if is_upid(answer) else answer
 
     def wait_task(self, upid: str, *, timeout: float, step: str) -> dict[str, Any]:
         """Poll the task until it stops; return its status. ``TASK ERROR`` -> PveTaskError with the log
@@ -665,10 +684,7 @@ class PveClient:
         auth = getattr(self._backend, "auth", None)
         if isinstance(auth, ProxmoxHTTPAuth):
             secrets += [auth.pve_auth_ticket, auth.csrf_prevention_token]
-        for secret in secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return mask_text(text, secrets)
 
 
 # ---------------------------------------------------------------------------------------------- cache

@@ -39,8 +39,9 @@ from providers.channels.command import Argv, CommandResult, Masked, display, mas
 from providers.channels.targets import Credentials, SshTarget
 from providers.errors import (
     CommandTimeoutError,
-    ConfigError,
     HostKeyMismatchError,
+    InvalidTargetError,
+    MissingCredentialsError,
     RemoteCommandError,
     SshConnectError,
 )
@@ -134,7 +135,7 @@ def parse_host_key(pin: str) -> HostKeyPin:
       known_hosts line ``pve1 ssh-ed25519 AAAA...``.
 
     A bare fingerprint lets the server choose which of its host keys to present (paramiko prefers ed25519,
-    then ecdsa, then rsa); the typed forms make it present the pinned type. Raises :class:`ConfigError`
+    then ecdsa, then rsa); the typed forms make it present the pinned type. Raises :class:`InvalidTargetError`
     for anything else (MD5 fingerprints included).
     """
     text = " ".join(pin.split())
@@ -146,7 +147,7 @@ def parse_host_key(pin: str) -> HostKeyPin:
         except binascii.Error:
             raw = b""
         if len(raw) != hashlib.sha256().digest_size:
-            raise ConfigError([f"ssh host_key {pin!r}: a SHA256 fingerprint holds 43 base64 characters"])
+            raise InvalidTargetError(f"ssh host_key {pin!r}: a SHA256 fingerprint holds 43 base64 characters")
         return HostKeyPin("SHA256:" + body, _keygen_type(match["type"], match["bits"]))
     words = text.split(" ")
     for i, word in enumerate(words[:-1]):
@@ -154,15 +155,13 @@ def parse_host_key(pin: str) -> HostKeyPin:
             try:
                 blob = base64.b64decode(words[i + 1], validate=True)
             except binascii.Error as exc:
-                raise ConfigError([f"ssh host_key {pin!r}: the key is not valid base64"]) from exc
+                raise InvalidTargetError(f"ssh host_key {pin!r}: the key is not valid base64") from exc
             if _blob_type(blob) != word:
-                raise ConfigError([f"ssh host_key {pin!r}: the key data is not a {word} key"])
+                raise InvalidTargetError(f"ssh host_key {pin!r}: the key data is not a {word} key")
             return HostKeyPin(fingerprint(blob), word)
-    raise ConfigError(
-        [
-            f"ssh host_key {pin!r}: expected `SHA256:...` (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) "
-            f"or a public key line ({', '.join(_HOST_KEY_FAMILIES)})"
-        ]
+    raise InvalidTargetError(
+        f"ssh host_key {pin!r}: expected `SHA256:...` (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) "
+        f"or a public key line ({', '.join(_HOST_KEY_FAMILIES)})"
     )
 
 
@@ -181,7 +180,7 @@ def _blob_type(blob: bytes) -> str:
 def load_private_key(creds: Credentials) -> paramiko.PKey:
     """The client key: ``ssh_private_key`` text (the Pulumi secret) wins over ``ssh_key_file``.
 
-    Raises :class:`ConfigError` naming the source (never the key) when it is missing, unreadable,
+    Raises :class:`MissingCredentialsError` naming the source (never the key) when it is missing, unreadable,
     encrypted or not an ed25519/ecdsa/rsa key in OpenSSH or PEM format.
     """
     if creds.ssh_private_key:
@@ -191,21 +190,25 @@ def load_private_key(creds: Credentials) -> paramiko.PKey:
         try:
             text = Path(creds.ssh_key_file).expanduser().read_text()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"{source}: cannot read it ({exc.__class__.__name__}: {exc})"]) from exc
+            raise MissingCredentialsError(
+                f"{source}: cannot read it ({exc.__class__.__name__}: {exc})"
+            ) from exc
     else:
-        raise ConfigError(["no SSH key: set phoenix:sshPrivateKey (secret) or phoenix:sshKeyFile"])
+        raise MissingCredentialsError("no SSH key: set phoenix:sshPrivateKey (secret) or phoenix:sshKeyFile")
     for key_class in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
             return key_class.from_private_key(io.StringIO(text))
         except (
             paramiko.PasswordRequiredException
         ):  # `from None` here and below: parse errors may quote the key
-            raise ConfigError(
-                [f"{source}: the key is passphrase-protected; use an unencrypted key"]
+            raise MissingCredentialsError(
+                f"{source}: the key is passphrase-protected; use an unencrypted key"
             ) from None
         except (paramiko.SSHException, ValueError):
             continue  # not this type; the next class may read it
-    raise ConfigError([f"{source}: not an ed25519, ecdsa or rsa private key (OpenSSH or PEM format)"])
+    raise MissingCredentialsError(
+        f"{source}: not an ed25519, ecdsa or rsa private key (OpenSSH or PEM format)"
+    )
 
 
 class PinnedHostKeyPolicy(paramiko.MissingHostKeyPolicy):
@@ -298,8 +301,7 @@ class SshExecutor:
                 raise ValueError(f"timeout must be positive, got {timeout}")
             line = render(["timeout", f"--kill-after={KILL_AFTER:g}s", f"{timeout:g}s"]) + " " + line
         with self._lock:
-            known = {*self._secrets, *(a for a in argv if isinstance(a, Masked))}
-        secrets = sorted(known, key=len, reverse=True)  # longest first: none is left half-masked
+            secrets = [*self._secrets, *(a for a in argv if isinstance(a, Masked))]
         with self._slots:
             chan = self._open_session()
             try:

@@ -4,7 +4,8 @@ A dynamic provider object is pickled (dill) into Pulumi state, so it holds only 
 :class:`ApiTarget` (host, port, user, pinned key: no secrets). Secrets arrive in the provider host through
 ``configure()`` from the stack's secret config (``phoenix:sshPrivateKey``, ``phoenix:pvePassword``,
 ``phoenix:pveTokenSecret``) or, for local tooling and the lab, from ``PHOENIX_*`` environment variables.
-Live clients are opened lazily in the CRUD methods and shared per process (see providers.channels.ssh / providers.channels.pve).
+Live clients are opened lazily in the CRUD methods and shared per process (see ``providers.channels.ssh``
+and ``providers.channels.pve``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """What the three ZFS providers share: names, properties, argv, ``zfs get`` parsing and typed errors.
 
 Pure functions, plus a few steps that each run one command through an
-:class:`~providers.channels.command.Executor` (:func:`run_zfs`, :func:`read_datasets`, :func:`apply_properties`,
-:func:`destroy`). Resources live in ``zfs_dataset.py``, ``zfs_snapshot.py`` and ``zfs_clone.py``; this
-module is their common vocabulary:
+:class:`~providers.channels.command.Executor` (:func:`run_zfs`, :func:`read_datasets`,
+:func:`apply_properties`, :func:`destroy`). Resources live in ``dataset.py``, ``snapshot.py`` and
+``clone.py`` beside it; this module is their common vocabulary:
 
 - **names**: ZFS's own rules (``zfs(8)`` "Naming"), checked before any host call;
 - **properties**: declared values are brought to the form ``zfs get -p`` reports (sizes in bytes,

@@ -12,7 +12,7 @@ import dill
 import pytest
 from pulumi.output import Unknown
 
-from providers.channels.command import Argv, CommandResult, LocalExecutor, display, render, write_file_argv
+from providers.channels.command import Argv, CommandResult, display, render, write_file_argv
 from providers.channels.targets import SshTarget
 from providers.errors import SshConnectError
 from providers.hostfiles.apparmor import (
@@ -33,6 +33,7 @@ from providers.hostfiles.apparmor import (
     validate,
 )
 from tests.support.capture import capture
+from tests.support.fakes import LocalExecutor
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "apparmor").iterdir())
@@ -420,6 +421,7 @@ def test_the_resource_registers_its_token_default_version_and_a_by_reference_pro
         "version": PROVIDER_VERSION,
     }
     pickled = base64.b64decode(seen.provider)
-    assert b"providers.hostfiles.apparmor" in pickled and len(pickled) < 1024  # by reference: no code in state
+    # by reference: no code in state
+    assert b"providers.hostfiles.apparmor" in pickled and len(pickled) < 1024
     provider = dill.loads(pickled)
     assert (provider.ssh_target, provider.load_mode) == (TARGET, "kernel")

@@ -1,11 +1,13 @@
 """The command seam: quoting once, masking secrets, results and errors carrying evidence."""
 
 import shlex
+from pathlib import Path
 
 import pytest
 
-from providers.channels.command import LocalExecutor, Masked, display, mask_text, render, write_file_argv
+from providers.channels.command import Masked, display, mask_text, render, sha256_text, write_file_argv
 from providers.errors import CommandTimeoutError, RemoteCommandError, tail
+from tests.support.fakes import LocalExecutor
 
 
 def test_render_quotes_each_argument_exactly_once() -> None:
@@ -56,3 +58,21 @@ def test_write_file_argv_replaces_atomically_with_mode(tmp_path) -> None:
 
 def test_tail_keeps_last_non_empty_lines() -> None:
     assert tail("a\nb\n\nc\n", 2) == "b\nc"
+
+
+def test_sha256_text_is_what_sha256sum_prints_for_the_written_text() -> None:
+    import subprocess
+
+    printed = subprocess.run(["sha256sum"], input="é\n".encode(), capture_output=True, check=True).stdout
+    assert sha256_text("é\n") == printed.split()[0].decode()
+
+
+def test_mask_text_masks_the_longest_secret_first() -> None:
+    assert mask_text("token abc123 and abc", ["abc", "abc123", None, ""]) == "token *** and ***"
+
+
+def test_write_file_then_runs_in_the_same_session_once_the_file_is_in_place(tmp_path: Path) -> None:
+    target = tmp_path / "unit"
+    argv = write_file_argv(str(target), 0o644, then='cat "$1" > "$3"', args=[str(tmp_path / "copy")])
+    LocalExecutor().run(argv, stdin="[Unit]\n")
+    assert (tmp_path / "copy").read_text() == "[Unit]\n" == target.read_text()

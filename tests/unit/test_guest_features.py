@@ -18,7 +18,7 @@ import pytest
 from phoenix_components.cli.plan import build_plan
 from phoenix_components.components.guests import container_feature_inputs
 from phoenix_components.config.load import load_environment
-from providers.channels.command import Argv, CommandResult, LocalExecutor, render
+from providers.channels.command import Argv, CommandResult, render
 from providers.errors import CommandTimeoutError
 from providers.guests.features import (
     LOG_DIR,
@@ -31,6 +31,7 @@ from providers.guests.features import (
     marker,
     parse_status,
 )
+from tests.support.fakes import LocalExecutor
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from providers.channels.pve import RetryPolicy
-from providers.errors import ConfigError
+from providers.errors import InvalidTargetError
 
 
 def test_unset_variables_keep_the_defaults() -> None:
@@ -19,5 +19,5 @@ def test_lock_budget_and_first_delay_are_read() -> None:
 
 @pytest.mark.parametrize("text", ["soon", "-1", "nan", ""])
 def test_a_bad_value_is_a_config_error_naming_the_variable(text: str) -> None:
-    with pytest.raises(ConfigError, match="PHOENIX_PVE_LOCK_BUDGET_S"):
+    with pytest.raises(InvalidTargetError, match="PHOENIX_PVE_LOCK_BUDGET_S"):
         RetryPolicy.from_env({"PHOENIX_PVE_LOCK_BUDGET_S": text})

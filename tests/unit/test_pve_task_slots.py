@@ -17,7 +17,7 @@ import pytest
 
 from providers.channels.pve import PveClient, RetryPolicy, task_slots
 from providers.channels.targets import ApiTarget, Credentials
-from providers.errors import ConfigError, PveTaskError
+from providers.errors import InvalidTargetError, PveTaskError
 
 CREDS = Credentials(pve_password="unit-password")
 _hosts = itertools.count()
@@ -187,5 +187,5 @@ def test_a_failed_task_frees_its_slot(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_bound_below_one_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="max_parallel_tasks"):
+    with pytest.raises(InvalidTargetError, match="max_parallel_tasks"):
         task_slots(target(0))

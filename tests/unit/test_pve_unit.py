@@ -19,13 +19,15 @@ from providers.channels.pve import (
     close_clients,
     is_lock_error,
     is_transient_read_failure,
+    is_upid,
+    parse_property_string,
     parse_upid,
     poll_intervals,
     root_only_operations,
     task_succeeded,
 )
 from providers.channels.targets import ApiTarget, Credentials
-from providers.errors import ConfigError, PvePermissionError
+from providers.errors import InvalidTargetError, MissingCredentialsError, NoTargetError, PvePermissionError
 
 PASSWORD = "pw-Zq8v!unit"
 TOKEN_SECRET = "5e1c7a3e-unit-token-secret"
@@ -93,13 +95,13 @@ def test_non_root_user_refused_and_root_password_login_allowed() -> None:
     ],
 )
 def test_missing_secret_names_the_config_key(target: ApiTarget, creds: Credentials, key: str) -> None:
-    with pytest.raises(ConfigError, match=key):
+    with pytest.raises(MissingCredentialsError, match=key):
         PveClient(target, creds)
 
 
-def test_malformed_token_id_is_a_config_error() -> None:
+def test_malformed_token_id_is_an_invalid_target() -> None:
     target = ApiTarget(url="https://pve:8006", node="pve1", token_id="phoenix")
-    with pytest.raises(ConfigError, match="user@realm!name"):
+    with pytest.raises(InvalidTargetError, match="user@realm!name"):
         PveClient(target, Credentials(pve_token_secret=TOKEN_SECRET))
 
 
@@ -234,10 +236,41 @@ def test_client_for_caches_per_target_and_replaces_on_new_secret() -> None:
 
 
 def test_host_provider_pve_needs_an_api_target() -> None:
-    with pytest.raises(ConfigError, match="no api_target"):
+    with pytest.raises(NoTargetError, match="no api_target"):
         HostProvider().pve()
     provider = HostProvider(api_target=TARGET, _credentials=Credentials(pve_password=PASSWORD))
     try:
         assert provider.pve() is client_for(TARGET, Credentials(pve_password=PASSWORD))
     finally:
         close_clients()
+
+
+def test_property_strings_parse_into_the_positional_part_and_the_keyed_parts() -> None:
+    assert parse_property_string("local-zfs:8,mp=/data, backup=0") == (
+        "local-zfs:8",
+        {"mp": "/data", "backup": "0"},
+    )
+    assert parse_property_string("nesting=1,keyctl=1") == ("", {"nesting": "1", "keyctl": "1"})
+    assert parse_property_string("name=eth0,bridge=vmbr0,ip=dhcp") == (
+        "",
+        {"name": "eth0", "bridge": "vmbr0", "ip": "dhcp"},
+    )
+    assert parse_property_string("") == ("", {})
+
+
+def test_a_upid_answer_is_waited_for_and_any_other_answer_passes_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    upid = "UPID:pve1:000003E8:00001B58:6B078442:resize:100:root@pam:"
+    assert is_upid(upid) and not is_upid(None) and not is_upid({"data": 1})
+    client = PveClient(TARGET, Credentials(pve_password=PASSWORD))
+    waited: list[tuple[str, float, str]] = []
+
+    def wait_task(answer: str, *, timeout: float, step: str) -> dict[str, str]:
+        waited.append((answer, timeout, step))
+        return {"status": "stopped", "exitstatus": "OK"}
+
+    monkeypatch.setattr(client, "wait_task", wait_task)
+    assert client.wait_if_task(upid, timeout=30, step="resize") == {"status": "stopped", "exitstatus": "OK"}
+    assert client.wait_if_task(None, timeout=30, step="resize") is None
+    assert waited == [(upid, 30, "resize")]

@@ -20,7 +20,7 @@ from providers.channels.ssh import (
     parse_host_key,
 )
 from providers.channels.targets import Credentials, SshTarget
-from providers.errors import ConfigError, HostKeyMismatchError
+from providers.errors import HostKeyMismatchError, InvalidTargetError, MissingCredentialsError, NoTargetError
 
 # A real host key and what `ssh-keygen -lf` printed for it (captured, not computed by the code under test).
 HOST_PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEm4lBrvv9Mq1IpkssV5JNbE3d7PQEBhPnJI0yBNdTGr host"
@@ -86,8 +86,8 @@ def test_pins_in_the_forms_openssh_prints(pin: str, expected: HostKeyPin) -> Non
         ("ssh-rsa " + HOST_PUB.split()[1], "not a ssh-rsa key"),
     ],
 )
-def test_unusable_pins_are_config_errors(pin: str, says: str) -> None:
-    with pytest.raises(ConfigError) as caught:
+def test_unusable_pins_are_invalid_targets(pin: str, says: str) -> None:
+    with pytest.raises(InvalidTargetError) as caught:
         parse_host_key(pin)
     assert says in str(caught.value)
 
@@ -155,7 +155,7 @@ def test_key_problems_name_the_source_never_the_key(tmp_path: Path) -> None:
         ("not an ed25519, ecdsa or rsa private key", Credentials(ssh_private_key=mangled)),
     ]
     for says, creds in cases:
-        with pytest.raises(ConfigError) as caught:
+        with pytest.raises(MissingCredentialsError) as caught:
             load_private_key(creds)
         assert says in str(caught.value)
         for body in (encrypted.splitlines()[1], mangled.splitlines()[1]):
@@ -194,5 +194,5 @@ def test_host_provider_hands_out_the_pooled_executor() -> None:
     provider = HostProvider(ssh_target=SshTarget("pve1", 22, "root", HOST_FP))
     provider._credentials = creds
     assert provider.ssh() is ssh.executor_for(SshTarget("pve1", 22, "root", HOST_FP), creds)
-    with pytest.raises(ConfigError, match="no ssh_target"):
+    with pytest.raises(NoTargetError, match="no ssh_target"):
         HostProvider().ssh()
