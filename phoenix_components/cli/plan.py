@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from phoenix_components.components.chain import reuses_promoted_templates
-from phoenix_components.components.guests import cloud_image_template_vmid, container_feature_inputs
 from phoenix_components.config.load import Environment
 from phoenix_components.config.models import (
     Container,
@@ -21,7 +19,7 @@ from phoenix_components.config.models import (
     Firewall,
     Vm,
 )
-from phoenix_components.render.features import exec_argv
+from phoenix_components.render.features import container_feature_inputs, exec_argv
 from phoenix_components.render.firewall import firewall_inputs
 from phoenix_components.render.lxc import (
     GpuMinors,
@@ -31,6 +29,7 @@ from phoenix_components.render.lxc import (
     raw_lines,
 )
 from phoenix_components.render.vllm import UNIT_PATH, engine_args
+from phoenix_components.render.vm import cloud_image_template_vmid
 from providers.channels.command import display, write_file_argv
 from providers.guests.features import GuestFeaturesInputs, feature_steps
 from providers.guests.firewall import GuestFirewallInputs, plan_steps
@@ -229,7 +228,7 @@ def _plan_layers(
     host, node = env.host, env.host.node
     pool = host.storage.zfs_pool
     layers: dict[str, str] = {}
-    if reuses_promoted_templates(env):
+    if env.reuses_promoted_templates():
         assert env.promotion is not None
         source = env.promotion.source
         for name in env.layer_order():

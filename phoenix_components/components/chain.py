@@ -140,12 +140,6 @@ class PromotedLayer(pulumi.ComponentResource):
         )
 
 
-def reuses_promoted_templates(env: Environment) -> bool:
-    """Promoted templates can be reused only where they are: on the node they were built on."""
-    lock = env.promotion
-    return lock is not None and all(layer.node == env.host.node for layer in lock.layers.values())
-
-
 @dataclass(frozen=True)
 class TemplateChainArgs:
     environment: Environment
@@ -163,7 +157,7 @@ class TemplateChain(pulumi.ComponentResource):
         super().__init__("phoenix:chain:TemplateChain", name, None, opts)
         env = args.environment
         self.layers: dict[str, TemplateLayer | PromotedLayer] = {}
-        reuse = reuses_promoted_templates(env)
+        reuse = env.reuses_promoted_templates()
         for layer_name in env.layer_order():
             layer = env.chain.layers[layer_name]
             if reuse:

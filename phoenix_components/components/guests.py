@@ -15,21 +15,19 @@ nothing.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_proxmoxve as proxmox
-import yaml
 
 from phoenix_components.components.targets import api_target, ssh_target
 from phoenix_components.config.load import Environment
 from phoenix_components.config.models import Container, DatasetCloneMount, Firewall, Vm
-from phoenix_components.render.features import feature_env
+from phoenix_components.render.features import container_feature_inputs
 from phoenix_components.render.firewall import firewall_inputs
 from phoenix_components.render.lxc import GpuMinors, clone_dataset, container_params, raw_lines
 from phoenix_components.render.vllm import UNIT_PATH, render_unit
-from providers.channels.command import render
+from phoenix_components.render.vm import cloud_image_template_vmid, user_data
 from providers.guests.features import GuestFeatures
 from providers.guests.firewall import GuestFirewall
 from providers.guests.lxc_guest import LxcGuestArgs as LxcGuestResourceArgs
@@ -195,95 +193,6 @@ class LxcGuest(pulumi.ComponentResource):
                 "endpoint": self.endpoint,
             }
         )
-
-
-def container_feature_inputs(
-    env: Environment, spec: Container, guest_instance: pulumi.Input[str] | None = None
-) -> dict[str, object]:
-    """GuestFeatures' inputs for a container: each feature's script with its environment (the chain's pins
-    of it, as a VM gets them, plus the guest's own ``feature_env``) and the guest's ``feature_files``.
-
-    ``phoenix plan`` builds the provider's steps from these same inputs.
-    """
-    return {
-        "node": env.host.node,
-        "vmid": spec.vmid,
-        "features": [
-            {
-                "name": feature,
-                "script": env.feature_scripts[feature],
-                "env": {**feature_env(env, [feature], "lxc"), **spec.feature_env},
-            }
-            for feature in spec.features
-        ],
-        "files": [file.model_dump() for file in spec.feature_files],
-        # A replaced guest keeps its vmid: this is what tells the features they must run in it again.
-        "guest_instance": guest_instance,
-        "guest_name": spec.hostname,
-    }
-
-
-VM_FEATURES_DIR = "/var/lib/phoenix/features"
-VM_RUNNER = "/var/lib/phoenix/run-features.sh"
-
-
-def vm_runner(env: Environment, vm: Vm) -> str:
-    """The first-boot script of a VM: each feature in order with its own environment, fail-fast.
-
-    Every line is an argv list quoted once by :func:`providers.channels.command.render`, so a value (a runfile URL
-    with ``;cmd;#`` in it, say) stays one argument of ``env`` and can never become a command or a comment.
-    """
-    lines = [
-        "#!/bin/sh",
-        "# Phoenix: the VM's feature scripts, in order, as `pct exec` runs them in a layer.",
-        "set -eu",
-    ]
-    for feature in vm.features:
-        assignments = [f"{k}={v}" for k, v in feature_env(env, [feature], "vm").items()]
-        lines.append(render(["env", *assignments, "bash", f"{VM_FEATURES_DIR}/{feature}.sh"]))
-    return "\n".join(lines) + "\n"
-
-
-def user_data(env: Environment, vm: Vm) -> str:
-    """cloud-init user-data that writes the VM's feature scripts and runs them in order, fail-fast.
-
-    Built as a data structure and serialised by ``yaml.safe_dump``: a value can only ever be a YAML
-    scalar, so an SSH key with a line break in it cannot add a key, a user or a ``sudo`` rule.
-    (cloud-init's ``runcmd`` would run every entry even after one failed, hence one runner with
-    ``set -e``.)
-    """
-    files: list[dict[str, str]] = [
-        {
-            "path": f"{VM_FEATURES_DIR}/{feature}.sh",
-            "permissions": "0755",
-            "encoding": "b64",
-            "content": base64.b64encode(env.feature_scripts[feature].encode()).decode(),
-        }
-        for feature in vm.features
-    ]
-    document: dict[str, object] = {}
-    if vm.features:
-        files.append(
-            {
-                "path": VM_RUNNER,
-                "permissions": "0755",
-                "encoding": "b64",
-                "content": base64.b64encode(vm_runner(env, vm).encode()).decode(),
-            }
-        )
-        document["write_files"] = files
-        document["runcmd"] = [["sh", VM_RUNNER]]
-    user: dict[str, object] = {"name": vm.cloud_init.user, "sudo": "ALL=(ALL) NOPASSWD:ALL"}
-    if vm.cloud_init.ssh_authorized_keys:
-        user["ssh_authorized_keys"] = list(vm.cloud_init.ssh_authorized_keys)
-    document["users"] = ["default", user]
-    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False, allow_unicode=False)
-
-
-def cloud_image_template_vmid(env: Environment, image: str) -> int:
-    """VM templates made from cloud images take the top of the layer range, one per image, in name order;
-    layers are allocated from the bottom, and the config checks leave room for both."""
-    return env.host.vmid_ranges.layers.end - sorted(env.host.cloud_images).index(image)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from phoenix_components.config.cloud_models import Cloud
 from phoenix_components.config.errors import ConfigError
+from phoenix_components.config.features import Pin, feature_pins
 from phoenix_components.config.load import (
     CHAIN_FILE,
     ENVIRONMENTS_DIR,
@@ -22,20 +23,11 @@ from phoenix_components.config.load import (
     Problem,
     _load,
     _read_dir,
-    _topological,
     chain_structure_problems,
 )
 from phoenix_components.config.models import Chain
 
 CLOUD_FILE = "cloud.json"
-
-
-@dataclass(frozen=True)
-class Pin:
-    """The layer of the chain that introduces a feature, and the versions it pins for it."""
-
-    layer: str
-    versions: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -58,19 +50,6 @@ def cloud_environment_names(config_dir: Path) -> list[str]:
 
 def is_cloud_environment(config_dir: Path, name: str) -> bool:
     return (config_dir / ENVIRONMENTS_DIR / name / CLOUD_FILE).is_file()
-
-
-def feature_pins(chain: Chain) -> dict[str, Pin]:
-    """For each feature of the chain, the first layer (parents first) that lists it, with its versions.
-
-    ``{"nvidia": Pin("gpu", {"nvidia": "580.76.05"}), ...}``. Raises ValueError on a parent cycle.
-    """
-    pins: dict[str, Pin] = {}
-    for name in _topological(chain.layers):
-        layer = chain.layers[name]
-        for feature in layer.features:
-            pins.setdefault(feature, Pin(name, dict(layer.versions)))
-    return pins
 
 
 def load_cloud_environment(config_dir: Path | str, environment: str) -> CloudEnvironment:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from phoenix_components.config.errors import ConfigError
+from phoenix_components.config.features import feature_env, layer_order
 from phoenix_components.config.models import (
     ESCAPABLE_PROFILES,
     PATTERN_RULES,
@@ -122,7 +123,12 @@ class Environment:
 
     def layer_order(self) -> list[str]:
         """Layer names, parents before children (checked acyclic at load)."""
-        return _topological(self.chain.layers)
+        return layer_order(self.chain.layers)
+
+    def reuses_promoted_templates(self) -> bool:
+        """Promoted templates can be reused only where they are: on the node they were built on."""
+        lock = self.promotion
+        return lock is not None and all(layer.node == self.host.node for layer in lock.layers.values())
 
     def layer_lineage(self, name: str) -> list[str]:
         """``vllm -> [base, gpu, docker, vllm]``."""
@@ -138,13 +144,7 @@ class Environment:
         Pins belong to the layer that declares them: two layers that run the same feature with different
         pins each send their own, and a layer that pins nothing sends no version at all.
         """
-        layer = self.chain.layers[name]
-        variables = {"PHOENIX_TARGET": "lxc", **{version_variable(k): v for k, v in layer.versions.items()}}
-        if feature == "nvidia" and self.host.nvidia is not None:
-            variables["PHOENIX_NVIDIA_VERSION"] = self.host.nvidia.version
-            variables["PHOENIX_NVIDIA_RUNFILE_URL"] = self.host.nvidia.runfile_url
-            variables["PHOENIX_NVIDIA_SHA256"] = self.host.nvidia.sha256
-        return dict(sorted(variables.items()))
+        return feature_env("lxc", feature, self.chain.layers[name].versions, self.host.nvidia)
 
     def layer_key(self, name: str) -> str:
         """Content address of a layer: parent's key, origin, and exactly what its build runs — each feature
@@ -171,11 +171,6 @@ class Environment:
             "build": layer.build.model_dump(),
         }
         return _sha256(json.dumps(material, sort_keys=True))[:16]
-
-
-def version_variable(name: str) -> str:
-    """``nvidia_container_toolkit -> PHOENIX_NVIDIA_CONTAINER_TOOLKIT_VERSION``, as the scripts expect."""
-    return f"PHOENIX_{name.upper()}_VERSION"
 
 
 def _sha256(text: str) -> str:
@@ -568,20 +563,6 @@ def _cycles(layers: Mapping[str, Layer]) -> list[list[str]]:
             current = layers[current].parent
         done.update(path)
     return cycles
-
-
-def _topological(layers: Mapping[str, Layer]) -> list[str]:
-    order: list[str] = []
-    while len(order) < len(layers):
-        ready = [
-            n
-            for n, layer in layers.items()
-            if n not in order and (layer.parent is None or layer.parent in order)
-        ]
-        if not ready:
-            raise ValueError("layer parents form a cycle")  # unreachable after load's checks
-        order.extend(ready)
-    return order
 
 
 def _check_guests(

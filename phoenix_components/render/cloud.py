@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import yaml
-
 from phoenix_components.config.cloud import CloudEnvironment
 from phoenix_components.config.cloud_models import AmiCriteria
-from phoenix_components.config.models import NvidiaDriver, VllmEngine
+from phoenix_components.config.features import Target, feature_env
+from phoenix_components.config.models import VllmEngine
+from phoenix_components.render import cloud_init
 from phoenix_components.render.errors import AmiNotFoundError, UserDataError
 from phoenix_components.render.vllm import UNIT_PATH, render_unit
 
@@ -28,7 +28,7 @@ DONE_MARKER = "/var/lib/phoenix/features-done"
 MODEL_CACHE_ENV = "/etc/phoenix/model-cache.env"
 # EC2 refuses user-data over 16 KiB (before base64).
 USER_DATA_LIMIT = 16 * 1024
-TARGET = "ec2"
+TARGET: Target = "ec2"
 
 # The fields of aws.ec2.get_ami's result that pick_ami reads.
 IMAGE_KEYS = ("image_id", "name", "architecture", "creation_date", "deprecation_time", "state", "owner_id")
@@ -90,53 +90,18 @@ def pick_ami(images: Sequence[Mapping[str, Any]], criteria: AmiCriteria, now: da
     return str(newest["image_id"])
 
 
-def version_variable(name: str) -> str:
-    """``nvidia_container_toolkit -> PHOENIX_NVIDIA_CONTAINER_TOOLKIT_VERSION``, as the scripts expect."""
-    return f"PHOENIX_{name.upper()}_VERSION"
-
-
-def feature_variables(
-    feature: str, versions: Mapping[str, str], nvidia: NvidiaDriver | None
-) -> dict[str, str]:
-    """The environment one feature script runs with on EC2: the target and the chain's pinned versions."""
-    variables = {"PHOENIX_TARGET": TARGET, **{version_variable(k): v for k, v in versions.items()}}
-    if feature == "nvidia" and nvidia is not None:
-        variables["PHOENIX_NVIDIA_RUNFILE_URL"] = nvidia.runfile_url
-        variables["PHOENIX_NVIDIA_SHA256"] = nvidia.sha256
-    return dict(sorted(variables.items()))
-
-
 def render_runner(features: Sequence[str], variables: Mapping[str, Mapping[str, str]], vllm: bool) -> str:
-    """The first-boot script: each feature in order, with its own environment; the first failure stops it."""
-    lines = [
-        "#!/usr/bin/env bash",
-        "# Phoenix: the chain's feature scripts, in chain order, as `pct exec` runs them in a layer.",
-        "set -euo pipefail",
-    ]
-    for feature in features:
-        env = [f"{k}={v}" for k, v in variables[feature].items()]
-        lines.append(shlex.join(["env", *env, "bash", f"{FEATURES_DIR}/{feature}.sh"]))
-    if vllm:
-        lines += ["systemctl daemon-reload", "systemctl enable --now vllm.service"]
-    lines += [f"mkdir -p {shlex.quote(DONE_MARKER.rsplit('/', 1)[0])}", f"touch {shlex.quote(DONE_MARKER)}"]
-    return "\n".join(lines) + "\n"
+    """The first-boot script (:func:`cloud_init.runner`): each feature in order with its own environment,
+    then the vLLM service enabled (``vllm``) and the done marker touched; the first failure stops it."""
+    return cloud_init.runner(features, variables, FEATURES_DIR, _after_features(vllm))
+
+
+def _after_features(vllm: bool) -> list[list[str]]:
+    enable = [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "vllm.service"]]
+    return [*(enable if vllm else []), ["mkdir", "-p", DONE_MARKER.rsplit("/", 1)[0]], ["touch", DONE_MARKER]]
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-class _Dumper(yaml.SafeDumper):
-    """``yaml.safe_dump``'s dumper, with multi-line strings as literal blocks so the scripts read in the
-    console as they are in the repo. PyYAML falls back to a quoted scalar wherever a block cannot carry
-    the text exactly (trailing spaces, control characters), so every value still round-trips."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str)
 
 
 def render_user_data(
@@ -148,7 +113,8 @@ def render_user_data(
     vllm: VllmEngine | None,
     model_cache: Mapping[str, str],
 ) -> str:
-    """``#cloud-config``: write the feature scripts, the runner and the vLLM unit, then run the runner once.
+    """``#cloud-config`` (:func:`cloud_init.user_data`): write the feature scripts, the runner, the model
+    cache's environment file and the vLLM unit, then run the runner once.
 
     The instance replaces when this text changes (``user_data_replace_on_change``), as a layer does when
     its key changes: features run once, at first boot, never half-applied onto an old instance.
@@ -157,23 +123,20 @@ def render_user_data(
     named = [environment, *features]
     if not all(_PLAIN_NAME.fullmatch(name) for name in named):
         raise UserDataError(f"cannot name {named!r} in a cloud-init comment: letters, digits, `_`, `-` only")
-    files: list[dict[str, str]] = [
-        {"path": f"{FEATURES_DIR}/{f}.sh", "permissions": "0755", "content": scripts[f]} for f in features
-    ]
-    files.append(
-        {
-            "path": RUNNER,
-            "permissions": "0755",
-            "content": render_runner(features, variables, vllm is not None),
-        }
-    )
     env_lines = "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(model_cache.items()))
-    files.append({"path": MODEL_CACHE_ENV, "permissions": "0644", "content": env_lines})
+    files = [cloud_init.WriteFile(MODEL_CACHE_ENV, env_lines)]
     if vllm is not None:
-        files.append({"path": UNIT_PATH, "permissions": "0644", "content": render_unit(vllm)})
-    document = {"write_files": files, "runcmd": [["bash", RUNNER]]}
-    header = f"#cloud-config\n# Phoenix environment {environment}: features {', '.join(features)}\n"
-    text = header + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1000)
+        files.append(cloud_init.WriteFile(UNIT_PATH, render_unit(vllm)))
+    text = cloud_init.user_data(
+        features=features,
+        scripts=scripts,
+        variables=variables,
+        features_dir=FEATURES_DIR,
+        runner_path=RUNNER,
+        then=_after_features(vllm is not None),
+        files=files,
+        comment=f"Phoenix environment {environment}: features {', '.join(features)}",
+    )
     if len(text.encode()) > USER_DATA_LIMIT:
         raise UserDataError(
             f"user-data for {environment} is {len(text.encode())} bytes; EC2 allows {USER_DATA_LIMIT}"
@@ -188,7 +151,7 @@ def user_data(env: CloudEnvironment, bucket: str) -> str:
         environment=env.name,
         features=cloud.features,
         scripts=env.feature_scripts,
-        variables={f: feature_variables(f, pins[f].versions, cloud.nvidia) for f in cloud.features},
+        variables={f: feature_env(TARGET, f, pins[f].versions, cloud.nvidia) for f in cloud.features},
         vllm=cloud.vllm,
         model_cache={"PHOENIX_MODEL_CACHE_BUCKET": bucket, "PHOENIX_MODEL_CACHE_REGION": cloud.region},
     )

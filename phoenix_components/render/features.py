@@ -1,52 +1,60 @@
-"""Feature scripts as data: which script, with which pinned versions, in which environment variables.
+"""Feature scripts as data: which script, in which environment, for a guest that runs it itself.
 
-The same script runs in an LXC layer (``pct exec``), a VM (cloud-init) and on EC2 (user-data); only
-``PHOENIX_TARGET`` and the environment below differ. A layer sends the versions it pins itself
-(:meth:`Environment.layer_feature_env`); a VM takes those of the layer that introduces the feature.
-Versions are named ``PHOENIX_<NAME>_VERSION`` (``nvidia_container_toolkit`` →
-``PHOENIX_NVIDIA_CONTAINER_TOOLKIT_VERSION``).
+The environment of one feature is :func:`phoenix_components.config.features.feature_env`, the same for a
+layer (LXC), a VM and an EC2 instance; this module picks the pins a guest runs it under (those of the
+layer that introduces the feature) and builds what the guests' resources take.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
-from phoenix_components.config.load import Environment, version_variable
+from phoenix_components.config.features import Target, feature_pins, version_variable
+from phoenix_components.config.features import feature_env as one_feature_env
+from phoenix_components.config.load import Environment
+from phoenix_components.config.models import Container
 from providers.channels.pct import script_argv
 
-Target = Literal["lxc", "vm", "ec2"]
-
-__all__ = ["Target", "exec_argv", "feature_env", "feature_versions", "version_variable"]
-
-
-def feature_versions(env: Environment) -> dict[str, dict[str, str]]:
-    """For each feature in the chain, the versions pinned by the layer that introduces it.
-
-    This is for guests that run a feature outside any layer (a VM's cloud-init): they take the chain's
-    first pin of it. A layer's own build never uses this — it sends its own pins
-    (:meth:`Environment.layer_feature_env`)."""
-    pinned: dict[str, dict[str, str]] = {}
-    for name in env.layer_order():
-        layer = env.chain.layers[name]
-        for feature in layer.features:
-            pinned.setdefault(feature, dict(layer.versions))
-    return pinned
+__all__ = ["Target", "container_feature_inputs", "exec_argv", "feature_env", "version_variable"]
 
 
 def feature_env(env: Environment, features: list[str], target: Target) -> dict[str, str]:
-    """Environment for running ``features`` on ``target``: pinned versions plus the host driver source."""
-    variables: dict[str, str] = {"PHOENIX_TARGET": target}
-    pinned = feature_versions(env)
+    """Environment for running ``features`` on ``target`` outside any layer (a VM's cloud-init, a guest's
+    own features): each one's pins from the layer that introduces it, plus the host driver for nvidia. A
+    layer's build never uses this; it sends its own pins (:meth:`Environment.layer_feature_env`)."""
+    pins = feature_pins(env.chain)
+    variables: dict[str, str] = {}
     for feature in features:
-        for name, version in pinned.get(feature, {}).items():
-            variables[version_variable(name)] = version
-    if "nvidia" in features and env.host.nvidia is not None:
-        variables["PHOENIX_NVIDIA_VERSION"] = env.host.nvidia.version
-        variables["PHOENIX_NVIDIA_RUNFILE_URL"] = env.host.nvidia.runfile_url
-        variables["PHOENIX_NVIDIA_SHA256"] = env.host.nvidia.sha256
+        versions = pins[feature].versions if feature in pins else {}
+        variables |= one_feature_env(target, feature, versions, env.host.nvidia)
     return dict(sorted(variables.items()))
 
 
 def exec_argv(vmid: int | str, variables: dict[str, str]) -> list[str]:
     """``pct exec`` of a script read from stdin, with its environment passed as argv (quoted once)."""
     return script_argv(vmid, variables)
+
+
+def container_feature_inputs(
+    env: Environment, spec: Container, guest_instance: object = None
+) -> dict[str, object]:
+    """GuestFeatures' inputs for a container: each feature's script with its environment (the chain's pins
+    of it, as a VM gets them, plus the guest's own ``feature_env``) and the guest's ``feature_files``.
+
+    ``phoenix plan`` builds the provider's steps from these same inputs; the component adds the guest's
+    ``instance`` (a Pulumi Output) as ``guest_instance``.
+    """
+    return {
+        "node": env.host.node,
+        "vmid": spec.vmid,
+        "features": [
+            {
+                "name": feature,
+                "script": env.feature_scripts[feature],
+                "env": {**feature_env(env, [feature], "lxc"), **spec.feature_env},
+            }
+            for feature in spec.features
+        ],
+        "files": [file.model_dump() for file in spec.feature_files],
+        # A replaced guest keeps its vmid: this is what tells the features they must run in it again.
+        "guest_instance": guest_instance,
+        "guest_name": spec.hostname,
+    }

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import runpy
 import shlex
 
 import yaml
 
-from phoenix_components.components.guests import VM_RUNNER, cloud_image_template_vmid, user_data
 from phoenix_components.config.load import load_environment
+from phoenix_components.render.vm import VM_RUNNER, cloud_image_template_vmid, user_data
 from tests.mocks.test_program import ROOT, run_program
 from tests.support.recording import install
 
@@ -19,13 +18,13 @@ ENV = load_environment(ROOT / "config", "dev")
 def test_user_data_writes_and_runs_each_feature_script_in_order() -> None:
     vm = ENV.guests.vms[0]
     data = yaml.safe_load(user_data(ENV, vm))
-    written = {f["path"]: base64.b64decode(f["content"]).decode() for f in data["write_files"]}
+    written = {f["path"]: f["content"] for f in data["write_files"]}
     for feature in vm.features:
         assert written[f"/var/lib/phoenix/features/{feature}.sh"] == ENV.feature_scripts[feature]
-    # One runner, run once by cloud-init: `set -eu` stops at the first failing feature (runcmd would not).
-    assert data["runcmd"] == [["sh", VM_RUNNER]]
+    # One runner, run once by cloud-init: `set -e` stops at the first failing feature (runcmd would not).
+    assert data["runcmd"] == [["bash", VM_RUNNER]]
     runner = written[VM_RUNNER]
-    assert runner.splitlines()[:3] == ["#!/bin/sh", runner.splitlines()[1], "set -eu"]
+    assert runner.splitlines()[:3] == ["#!/usr/bin/env bash", runner.splitlines()[1], "set -euo pipefail"]
     commands = [shlex.split(line) for line in runner.splitlines()[3:]]
     assert [c[-1] for c in commands] == [f"/var/lib/phoenix/features/{f}.sh" for f in vm.features]
     docker = commands[vm.features.index("docker")]

@@ -16,7 +16,6 @@ unit-file and ExecStart rules.
 from __future__ import annotations
 
 import atexit
-import base64
 import dataclasses
 import shutil
 import tempfile
@@ -30,7 +29,6 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from phoenix_components.components.chain import layer_inputs
-from phoenix_components.components.guests import VM_FEATURES_DIR, VM_RUNNER, user_data
 from phoenix_components.config.load import Environment, load_environment
 from phoenix_components.config.models import (
     CacheSection,
@@ -46,6 +44,7 @@ from phoenix_components.render.cloud import MODEL_CACHE_ENV, RUNNER, render_user
 from phoenix_components.render.features import feature_env
 from phoenix_components.render.lxc import raw_lines
 from phoenix_components.render.vllm import UNIT_PATH, engine_args, render_unit
+from phoenix_components.render.vm import VM_FEATURES_DIR, VM_RUNNER, user_data
 from providers.channels.command import render
 from providers.channels.pct import script_argv
 from providers.errors import PhoenixError
@@ -115,8 +114,8 @@ def read_vm_user_data(text: str) -> tuple[dict[str, Any], dict[str, str]]:
     assert set(doc) <= {"write_files", "runcmd", "users"}, sorted(doc)
     files = {}
     for entry in doc.get("write_files", []):
-        assert set(entry) == {"path", "permissions", "encoding", "content"}
-        files[entry["path"]] = base64.b64decode(entry["content"]).decode()
+        assert set(entry) == {"path", "permissions", "content"}
+        files[entry["path"]] = entry["content"]
     return doc, files
 
 
@@ -129,14 +128,14 @@ def check_vm_user_data(env: Environment, vm: Vm, *, keys: list[str], user: str, 
     assert doc["users"] == ["default", expected_user]
     for feature in vm.features:
         assert files[f"{VM_FEATURES_DIR}/{feature}.sh"] == env.feature_scripts[feature]
-    assert doc["runcmd"] == [["sh", VM_RUNNER]]
+    assert doc["runcmd"] == [["bash", VM_RUNNER]]
     work = _work()
     runcmd = shellify(doc["runcmd"])
     sh_parses(runcmd)
-    assert run_with_stubs(runcmd, ["sh"], work / "runcmd") == [["sh", VM_RUNNER]]
+    assert run_with_stubs(runcmd, ["bash"], work / "runcmd") == [["bash", VM_RUNNER]]
     runner = files[VM_RUNNER]
-    sh_parses(runner)
-    ran = run_with_stubs(runner, ["env"], work / "runner")
+    sh_parses(runner, shell="bash")
+    ran = run_with_stubs(runner, ["env"], work / "runner", shell="bash")
     assert ran == [
         [
             "env",

@@ -13,15 +13,15 @@ import pytest
 import yaml
 
 from phoenix_components.cli.main import main
-from phoenix_components.config.cloud import cloud_environment_names, feature_pins, load_cloud_environment
+from phoenix_components.config.cloud import cloud_environment_names, load_cloud_environment
 from phoenix_components.config.cloud_models import AmiCriteria, instance_architecture
 from phoenix_components.config.errors import ConfigError
+from phoenix_components.config.features import feature_env, feature_pins
 from phoenix_components.config.load import environment_names
 from phoenix_components.config.models import Chain
 from phoenix_components.render.cloud import (
     USER_DATA_LIMIT,
     AmiNotFoundError,
-    feature_variables,
     pick_ami,
     render_runner,
     render_user_data,
@@ -146,14 +146,14 @@ def test_the_runner_runs_features_in_order_with_their_own_quoted_environment(tmp
     assert check.returncode == 0, check.stderr
 
 
-def test_feature_variables_carry_the_target_the_pins_and_only_nvidia_gets_the_runfile() -> None:
+def test_feature_env_on_ec2_carries_the_target_the_pins_and_only_nvidia_gets_the_runfile() -> None:
     env = load_cloud_environment(CONFIG, "cloud-dev")
     pins = env.pins()
-    nvidia = feature_variables("nvidia", pins["nvidia"].versions, env.cloud.nvidia)
+    nvidia = feature_env("ec2", "nvidia", pins["nvidia"].versions, env.cloud.nvidia)
     assert nvidia["PHOENIX_TARGET"] == "ec2"
     assert nvidia["PHOENIX_NVIDIA_VERSION"] == "580.76.05"
     assert nvidia["PHOENIX_NVIDIA_RUNFILE_URL"].endswith("NVIDIA-Linux-x86_64-580.76.05.run")
-    docker = feature_variables("docker", pins["docker"].versions, env.cloud.nvidia)
+    docker = feature_env("ec2", "docker", pins["docker"].versions, env.cloud.nvidia)
     assert docker["PHOENIX_NVIDIA_CONTAINER_TOOLKIT_VERSION"] == "1.17.8-1"
     assert not any("RUNFILE" in k for k in docker)
 

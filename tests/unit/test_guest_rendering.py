@@ -5,9 +5,15 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+import yaml
+
+from phoenix_components.config.cloud import load_cloud_environment
+from phoenix_components.config.features import feature_env as one_feature_env
+from phoenix_components.config.features import feature_pins
 from phoenix_components.config.load import load_environment
 from phoenix_components.config.models import Network, VllmEngine
-from phoenix_components.render.features import exec_argv, feature_env, feature_versions
+from phoenix_components.render.cloud import user_data as ec2_user_data
+from phoenix_components.render.features import exec_argv, feature_env
 from phoenix_components.render.lxc import container_params, net0, raw_lines
 from phoenix_components.render.vllm import render_unit, systemd_quote
 from providers.channels.command import render
@@ -48,7 +54,7 @@ def test_the_apparmor_profile_is_a_raw_line() -> None:
 
 
 def test_feature_env_carries_the_versions_pinned_by_the_introducing_layer() -> None:
-    assert feature_versions(ENV)["docker"]["nvidia_container_toolkit"] == "1.17.8-1"
+    assert feature_pins(ENV.chain)["docker"].versions["nvidia_container_toolkit"] == "1.17.8-1"
     variables = feature_env(ENV, ["docker", "vllm"], "vm")
     assert variables["PHOENIX_TARGET"] == "vm"
     assert variables["PHOENIX_DOCKER_VERSION"] == "5:28.2.2-1~debian.12~bookworm"
@@ -61,7 +67,7 @@ def test_feature_env_carries_the_versions_pinned_by_the_introducing_layer() -> N
 
 
 def test_every_feature_script_reads_exactly_the_variables_it_is_given() -> None:
-    for feature in feature_versions(ENV):
+    for feature in feature_pins(ENV.chain):
         script = (ROOT / "config/features" / f"{feature}.sh").read_text()
         for variable in feature_env(ENV, [feature], "lxc"):
             if variable != "PHOENIX_TARGET":
@@ -97,3 +103,46 @@ def test_unit_runs_vllm_serve_with_every_flag_escaped_for_systemd() -> None:
     assert 'Environment="HF_HOME=/models/.hf"' in unit
     assert systemd_quote('a"b\\c') == '"a\\"b\\\\c"'
     assert "WantedBy=multi-user.target" in unit
+
+
+def _ec2_feature_env(text: str) -> dict[str, dict[str, str]]:
+    """Each feature's environment as the EC2 runner passes it: ``env K=V ... bash <dir>/<feature>.sh``."""
+    files = {f["path"]: f["content"] for f in yaml.safe_load(text)["write_files"]}
+    found: dict[str, dict[str, str]] = {}
+    for line in files["/opt/phoenix/run-features.sh"].splitlines():
+        argv = shlex.split(line)
+        if argv[:1] == ["env"] and argv[-2] == "bash":
+            feature = argv[-1].rsplit("/", 1)[1].removesuffix(".sh")
+            found[feature] = dict(a.split("=", 1) for a in argv[1:-2])
+    return found
+
+
+def test_lxc_vm_and_ec2_run_a_feature_with_the_same_environment() -> None:
+    """One feature, one environment: a layer's build (LXC), a VM's cloud-init and EC2's user-data send the
+    same variables for the layer that introduces it; only PHOENIX_TARGET differs."""
+    cloud = load_cloud_environment(ROOT / "config", "cloud-dev")
+    assert ENV.host.nvidia == cloud.cloud.nvidia, "dev and cloud-dev run the same driver"
+    ec2 = _ec2_feature_env(ec2_user_data(cloud, "bucket-1"))
+    assert list(ec2) == cloud.cloud.features
+    for feature, pin in feature_pins(ENV.chain).items():
+        lxc = ENV.layer_feature_env(pin.layer, feature)
+        vm = feature_env(ENV, [feature], "vm")
+        assert (lxc.pop("PHOENIX_TARGET"), vm.pop("PHOENIX_TARGET")) == ("lxc", "vm")
+        assert vm == lxc, feature
+        if feature in ec2:
+            assert ec2[feature].pop("PHOENIX_TARGET") == "ec2"
+            assert ec2[feature] == lxc, feature
+    assert ec2["nvidia"]["PHOENIX_NVIDIA_VERSION"] == cloud.cloud.nvidia.version
+
+
+def test_the_nvidia_feature_gets_the_driver_version_from_the_driver_on_every_target() -> None:
+    """Not only from a pin: the EC2 copy of this rule used to drop PHOENIX_NVIDIA_VERSION."""
+    assert ENV.host.nvidia is not None
+    for target in ("lxc", "vm", "ec2"):
+        variables = one_feature_env(target, "nvidia", {}, ENV.host.nvidia)
+        assert variables == {
+            "PHOENIX_NVIDIA_RUNFILE_URL": ENV.host.nvidia.runfile_url,
+            "PHOENIX_NVIDIA_SHA256": ENV.host.nvidia.sha256,
+            "PHOENIX_NVIDIA_VERSION": ENV.host.nvidia.version,
+            "PHOENIX_TARGET": target,
+        }
