@@ -14,18 +14,17 @@ update (deploy again into the new container), not a replace: a replace's late de
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
 
-from providers.base import DynamicResource, HostProvider, as_int, diff_inputs, require, with_defaults
-from providers.channels.command import CommandResult, Executor
+from providers.base import DynamicResource, HostProvider, Inputs, diff_inputs, require, stored, with_defaults
+from providers.channels.command import Executor, sha256_text, write_file_argv
 from providers.channels.pct import exec_argv
 from providers.channels.targets import ApiTarget, SshTarget
 from providers.errors import HostError, RemoteCommandError, tail
@@ -33,11 +32,9 @@ from providers.errors import HostError, RemoteCommandError, tail
 PROVIDER_VERSION = "1"
 SERVICE = "vllm.service"
 
-# Installs the unit atomically and (re)starts the service: one session for the whole change.
-INSTALL = (
-    'set -e; tmp=$(mktemp "$1.XXXXXX"); cat > "$tmp"; chmod 644 "$tmp"; mv -f "$tmp" "$1"; '
-    'systemctl daemon-reload; systemctl enable "$2" >/dev/null; systemctl restart "$2"'
-)
+# Run once the unit file is in place (atomically): one session for the whole change. ``$3`` is the unit.
+RESTART = 'systemctl daemon-reload; systemctl enable "$3" >/dev/null; systemctl restart "$3"'
+REMOVE = 'systemctl disable --now "$2" 2>/dev/null || true; rm -f "$1"; systemctl daemon-reload || true'
 # Asks the server inside the guest; prints one JSON line. Python: vLLM's venv, else the system one.
 PROBE_CODE = """
 import json, sys, urllib.request
@@ -58,8 +55,11 @@ PROBE = (
 STATUS = 'sha256sum "$1" 2>/dev/null || echo "missing -"; systemctl is-active "$2" || true'
 
 
+# --- 1. inputs ----------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class VllmServiceInputs:
+class VllmServiceInputs(Inputs):
     node: str
     vmid: int
     unit: str
@@ -70,17 +70,6 @@ class VllmServiceInputs:
     guest_instance: str | None = None  # the container it runs in (LxcGuest's instance output)
     guest_name: str = ""  # the guest's hostname, for messages only (never a change on its own)
     version: str = PROVIDER_VERSION
-
-    @classmethod
-    def from_props(cls, props: dict[str, Any]) -> VllmServiceInputs:
-        values = {k: props[k] for k in cls.__dataclass_fields__ if k in props}
-        for key in ("vmid", "port", "startup_timeout_s"):
-            if key in values:
-                values[key] = as_int(values[key])
-        return cls(**values)
-
-    def to_props(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class VllmNotReadyError(HostError):
@@ -98,7 +87,32 @@ class VllmNotReadyError(HostError):
         )
 
 
-# ------------------------------------------------------------------ pure logic
+# --- 2. pure logic -------------------------------------------------------------------------------------
+
+REQUIRED = ["node", "vmid", "unit", "unit_path", "served_model_name", "port"]
+REPLACE_ON = ["node", "vmid"]
+UPDATE_ON = ["unit", "unit_path", "served_model_name", "port", "startup_timeout_s", "guest_instance"]
+
+
+def install_argv(inputs: VllmServiceInputs) -> list[str]:
+    """Write the unit (stdin) atomically inside the guest, then enable and (re)start the service."""
+    return exec_argv(inputs.vmid, write_file_argv(inputs.unit_path, 0o644, then=RESTART, args=[SERVICE]))
+
+
+def probe_argv(inputs: VllmServiceInputs) -> list[str]:
+    return exec_argv(inputs.vmid, ["sh", "-c", PROBE, "phoenix-probe", PROBE_CODE, str(inputs.port)])
+
+
+def journal_argv(inputs: VllmServiceInputs) -> list[str]:
+    return exec_argv(inputs.vmid, ["journalctl", "-u", SERVICE, "-n", "30", "--no-pager"])
+
+
+def status_argv(inputs: VllmServiceInputs) -> list[str]:
+    return exec_argv(inputs.vmid, ["sh", "-c", STATUS, "phoenix-status", inputs.unit_path, SERVICE])
+
+
+def remove_argv(inputs: VllmServiceInputs) -> list[str]:
+    return exec_argv(inputs.vmid, ["sh", "-c", REMOVE, "phoenix-vllm-rm", inputs.unit_path, SERVICE])
 
 
 def parse_probe(stdout: str) -> dict[str, Any]:
@@ -138,10 +152,6 @@ def wait_until_ready(
         interval = min(interval * 1.5, 10.0)
 
 
-def unit_sha(unit: str) -> str:
-    return hashlib.sha256(unit.encode()).hexdigest()
-
-
 def parse_status(stdout: str) -> tuple[str | None, str]:
     """``sha256sum`` line (or ``missing -``) then ``systemctl is-active``: (sha or None, state)."""
     lines = stdout.strip().splitlines() or ["missing -"]
@@ -149,50 +159,72 @@ def parse_status(stdout: str) -> tuple[str | None, str]:
     return (None if sha == "missing" else sha), (lines[1].strip() if len(lines) > 1 else "unknown")
 
 
-# ------------------------------------------------------------------ provider
+def deployed(inputs: VllmServiceInputs, probe: Mapping[str, Any]) -> dict[str, Any]:
+    """Every output once the server is ready (``probe`` is its last, good probe)."""
+    return {
+        **inputs.to_props(),
+        "unit_sha256": sha256_text(inputs.unit),
+        "active": True,
+        "models": probe["models"],
+    }
+
+
+def observed(props: Mapping[str, Any], stdout: str) -> dict[str, Any] | None:
+    """The stored outputs as the guest has the service now (``stdout`` of :func:`status_argv`); None if
+    the unit is gone. A unit edited in the guest shows as a different unit (drift); the next up writes
+    ours back."""
+    sha, state = parse_status(stdout)
+    if sha is None:
+        return None
+    unit = str(props.get("unit") or "")
+    shown = unit if sha == sha256_text(unit) else f"# edited on the host (sha256 {sha})\n"
+    return {**stored(props), "unit": shown, "unit_sha256": sha, "active": state == "active"}
+
+
+def probe_result(ok: bool, stdout: str, stderr: str) -> dict[str, Any]:
+    return parse_probe(stdout) if ok else {"health": 0, "error": tail(stderr, 3)}
+
+
+# --- 3. the provider -----------------------------------------------------------------------------------
 
 
 @dataclass
 class VllmServiceProvider(HostProvider):
-    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        failures = require(news, ["node", "vmid", "unit", "unit_path", "served_model_name", "port"])
-        return CheckResult(with_defaults(news, VllmServiceInputs), failures)
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        return CheckResult(with_defaults(news, VllmServiceInputs), require(news, REQUIRED))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return diff_inputs(
-            olds,
-            news,
-            replace_on=["node", "vmid"],
-            update_on=[
-                "unit",
-                "unit_path",
-                "served_model_name",
-                "port",
-                "startup_timeout_s",
-                "guest_instance",
-            ],
-        )
+        return diff_inputs(olds, news, replace_on=REPLACE_ON, update_on=UPDATE_ON)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         inputs = VllmServiceInputs.from_props(props)
         return CreateResult(f"{inputs.vmid}/{SERVICE}", self._deploy(inputs))
 
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         return UpdateResult(self._deploy(VllmServiceInputs.from_props(news)))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        result = self.ssh().run(status_argv(VllmServiceInputs.from_props(props)), check=False)
+        # A guest that is gone or stopped takes its service with it.
+        outs = observed(props, result.stdout) if result.ok else None
+        return ReadResult(id_ if outs is not None else None, outs or {})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        try:
+            self.ssh().run(remove_argv(VllmServiceInputs.from_props(props)))
+        except RemoteCommandError as error:
+            if "does not exist" not in error.stderr_tail:  # the guest went first: nothing left to remove
+                raise
 
     def _deploy(self, inputs: VllmServiceInputs) -> dict[str, Any]:
         ssh = self.ssh()
-        install = ["sh", "-c", INSTALL, "phoenix-vllm", inputs.unit_path, SERVICE]
-        ssh.run(exec_argv(inputs.vmid, install), stdin=inputs.unit).check(
-            f"install {SERVICE} in CT {inputs.vmid}"
-        )
+        installed = ssh.run(install_argv(inputs), stdin=inputs.unit, check=False)
+        installed.check(f"install {SERVICE} in CT {inputs.vmid}")  # the error says which step failed
         ok, last = wait_until_ready(
             lambda: self._probe(ssh, inputs), inputs.served_model_name, inputs.startup_timeout_s
         )
         if not ok:
-            journal = ssh.run(
-                exec_argv(inputs.vmid, ["journalctl", "-u", SERVICE, "-n", "30", "--no-pager"]), check=False
-            )
+            journal = ssh.run(journal_argv(inputs), check=False)
             raise VllmNotReadyError(
                 ssh.host,
                 inputs.vmid,
@@ -202,45 +234,36 @@ class VllmServiceProvider(HostProvider):
                 journal.stdout or journal.stderr,
                 inputs.guest_name,
             )
-        return {
-            **inputs.to_props(),
-            "unit_sha256": unit_sha(inputs.unit),
-            "active": True,
-            "models": last["models"],
-        }
+        return deployed(inputs, last)
 
     def _probe(self, ssh: Executor, inputs: VllmServiceInputs) -> dict[str, Any]:
-        argv = exec_argv(inputs.vmid, ["sh", "-c", PROBE, "phoenix-probe", PROBE_CODE, str(inputs.port)])
-        result: CommandResult = ssh.run(argv, check=False, timeout=30)
-        return parse_probe(result.stdout) if result.ok else {"health": 0, "error": tail(result.stderr, 3)}
-
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        inputs = VllmServiceInputs.from_props(props)
-        argv = exec_argv(inputs.vmid, ["sh", "-c", STATUS, "phoenix-status", inputs.unit_path, SERVICE])
-        result = self.ssh().run(argv, check=False)
-        if not result.ok:  # the guest itself is gone or stopped: so is its service
-            return ReadResult(None, {})
-        sha, state = parse_status(result.stdout)
-        if sha is None:
-            return ReadResult(None, {})
-        # A unit edited on the host shows as a different unit (drift); the next up writes ours back.
-        unit = inputs.unit if sha == unit_sha(inputs.unit) else f"# edited on the host (sha256 {sha})\n"
-        return ReadResult(id_, {**props, "unit": unit, "unit_sha256": sha, "active": state == "active"})
-
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
-        inputs = VllmServiceInputs.from_props(props)
-        script = (
-            'systemctl disable --now "$2" 2>/dev/null || true; rm -f "$1"; systemctl daemon-reload || true'
-        )
-        argv = exec_argv(inputs.vmid, ["sh", "-c", script, "phoenix-vllm-rm", inputs.unit_path, SERVICE])
-        try:
-            self.ssh().run(argv)
-        except RemoteCommandError as error:
-            if "does not exist" not in error.stderr_tail:  # the guest went first: nothing left to remove
-                raise
+        result = ssh.run(probe_argv(inputs), check=False, timeout=30)
+        return probe_result(result.ok, result.stdout, result.stderr)
 
 
-class VllmServiceResource(DynamicResource, module="phoenix", name="VllmService"):
+# --- 4. the resource -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VllmServiceArgs:
+    node: pulumi.Input[str]
+    vmid: pulumi.Input[int]
+    unit: pulumi.Input[str]
+    """The systemd unit's text (``phoenix_components.render.vllm.render_unit``)."""
+    unit_path: pulumi.Input[str]
+    served_model_name: pulumi.Input[str]
+    port: pulumi.Input[int]
+    startup_timeout_s: pulumi.Input[int] = 900
+    guest_instance: pulumi.Input[str] | None = None
+    """The LxcGuest's ``instance`` output: a replaced guest gets the service deployed again."""
+    guest_name: str = ""
+    """The guest's hostname, for messages only."""
+
+
+class VllmService(DynamicResource, module="phoenix", name="VllmService"):
+    """vLLM serving in a guest (see the module docstring). Token ``pulumi-python:dynamic/phoenix:VllmService``
+    (unchanged from when the class was VllmServiceResource, so stored states keep their resources)."""
+
     unit_sha256: pulumi.Output[str]
     active: pulumi.Output[bool]
     models: pulumi.Output[list[str]]
@@ -248,11 +271,12 @@ class VllmServiceResource(DynamicResource, module="phoenix", name="VllmService")
     def __init__(
         self,
         name: str,
-        inputs: dict[str, Any],
+        args: VllmServiceArgs,
+        *,
         ssh_target: SshTarget,
         api_target: ApiTarget | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         provider = VllmServiceProvider(ssh_target=ssh_target, api_target=api_target)
-        props = {**inputs, "version": PROVIDER_VERSION, "unit_sha256": None, "active": None, "models": None}
+        props = {**vars(args), "version": PROVIDER_VERSION}
         super().__init__(provider, name, props, opts)

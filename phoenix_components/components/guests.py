@@ -33,8 +33,8 @@ from providers.guests.firewall import GuestFirewall
 from providers.guests.lxc_guest import LxcGuestArgs as LxcGuestResourceArgs
 from providers.guests.lxc_guest import LxcGuestResource
 from providers.guests.snapshot import GuestSnapshot
-from providers.hostfiles.host_file import HostFile
-from providers.vllm_service import VllmServiceResource
+from providers.hostfiles.host_file import HostFile, HostFileArgs
+from providers.vllm_service import VllmService, VllmServiceArgs
 from providers.zfs.clone import ZfsClone, ZfsCloneArgs
 from providers.zfs.snapshot import ZfsSnapshot
 
@@ -158,25 +158,25 @@ class LxcGuest(pulumi.ComponentResource):
                 pulumi.ResourceOptions(parent=self, depends_on=[self.guest]),
             )
         self.endpoint = None
-        self.service: VllmServiceResource | None = None
+        self.service: VllmService | None = None
         if spec.vllm is not None:
             if self.address is not None:
                 self.endpoint = f"http://{self.address}:{spec.vllm.server.port}/v1"
-            self.service = VllmServiceResource(
+            self.service = VllmService(
                 f"{name}-vllm",
-                {
-                    "node": host.node,
-                    "vmid": self.guest.vmid,
-                    "unit": render_unit(spec.vllm),
-                    "unit_path": UNIT_PATH,
-                    "served_model_name": spec.vllm.server.served_model_name,
-                    "port": spec.vllm.server.port,
-                    "startup_timeout_s": spec.vllm.startup_timeout_s,
+                VllmServiceArgs(
+                    node=host.node,
+                    vmid=self.guest.vmid,
+                    unit=render_unit(spec.vllm),
+                    unit_path=UNIT_PATH,
+                    served_model_name=spec.vllm.server.served_model_name,
+                    port=spec.vllm.server.port,
+                    startup_timeout_s=spec.vllm.startup_timeout_s,
                     # A replaced guest keeps its vmid: this is what tells the service it must deploy again.
-                    "guest_instance": self.guest.instance,
-                    "guest_name": spec.hostname,
-                },
-                target,
+                    guest_instance=self.guest.instance,
+                    guest_name=spec.hostname,
+                ),
+                ssh_target=target,
                 # The guest's own features (its config files, say) are in place before the server starts.
                 opts=pulumi.ResourceOptions(
                     parent=self, depends_on=[self.guest, *([self.features] if self.features else [])]
@@ -212,13 +212,11 @@ class VmGuest(pulumi.ComponentResource):
         file_name = f"phoenix-{vm.vmid}-user-data.yaml"
         snippet = HostFile(
             f"{name}-cloud-init",
-            {
-                "path": f"{host.storage.snippets_path}/{file_name}",
-                "content": user_data(env, vm),
-                "mode": 0o640,
-            },
-            ssh_target(host),
-            pulumi.ResourceOptions(parent=self),
+            HostFileArgs(
+                path=f"{host.storage.snippets_path}/{file_name}", content=user_data(env, vm), mode=0o640
+            ),
+            ssh_target=ssh_target(host),
+            opts=pulumi.ResourceOptions(parent=self),
         )
         snippet_id = snippet.path.apply(lambda _path: f"{host.storage.snippets}:snippets/{file_name}")
         net = vm.network

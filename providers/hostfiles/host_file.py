@@ -4,45 +4,68 @@ Why not pulumi-proxmoxve's ``FileLegacy``: it uploads snippets through that prov
 which knows nothing of Phoenix's pinned host key. Through the executor here the upload is as trusted as
 every other host command: atomic (temp file + rename, so PVE never reads half a snippet), one session.
 
-``read`` compares the file's sha256 with the declared content (an edit by hand is drift; a deleted file
-is gone); ``delete`` removes the file from the stored path alone.
+Lifecycle (one SSH session per operation):
+
+- **identity** is ``path``: a new path replaces (the new file is written, then the old one removed);
+  new ``content`` or ``mode`` rewrites the file in place;
+- **create/update**: :func:`write_argv`, the content on stdin;
+- **read** (refresh): the file's sha256 against the declared content: an edit by hand is drift (the
+  content shows as changed and the next ``up`` writes it back), a deleted file is gone;
+- **delete**: ``rm -f`` of the stored path alone.
+
+Token ``pulumi-python:dynamic/phoenix:HostFile``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
 
-from providers.base import DynamicResource, HostProvider, as_int, diff_inputs, require, with_defaults
-from providers.channels.command import write_file_argv
+from providers.base import DynamicResource, HostProvider, Inputs, diff_inputs, is_unknown, require, stored
+from providers.channels.command import sha256_text, write_file_argv
 from providers.channels.targets import SshTarget
 
 PROVIDER_VERSION = "1"
 MISSING = "missing"
 
+# --- 1. inputs ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
-class HostFileInputs:
+class HostFileInputs(Inputs):
     path: str
+    """Absolute path on the host (identity)."""
     content: str
     mode: int = 0o640
     version: str = PROVIDER_VERSION
 
-    @classmethod
-    def from_props(cls, props: dict[str, Any]) -> HostFileInputs:
-        values = {k: props[k] for k in cls.__dataclass_fields__ if k in props}
-        if "mode" in values:
-            values["mode"] = as_int(values["mode"])
-        return cls(**values)
+
+# --- 2. pure logic -------------------------------------------------------------------------------------
 
 
-def sha256(content: str) -> str:
-    return hashlib.sha256(content.encode()).hexdigest()
+def path_problem(path: object) -> str | None:
+    if not isinstance(path, str) or not path.startswith("/") or posixpath.normpath(path) != path:
+        return "an absolute, normalised path (no `..`, no trailing /)"
+    return None
+
+
+def validate(news: Mapping[str, Any]) -> list[CheckFailure]:
+    """Failures for the known inputs; a path still unknown at preview passes."""
+    failures = require(news, ["path", "content"])
+    path = news.get("path")
+    if path is not None and not is_unknown(path) and (problem := path_problem(path)):
+        failures.append(CheckFailure("path", problem))
+    return failures
+
+
+def write_argv(inputs: HostFileInputs) -> list[str]:
+    """The atomic write of the file (its content goes on stdin)."""
+    return write_file_argv(inputs.path, inputs.mode)
 
 
 def read_argv(path: str) -> list[str]:
@@ -54,61 +77,88 @@ def parse_read(stdout: str) -> str:
     return stdout.split()[0] if stdout.strip() else MISSING
 
 
-def path_problem(path: object) -> str | None:
-    if not isinstance(path, str) or not path.startswith("/") or posixpath.normpath(path) != path:
-        return "an absolute, normalised path (no `..`, no trailing /)"
-    return None
+def delete_argv(path: str) -> list[str]:
+    return ["rm", "-f", "--", path]
+
+
+def outputs(inputs: HostFileInputs) -> dict[str, Any]:
+    """Every output once the file holds ``inputs.content``."""
+    return {**inputs.to_props(), "sha256": sha256_text(inputs.content)}
+
+
+def observed(props: Mapping[str, Any], found: str) -> dict[str, Any] | None:
+    """The stored outputs as the host has the file now (``found``: its sha256 or ``missing``); None if gone.
+
+    A file edited on the host keeps its hash, and its content shows as changed, so the next ``up``
+    writes the declared content back.
+    """
+    if found == MISSING:
+        return None
+    inputs = HostFileInputs.from_props(props)
+    same = found == sha256_text(inputs.content)
+    content = inputs.content if same else f"# changed on the host (sha256 {found})\n"
+    return {**stored(props), "content": content, "sha256": found}
+
+
+# --- 3. the provider -----------------------------------------------------------------------------------
 
 
 @dataclass
 class HostFileProvider(HostProvider):
-    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        failures = require(news, ["path", "content"])
-        problem = path_problem(news.get("path")) if "path" in news else None
-        if problem is not None and isinstance(news.get("path"), str):
-            failures.append(CheckFailure("path", problem))
-        return CheckResult(with_defaults(news, HostFileInputs), failures)
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        return CheckResult({**HostFileInputs.defaults(), **news}, validate(news))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         return diff_inputs(olds, news, replace_on=["path"], update_on=["content", "mode"])
-
-    def _write(self, inputs: HostFileInputs) -> dict[str, Any]:
-        self.ssh().run(write_file_argv(inputs.path, inputs.mode), stdin=inputs.content)
-        return {**asdict(inputs), "sha256": sha256(inputs.content)}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         inputs = HostFileInputs.from_props(props)
         return CreateResult(inputs.path, self._write(inputs))
 
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         return UpdateResult(self._write(HostFileInputs.from_props(news)))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        inputs = HostFileInputs.from_props(props)
-        found = parse_read(self.ssh().run(read_argv(inputs.path)).stdout)
-        if found == MISSING:
-            return ReadResult(None, {})
-        content = (
-            inputs.content if found == sha256(inputs.content) else f"# changed on the host (sha256 {found})\n"
-        )
-        return ReadResult(id_, {**props, "content": content, "sha256": found})
+        path = HostFileInputs.from_props(props).path
+        found = self.ssh().run(read_argv(path)).stdout
+        outs = observed(props, parse_read(found))
+        return ReadResult(id_ if outs is not None else None, outs or {})
 
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
-        self.ssh().run(["rm", "-f", "--", HostFileInputs.from_props(props).path])
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        self.ssh().run(delete_argv(HostFileInputs.from_props(props).path))
+
+    def _write(self, inputs: HostFileInputs) -> dict[str, Any]:
+        self.ssh().run(write_argv(inputs), stdin=inputs.content)
+        return outputs(inputs)
+
+
+# --- 4. the resource -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostFileArgs:
+    path: pulumi.Input[str]
+    """Absolute path on the host, e.g. ``/var/lib/vz/snippets/phoenix-231-user-data.yaml``."""
+    content: pulumi.Input[str]
+    mode: pulumi.Input[int] = 0o640
 
 
 class HostFile(DynamicResource, module="phoenix", name="HostFile"):
-    """A file on the host. Token ``pulumi-python:dynamic/phoenix:HostFile``."""
+    """A file on the host (see the module docstring)."""
 
     path: pulumi.Output[str]
+    content: pulumi.Output[str]
+    mode: pulumi.Output[int]
+    version: pulumi.Output[str]
     sha256: pulumi.Output[str]
 
     def __init__(
         self,
         name: str,
-        inputs: dict[str, Any],
+        args: HostFileArgs,
+        *,
         ssh_target: SshTarget,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        provider = HostFileProvider(ssh_target=ssh_target)
-        super().__init__(provider, name, {**inputs, "version": PROVIDER_VERSION, "sha256": None}, opts)
+        props = {"path": args.path, "content": args.content, "mode": args.mode, "version": PROVIDER_VERSION}
+        super().__init__(HostFileProvider(ssh_target=ssh_target), name, props, opts)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from providers.hostfiles.host_file import HostFile
+from providers.hostfiles.host_file import HostFile, HostFileArgs
 from tests.lab.sshd import LabSshd
 from tests.support.engine import Drift, Engine
 
@@ -29,7 +29,7 @@ def engine(lab_sshd: LabSshd, pulumi_bin: Path, tmp_path: Path) -> Engine:
 
 def snippet(lab_sshd: LabSshd, path: Path, content: str) -> Callable[[], Any]:
     def program() -> dict[str, Any]:
-        f = HostFile("user-data", {"path": str(path), "content": content}, lab_sshd.target())
+        f = HostFile("user-data", HostFileArgs(path=str(path), content=content), ssh_target=lab_sshd.target())
         return {"sha256": f.sha256}
 
     return program

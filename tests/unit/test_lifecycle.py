@@ -59,7 +59,7 @@ def test_many_dynamic_resources_do_not_grow_the_pickler() -> None:
     import pulumi
     from pulumi.runtime import settings
 
-    from providers.vllm_service import VllmServiceResource
+    from providers.vllm_service import VllmService, VllmServiceArgs
     from tests.support.recording import install
 
     install("scale")
@@ -71,17 +71,10 @@ def test_many_dynamic_resources_do_not_grow_the_pickler() -> None:
 
         target = SshTarget("h", 22, "root", "SHA256:" + "A" * 43)
         for i in range(1200):  # more than the ~980 that broke before the guard
-            VllmServiceResource(
+            VllmService(
                 f"svc-{i}",
-                {
-                    "node": "n",
-                    "vmid": i,
-                    "unit": "",
-                    "unit_path": "/u",
-                    "served_model_name": "m",
-                    "port": 8000,
-                },
-                target,
+                VllmServiceArgs(node="n", vmid=i, unit="", unit_path="/u", served_model_name="m", port=8000),
+                ssh_target=target,
             )
         return pulumi.Output.from_input(True)
 
