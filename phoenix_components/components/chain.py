@@ -16,7 +16,8 @@ import pulumi
 from phoenix_components.components.targets import api_target, ssh_target
 from phoenix_components.config.load import Environment
 from phoenix_components.render.lxc import GpuMinors, gpu_devices
-from providers.guests.template_layer import TemplateLayerResource
+from providers.guests.template_layer import TemplateLayer as LayerTemplate
+from providers.guests.template_layer import TemplateLayerResourceArgs
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,12 @@ class TemplateLayer(pulumi.ComponentResource):
             )
         if args.parent is not None:
             inputs["parent_vmid"] = args.parent.vmid
-        self.template = TemplateLayerResource(
+        self.template = LayerTemplate(
             f"{name}-template",
-            inputs,
-            ssh_target(env.host),
-            api_target(env.host),
-            pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+            TemplateLayerResourceArgs(**inputs),  # type: ignore[arg-type]  # layer_inputs' keys are its fields
+            ssh_target=ssh_target(env.host),
+            api_target=api_target(env.host),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
         )
         self.key = pulumi.Output.from_input(env.layer_key(args.name))
         self.vmid = self.template.vmid

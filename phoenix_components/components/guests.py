@@ -30,9 +30,9 @@ from phoenix_components.render.vllm import UNIT_PATH, render_unit
 from phoenix_components.render.vm import cloud_image_template_vmid, user_data
 from providers.guests.features import GuestFeatures
 from providers.guests.firewall import GuestFirewall
-from providers.guests.lxc_guest import LxcGuestArgs as LxcGuestResourceArgs
-from providers.guests.lxc_guest import LxcGuestResource
-from providers.guests.snapshot import GuestSnapshot
+from providers.guests.lxc_guest import LxcGuest as LxcGuestResource
+from providers.guests.lxc_guest import LxcGuestResourceArgs
+from providers.guests.snapshot import GuestSnapshot, GuestSnapshotArgs
 from providers.hostfiles.host_file import HostFile, HostFileArgs
 from providers.vllm_service import VllmService, VllmServiceArgs
 from providers.zfs.clone import ZfsClone, ZfsCloneArgs
@@ -106,24 +106,25 @@ class LxcGuest(pulumi.ComponentResource):
                 k: v for k, v in container_params(spec, both[0], both[1]).items() if k != "hostname"
             }
         )
-        inputs = {
-            "node": host.node,
-            "vmid": spec.vmid,
-            "hostname": spec.hostname,
-            "template_vmid": args.layer_vmid,
-            "params": params,
-            "raw_lines": raw_lines(spec),
-            "storage": host.storage.rootfs,
-            "pool": host.storage.zfs_pool,
-            "disk_gib": spec.disk_gib,
-            "start": True,
-            "snapshot_before_update": spec.snapshot_before_update,
-            "snapshot_retention": spec.snapshot_retention,
-        }
         self.guest = LxcGuestResource(
             f"{name}-container",
-            LxcGuestResourceArgs(inputs=inputs, ssh_target=target, api_target=api_target(host)),
-            pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *self.clones.values()]),
+            LxcGuestResourceArgs(
+                node=host.node,
+                vmid=spec.vmid,
+                hostname=spec.hostname,
+                template_vmid=args.layer_vmid,
+                params=params,
+                raw_lines=raw_lines(spec),
+                storage=host.storage.rootfs,
+                pool=host.storage.zfs_pool,
+                disk_gib=spec.disk_gib,
+                start=True,
+                snapshot_before_update=spec.snapshot_before_update,
+                snapshot_retention=spec.snapshot_retention,
+            ),
+            ssh_target=target,
+            api_target=api_target(host),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *self.clones.values()]),
         )
         self.firewall = _firewall(
             name,
@@ -139,15 +140,15 @@ class LxcGuest(pulumi.ComponentResource):
             policy = spec.snapshots
             self.snapshots = GuestSnapshot(
                 f"{name}-snapshots",
-                {
-                    "node": host.node,
-                    "vmid": self.guest.vmid,
-                    "prefix": policy.prefix,
-                    "retention": policy.retention,
-                    "trigger": policy.trigger,
-                },
-                api_target(host),
-                pulumi.ResourceOptions(parent=self, depends_on=[self.guest]),
+                GuestSnapshotArgs(
+                    node=host.node,
+                    vmid=self.guest.vmid,
+                    prefix=policy.prefix,
+                    retention=policy.retention,
+                    trigger=policy.trigger,
+                ),
+                api_target=api_target(host),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.guest]),
             )
         self.features: GuestFeatures | None = None
         if spec.features:

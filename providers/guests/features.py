@@ -27,7 +27,6 @@ resource.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 import re
@@ -40,16 +39,18 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 from providers.base import (
     DynamicResource,
     HostProvider,
-    as_int,
+    Inputs,
+    convert,
     diff_inputs,
     has_unknowns,
     require,
     with_defaults,
 )
-from providers.channels.command import Executor, write_file_argv
+from providers.channels.command import Executor, sha256_text, write_file_argv
 from providers.channels.pct import exec_argv
 from providers.channels.targets import SshTarget
 from providers.errors import HostError, RemoteCommandError, tail
+from providers.guests.common import HostCommand
 
 PROVIDER_VERSION = "1"
 STATE_DIR = "/var/lib/phoenix/features"  # the scripts as run and their hash markers
@@ -96,37 +97,29 @@ class GuestFile:
     mode: str = "0644"
 
 
+def _features(value: Any) -> list[GuestFeature]:
+    return [
+        GuestFeature(
+            str(f["name"]), str(f["script"]), {str(k): str(v) for k, v in (f.get("env") or {}).items()}
+        )
+        for f in value
+    ]
+
+
+def _files(value: Any) -> list[GuestFile]:
+    return [GuestFile(str(f["path"]), str(f["content"]), str(f.get("mode") or "0644")) for f in value]
+
+
 @dataclass(frozen=True)
-class GuestFeaturesInputs:
+class GuestFeaturesInputs(Inputs):
     node: str
     vmid: int
-    features: list[GuestFeature]
-    files: list[GuestFile] = field(default_factory=list)
+    features: list[GuestFeature] = field(metadata=convert(_features))
+    files: list[GuestFile] = field(default_factory=list, metadata=convert(_files))
     guest_instance: str | None = None  # the container they run in (LxcGuest's instance output)
     guest_name: str = ""  # the guest's hostname, for messages only (never a change on its own)
     feature_timeout_s: int = 3600
     version: str = PROVIDER_VERSION
-
-    @classmethod
-    def from_props(cls, props: dict[str, Any]) -> GuestFeaturesInputs:
-        values = {k: props[k] for k in cls.__dataclass_fields__ if k in props}
-        values["vmid"] = as_int(values["vmid"])
-        if "feature_timeout_s" in values:
-            values["feature_timeout_s"] = as_int(values["feature_timeout_s"])
-        values["features"] = [
-            GuestFeature(
-                str(f["name"]), str(f["script"]), {str(k): str(v) for k, v in (f.get("env") or {}).items()}
-            )
-            for f in props.get("features") or []
-        ]
-        values["files"] = [
-            GuestFile(str(f["path"]), str(f["content"]), str(f.get("mode") or "0644"))
-            for f in props.get("files") or []
-        ]
-        return cls(**values)
-
-    def to_props(self) -> dict[str, Any]:
-        return asdict(self)
 
     @property
     def guest(self) -> str:
@@ -163,44 +156,29 @@ class GuestFeatureError(HostError):
 # ------------------------------------------------------------------ steps, as data
 
 
-@dataclass(frozen=True)
-class Step:
-    """One command a run sends: ``argv`` over SSH with ``stdin``; ``what`` names it in errors and plans."""
-
-    what: str  # "feature <name>" or "file <path>"
-    argv: list[str]
-    stdin: str = ""
-    stdin_label: str = ""  # what the plan shows instead of the whole stdin
-    log: str = ""  # where the step's output is kept inside the guest (features only)
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def marker(feature: GuestFeature, files: list[GuestFile]) -> str:
     """The hash of exactly what a feature's run depends on: its script, its environment, the guest's files."""
     material = {
-        "script": _sha256(feature.script),
+        "script": sha256_text(feature.script),
         "env": dict(sorted(feature.env.items())),
-        "files": [[f.path, f.mode, _sha256(f.content)] for f in files],
+        "files": [[f.path, f.mode, sha256_text(f.content)] for f in files],
     }
-    return _sha256(json.dumps(material, sort_keys=True))
+    return sha256_text(json.dumps(material, sort_keys=True))
 
 
-def feature_steps(inputs: GuestFeaturesInputs) -> list[Step]:
+def feature_steps(inputs: GuestFeaturesInputs) -> list[HostCommand]:
     """Every command a create/update sends, in order: the files, then each feature through :data:`RUN`."""
-    steps: list[Step] = []
+    steps: list[HostCommand] = []
     for f in inputs.files:
         steps.append(
-            Step(f"file {f.path}", exec_argv(inputs.vmid, ["mkdir", "-p", posixpath.dirname(f.path)]))
+            HostCommand(f"file {f.path}", exec_argv(inputs.vmid, ["mkdir", "-p", posixpath.dirname(f.path)]))
         )
         steps.append(
-            Step(
+            HostCommand(
                 f"file {f.path}",
                 exec_argv(inputs.vmid, write_file_argv(f.path, int(f.mode, 8))),
                 f.content,
-                f"{f.path} from guests.json (sha256 {_sha256(f.content)[:12]})",
+                f"{f.path} from guests.json (sha256 {sha256_text(f.content)[:12]})",
             )
         )
     for feature in inputs.features:
@@ -215,11 +193,11 @@ def feature_steps(inputs: GuestFeaturesInputs) -> list[Step]:
             LOG_DIR,
         ]
         steps.append(
-            Step(
+            HostCommand(
                 f"feature {feature.name}",
                 exec_argv(inputs.vmid, run, feature.env),
                 feature.script,
-                f"features/{feature.name}.sh (sha256 {_sha256(feature.script)[:12]})",
+                f"features/{feature.name}.sh (sha256 {sha256_text(feature.script)[:12]})",
                 f"{LOG_DIR}/{feature.name}.log",
             )
         )
@@ -295,7 +273,7 @@ class GuestFeaturesProvider(HostProvider):
             self._execute(ssh, inputs, step)
         return {**inputs.to_props(), "applied": applied(inputs)}
 
-    def _execute(self, ssh: Executor, inputs: GuestFeaturesInputs, step: Step) -> None:
+    def _execute(self, ssh: Executor, inputs: GuestFeaturesInputs, step: HostCommand) -> None:
         try:
             result = ssh.run(step.argv, stdin=step.stdin, timeout=inputs.feature_timeout_s, check=False)
         except RemoteCommandError as error:  # ran past the deadline, or the connection dropped

@@ -18,67 +18,52 @@ resource that the container is a new one whose firewall must be written again.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
 
-from providers.base import DynamicResource, HostProvider, as_int, diff_inputs, require, with_defaults
-from providers.channels.pve import PveClient, is_missing
+from providers.base import DynamicResource, HostProvider, Inputs, convert, diff_inputs, require, with_defaults
 from providers.channels.targets import ApiTarget
-from providers.errors import PveError
+from providers.guests.common import ApiCall, StepRunner, guest_path, unless_missing
 
 PROVIDER_VERSION = "1"
+TASK_TIMEOUT_S = 600  # the firewall API answers at once; no call of this provider starts a task
 POLICIES = ("ACCEPT", "DROP", "REJECT")
 # The rule fields Phoenix declares, in PVE's own names; everything else PVE reports (pos, digest,
 # ipversion, log) is not compared.
 RULE_FIELDS = ("type", "action", "proto", "dport", "source", "dest", "comment")
 
 
+def normalise_rule(rule: Mapping[str, Any]) -> dict[str, str]:
+    """A rule as compared: only the declared fields, no empty ones, all strings (PVE's own form)."""
+    return {k: str(rule[k]) for k in RULE_FIELDS if rule.get(k) not in (None, "")}
+
+
+def _rules(value: Any) -> list[dict[str, str]]:
+    return [normalise_rule(rule) for rule in value]
+
+
 @dataclass(frozen=True)
-class GuestFirewallInputs:
+class GuestFirewallInputs(Inputs):
     node: str
     vmid: int
     kind: str = "lxc"  # or "qemu": the API path differs, the firewall does not
     enabled: bool = True
     policy_in: str = "DROP"
     policy_out: str = "ACCEPT"
-    rules: list[dict[str, str]] = field(default_factory=list)
+    rules: list[dict[str, str]] = field(default_factory=list, metadata=convert(_rules))
     guest_instance: str = ""
     version: str = PROVIDER_VERSION
 
-    @classmethod
-    def from_props(cls, props: dict[str, Any]) -> GuestFirewallInputs:
-        values = {k: props[k] for k in cls.__dataclass_fields__ if k in props}
-        values["vmid"] = as_int(values["vmid"])
-        values["rules"] = [normalise_rule(rule) for rule in values.get("rules") or []]
-        return cls(**values)
-
     @property
     def base(self) -> str:
-        return f"nodes/{self.node}/{self.kind}/{self.vmid}/firewall"
+        return f"{guest_path(self.node, self.vmid, self.kind)}/firewall"
 
 
 # ------------------------------------------------------------------ steps, as data
-
-
-@dataclass(frozen=True)
-class ApiCall:
-    """One PVE API request a step makes: what ``phoenix plan`` prints and what the provider sends."""
-
-    method: Literal["GET", "POST", "PUT", "DELETE"]
-    path: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def render(self) -> str:
-        args = " ".join(f"{k}={v}" for k, v in self.params.items())
-        return f"{self.method} /{self.path}" + (f" {args}" if args else "")
-
-
-def normalise_rule(rule: dict[str, Any]) -> dict[str, str]:
-    """A rule as compared: only the declared fields, no empty ones, all strings (PVE's own form)."""
-    return {k: str(rule[k]) for k in RULE_FIELDS if rule.get(k) not in (None, "")}
 
 
 def options_call(inputs: GuestFirewallInputs) -> ApiCall:
@@ -113,9 +98,17 @@ def apply_steps(inputs: GuestFirewallInputs, current_rules: list[dict[str, Any]]
     return steps
 
 
+def rules_step(inputs: GuestFirewallInputs) -> ApiCall:
+    return ApiCall("GET", f"{inputs.base}/rules")
+
+
+def options_step(inputs: GuestFirewallInputs) -> ApiCall:
+    return ApiCall("GET", f"{inputs.base}/options")
+
+
 def plan_steps(inputs: GuestFirewallInputs) -> list[ApiCall]:
     """The steps of a first ``up`` (a new guest has no rules): what ``phoenix plan`` shows."""
-    return [ApiCall("GET", f"{inputs.base}/rules"), *apply_steps(inputs, [])]
+    return [rules_step(inputs), *apply_steps(inputs, [])]
 
 
 def observed(options: dict[str, Any], rules: list[dict[str, Any]]) -> dict[str, Any]:
@@ -153,10 +146,9 @@ class GuestFirewallProvider(HostProvider):
         )
 
     def _apply(self, inputs: GuestFirewallInputs) -> dict[str, Any]:
-        api = self.pve()
-        for call in apply_steps(inputs, api.get(f"{inputs.base}/rules")):
-            send(api, call)
-        return asdict(inputs)
+        runner = StepRunner(self.pve(), None, timeout=TASK_TIMEOUT_S)
+        runner.run(apply_steps(inputs, runner.one(rules_step(inputs))))
+        return inputs.to_props()
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         inputs = GuestFirewallInputs.from_props(props)
@@ -166,38 +158,25 @@ class GuestFirewallProvider(HostProvider):
         return UpdateResult(self._apply(GuestFirewallInputs.from_props(news)))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        inputs, api = GuestFirewallInputs.from_props(props), self.pve()
-        try:
-            options = api.get(f"{inputs.base}/options")
-            rules = api.get(f"{inputs.base}/rules")
-        except PveError as error:
-            if is_missing(error):
-                return ReadResult(None, {})
-            raise
-        return ReadResult(id_, {**props, **observed(options, rules)})
+        inputs = GuestFirewallInputs.from_props(props)
+        runner = StepRunner(self.pve(), None, timeout=TASK_TIMEOUT_S)
+        found = unless_missing(lambda: (runner.one(options_step(inputs)), runner.one(rules_step(inputs))))
+        if found is None:
+            return ReadResult(None, {})
+        return ReadResult(id_, {**props, **observed(*found)})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        inputs, api = GuestFirewallInputs.from_props(props), self.pve()
-        try:
-            current = api.get(f"{inputs.base}/rules")
-        except PveError as error:
-            if is_missing(error):  # the guest went first: its firewall went with it
-                return
-            raise
-        off = GuestFirewallInputs(node=inputs.node, vmid=inputs.vmid, kind=inputs.kind, enabled=False)
-        for call in [*rule_calls(off, len(current)), options_call(off)]:
-            send(api, call)
+        inputs = GuestFirewallInputs.from_props(props)
+        runner = StepRunner(self.pve(), None, timeout=TASK_TIMEOUT_S)
+        current = unless_missing(lambda: runner.one(rules_step(inputs)))
+        if current is not None:  # else the guest went first: its firewall went with it
+            runner.run(delete_steps(inputs, len(current)))
 
 
-def send(api: PveClient, call: ApiCall) -> None:
-    if call.method == "POST":
-        api.create(call.path, **call.params)
-    elif call.method == "PUT":
-        api.set(call.path, **call.params)
-    elif call.method == "DELETE":
-        api.delete(call.path, **call.params)
-    else:
-        api.get(call.path, **call.params)
+def delete_steps(inputs: GuestFirewallInputs, current: int) -> list[ApiCall]:
+    """Every rule removed, then the firewall off."""
+    off = GuestFirewallInputs(node=inputs.node, vmid=inputs.vmid, kind=inputs.kind, enabled=False)
+    return [*rule_calls(off, current), options_call(off)]
 
 
 class GuestFirewall(DynamicResource, module="phoenix", name="GuestFirewall"):

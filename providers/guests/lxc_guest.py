@@ -13,6 +13,12 @@ Updates send PVE only the keys that changed, and keep the MAC PVE generated when
 (a ``net0`` sent without ``hwaddr`` would get a new one). Changes a running container cannot take live
 (devices, mounts, feature flags, raw lines) are applied with a stop/start. A new layer (template vmid)
 replaces the guest; the vmid is fixed, so the old one is deleted first.
+
+Steps are data (:func:`create_steps`, :func:`update_steps`, computed from the inputs and, for an update,
+from what was read first: the power state, the snapshots): the provider executes exactly them and
+``phoenix plan`` renders :func:`plan_steps`. A failed create removes its half-made container; a failed
+update starts again a guest it had stopped for the update. In both, a failure of that cleanup is a note
+on the original error, never instead of it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -33,13 +40,33 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from providers.base import DynamicResource, HostProvider, as_int, changed, diff_inputs, require, with_defaults
-from providers.channels.command import Executor, write_file_argv
-from providers.channels.pve import PveClient, is_missing
+from providers.base import (
+    DynamicResource,
+    HostProvider,
+    Inputs,
+    attach_cleanup,
+    convert,
+    diff_inputs,
+    require,
+    with_defaults,
+)
+from providers.channels.pve import parse_property_string
 from providers.channels.targets import ApiTarget, SshTarget
-from providers.errors import HostError, PhoenixError, PveError
-from providers.guests.snapshot import family, next_name, to_prune
-from providers.guests.template_layer import check_linked, volume_dataset
+from providers.errors import HostError, PhoenixError
+from providers.guests.common import (
+    ApiCall,
+    LinkedCheck,
+    RawLines,
+    Step,
+    StepRunner,
+    args_props,
+    family,
+    guest_path,
+    is_running,
+    stop_and_destroy,
+    take_snapshot_steps,
+    unless_missing,
+)
 
 PROVIDER_VERSION = "1"
 # Keys a running container cannot take without a restart.
@@ -48,16 +75,25 @@ GENERATED = ("mac", "volume", "dataset", "origin", "instance")
 PRE_UPDATE = "pre-update"  # prefix of the snapshots taken before an update
 
 
+def _plain(value: Any) -> Any:
+    """Numbers come back from gRPC as floats; PVE wants ``8``, not ``8.0``."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _params(value: Any) -> dict[str, Any]:
+    return {k: _plain(v) for k, v in dict(value).items()}
+
+
 @dataclass(frozen=True)
-class LxcGuestInputs:
+class LxcGuestInputs(Inputs):
     node: str
     vmid: int
     hostname: str
     template_vmid: int
-    params: dict[str, Any]
-    raw_lines: list[str]
+    params: dict[str, Any] = field(metadata=convert(_params))
     storage: str
     pool: str
+    raw_lines: list[str] = field(default_factory=list, metadata=convert(list))
     disk_gib: int | None = None
     start: bool = True
     snapshot_before_update: bool = False
@@ -66,25 +102,13 @@ class LxcGuestInputs:
     task_timeout_s: int = 600
     version: str = PROVIDER_VERSION
 
-    @classmethod
-    def from_props(cls, props: dict[str, Any]) -> LxcGuestInputs:
-        values = {k: props[k] for k in cls.__dataclass_fields__ if k in props}
-        for key in ("vmid", "template_vmid", "task_timeout_s", "snapshot_retention"):
-            if key in values:
-                values[key] = as_int(values[key])
-        if values.get("disk_gib") is not None:
-            values["disk_gib"] = as_int(values["disk_gib"])
-        values["params"] = {k: _plain(v) for k, v in dict(props.get("params") or {}).items()}
-        values["raw_lines"] = list(props.get("raw_lines") or [])
-        return cls(**values)
+    @property
+    def path(self) -> str:
+        return guest_path(self.node, self.vmid)
 
-    def to_props(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _plain(value: Any) -> Any:
-    """Numbers come back from gRPC as floats; PVE wants ``8``, not ``8.0``."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    @property
+    def conf_path(self) -> str:
+        return f"{self.pve_config_dir}/{self.vmid}.conf"
 
 
 # ------------------------------------------------------------------ pure logic
@@ -115,30 +139,6 @@ def param_changes(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, A
     return sets, deletes
 
 
-def merge_raw_lines(conf: str, lines: list[str]) -> str:
-    """The guest's config file with Phoenix's raw lines in its main section, each key exactly once.
-
-    Lines for the same ``lxc.*`` key are replaced; snapshot sections (``[name]``) are left untouched.
-    """
-    keys = {line.split(":", 1)[0].strip() for line in lines}
-    main, sep, rest = conf.partition("\n[")
-    kept = [line for line in main.splitlines() if line.split(":", 1)[0].strip() not in keys]
-    body = "\n".join([*kept, *lines]) + "\n"
-    return body + ("\n[" + rest if sep else "")
-
-
-def _property_string(value: Any) -> tuple[str, dict[str, str]]:
-    """PVE's ``a,key=value,...`` property strings: the positional part and the keyed parts."""
-    positional, keyed = "", {}
-    for part in str(value).split(","):
-        key, eq, val = part.partition("=")
-        if eq:
-            keyed[key] = val
-        else:
-            positional = part
-    return positional, keyed
-
-
 def same_setting(live: Any, declared: Any) -> bool:
     """Does PVE's value carry everything declared? PVE reorders property strings and adds defaults
     (``type=veth``, a generated ``hwaddr``), so only the declared parts are compared."""
@@ -146,8 +146,8 @@ def same_setting(live: Any, declared: Any) -> bool:
         return True
     if "=" not in str(declared):
         return False
-    live_pos, live_keyed = _property_string(live)
-    want_pos, want_keyed = _property_string(declared)
+    live_pos, live_keyed = parse_property_string(live)
+    want_pos, want_keyed = parse_property_string(declared)
     return live_pos == want_pos and all(live_keyed.get(k) == v for k, v in want_keyed.items())
 
 
@@ -168,6 +168,151 @@ def raw_lines_present(conf: str, lines: list[str]) -> list[str]:
     return [line.strip() for line in main if line.split(":", 1)[0].strip() in keys]
 
 
+# ------------------------------------------------------------------ steps, as data
+
+
+def start_step(inputs: LxcGuestInputs) -> ApiCall:
+    return ApiCall("POST", f"{inputs.path}/status/start", step="start", wait="task")
+
+
+def shutdown_step(inputs: LxcGuestInputs, step: str) -> ApiCall:
+    """A clean shutdown (the guest's own init stops its services), unlike a destroy's hard stop."""
+    return ApiCall("POST", f"{inputs.path}/status/shutdown", step=step, wait="task")
+
+
+def clone_step(inputs: LxcGuestInputs) -> ApiCall:
+    return ApiCall(
+        "POST",
+        f"{guest_path(inputs.node, inputs.template_vmid)}/clone",
+        {"newid": inputs.vmid, "hostname": inputs.hostname, "full": 0},
+        step="linked clone",
+        wait="task",
+    )
+
+
+def resize_step(inputs: LxcGuestInputs) -> ApiCall:
+    return ApiCall(
+        "PUT",
+        f"{inputs.path}/resize",
+        {"disk": "rootfs", "size": f"{inputs.disk_gib}G"},
+        step="resize",
+        wait="upid",
+    )
+
+
+def create_steps(inputs: LxcGuestInputs) -> list[Step]:
+    """After the clone: the config keys, the disk size, the raw lines (before the first start, so the
+    guest never runs under the wrong AppArmor profile), the linked-clone check, the start."""
+    steps: list[Step] = []
+    if inputs.params:
+        steps.append(ApiCall("PUT", f"{inputs.path}/config", dict(inputs.params), step="configure"))
+    if inputs.disk_gib is not None:
+        steps.append(resize_step(inputs))
+    steps.append(RawLines(inputs.conf_path, list(inputs.raw_lines)))
+    steps.append(
+        LinkedCheck(
+            f"{inputs.path}/config",
+            inputs.pool,
+            inputs.template_vmid,
+            f"{inputs.pool}/subvol-{inputs.vmid}-disk-0",
+        )
+    )
+    if inputs.start:
+        steps.append(start_step(inputs))
+    return steps
+
+
+def plan_steps(inputs: LxcGuestInputs) -> list[Step]:
+    """Every step of a first ``up``: the linked clone, then :func:`create_steps`."""
+    return [clone_step(inputs), *create_steps(inputs)]
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What an update changes: the config keys to set and delete, the raw lines, the disk."""
+
+    sets: dict[str, Any]
+    deletes: list[str]
+    raw: bool
+    resize: bool
+
+    @property
+    def config(self) -> bool:
+        return bool(self.sets or self.deletes)
+
+    @property
+    def cold(self) -> bool:
+        """Needs the guest stopped: raw lines are read at start, cold keys cannot change live."""
+        return self.raw or any(COLD_KEYS.match(k) for k in [*self.sets, *self.deletes])
+
+
+def changes(old: LxcGuestInputs, new: LxcGuestInputs, mac: str | None, host: str = "") -> Changes:
+    """The changes from ``old`` to ``new``, keeping the MAC PVE generated. A shrinking disk is refused
+    here, before anything is sent (PVE cannot shrink a volume)."""
+    sets, deletes = param_changes(keep_mac(old.params, mac), keep_mac(new.params, mac))
+    if new.hostname != old.hostname:
+        sets["hostname"] = new.hostname
+    resize = new.disk_gib is not None and new.disk_gib != old.disk_gib
+    if resize and old.disk_gib is not None and new.disk_gib is not None and new.disk_gib < old.disk_gib:
+        raise GuestError(host, f"CT {new.vmid}: disks only grow ({old.disk_gib}G → {new.disk_gib}G)")
+    raw = old.raw_lines != new.raw_lines or old.pve_config_dir != new.pve_config_dir
+    return Changes(sets, deletes, raw, resize)
+
+
+def update_steps(
+    new: LxcGuestInputs,
+    change: Changes,
+    *,
+    running: bool,
+    snapshots: Sequence[Mapping[str, Any]] = (),
+    now: float = 0.0,
+) -> list[Step]:
+    """The update, in order: a restore point (when asked, and the config or raw lines change), a shutdown
+    for cold changes, the config, the disk, the raw lines, then the power state declared.
+
+    ``running``: the guest's power state now; ``snapshots``: its snapshots now (PVE's list), for the
+    restore point's name and pruning; ``now``: the time the restore point is named after.
+    """
+    steps: list[Step] = []
+    if new.snapshot_before_update and (change.config or change.raw):
+        taken, _family = take_snapshot_steps(
+            new.path,
+            family([dict(s) for s in snapshots], PRE_UPDATE),
+            PRE_UPDATE,
+            new.snapshot_retention,
+            now,
+            step="snapshot before update",
+            prune_step="prune snapshot",
+        )
+        steps.extend(taken)
+    if change.cold and running:
+        steps.append(shutdown_step(new, "stop for update"))
+    if change.config:
+        delete = {"delete": ",".join(change.deletes)} if change.deletes else {}
+        steps.append(ApiCall("PUT", f"{new.path}/config", {**change.sets, **delete}, step="configure"))
+    if change.resize:
+        steps.append(resize_step(new))
+    if change.raw:
+        steps.append(RawLines(new.conf_path, list(new.raw_lines)))
+    if new.start and (not running or change.cold):
+        steps.append(start_step(new))
+    elif not new.start and running and not change.cold:
+        steps.append(shutdown_step(new, "stop"))
+    return steps
+
+
+def created_outputs(inputs: LxcGuestInputs, linked: Mapping[str, Any]) -> dict[str, Any]:
+    """A new container's outputs, from its linked-clone check (its config, volume, dataset, origin)."""
+    return {
+        **inputs.to_props(),
+        "mac": hwaddr(str(linked["config"].get("net0", ""))),
+        "volume": linked["volume"],
+        "dataset": linked["dataset"],
+        "origin": linked["origin"],
+        "instance": uuid.uuid4().hex,  # this container, as opposed to a later one with the same vmid
+    }
+
+
 # ------------------------------------------------------------------ provider
 
 
@@ -181,138 +326,70 @@ class LxcGuestProvider(HostProvider):
         return CheckResult(with_defaults(news, LxcGuestInputs), failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        result = diff_inputs(
+        return diff_inputs(
             olds,
             news,
             replace_on=["node", "vmid", "template_vmid", "storage", "pool"],
             update_on=["hostname", "params", "raw_lines", "disk_gib", "start", "pve_config_dir"],
             delete_before_replace=True,  # the vmid is fixed: two guests cannot hold it at once
         )
-        return result
 
-    # -- create
+    def _runner(self, inputs: LxcGuestInputs) -> StepRunner:
+        return StepRunner(self.pve(), self.ssh(), timeout=inputs.task_timeout_s)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         inputs = LxcGuestInputs.from_props(props)
-        api, ssh = self.pve(), self.ssh()
+        runner = self._runner(inputs)
+        api = runner.api
         api.require_root_for(inputs.params)  # before the clone: nothing is made that cannot be finished
-        path = f"nodes/{inputs.node}/lxc/{inputs.vmid}"
-        api.run_task(
-            "POST",
-            f"nodes/{inputs.node}/lxc/{inputs.template_vmid}/clone",
-            timeout=inputs.task_timeout_s,
-            step="linked clone",
-            newid=inputs.vmid,
-            hostname=inputs.hostname,
-            full=0,
-        )
+        runner.one(clone_step(inputs))
         try:
-            outputs = self._configure_new(api, ssh, inputs, path)
+            answers = runner.run(create_steps(inputs))
         except PhoenixError as error:
-            self._destroy(api, path, inputs.task_timeout_s)
-            raise GuestError(api.host, f"CT {inputs.vmid} ({inputs.hostname}): {error}") from error
-        return CreateResult(str(inputs.vmid), outputs)
-
-    def _configure_new(
-        self, api: PveClient, ssh: Executor, inputs: LxcGuestInputs, path: str
-    ) -> dict[str, Any]:
-        if inputs.params:
-            api.set(f"{path}/config", **inputs.params)
-        if inputs.disk_gib is not None:
-            self._resize(api, path, inputs)
-        self._write_raw_lines(ssh, inputs)
-        config = api.get(f"{path}/config")
-        volid = str(config["rootfs"])
-        dataset = volume_dataset(volid, inputs.pool)
-        origin = ssh.run(["zfs", "get", "-H", "-o", "value", "origin", dataset]).stdout.strip()
-        check_linked(dataset, origin, inputs.template_vmid, inputs.pool)
-        if inputs.start:
-            api.run_task("POST", f"{path}/status/start", timeout=inputs.task_timeout_s, step="start")
-        return {
-            **inputs.to_props(),
-            "mac": hwaddr(str(config.get("net0", ""))),
-            "volume": volid,
-            "dataset": dataset,
-            "origin": origin,
-            "instance": uuid.uuid4().hex,  # this container, as opposed to a later one with the same vmid
-        }
-
-    def _resize(self, api: PveClient, path: str, inputs: LxcGuestInputs) -> None:
-        result = api.set(f"{path}/resize", disk="rootfs", size=f"{inputs.disk_gib}G")
-        if isinstance(result, str) and result.startswith("UPID:"):
-            api.wait_task(result, timeout=inputs.task_timeout_s, step="resize")
-
-    def _conf_path(self, inputs: LxcGuestInputs) -> str:
-        return f"{inputs.pve_config_dir}/{inputs.vmid}.conf"
-
-    def _write_raw_lines(self, ssh: Executor, inputs: LxcGuestInputs) -> None:
-        """Two SSH sessions: read the config PVE wrote, write it back atomically with our lines in it."""
-        conf_path = self._conf_path(inputs)
-        current = ssh.run(["cat", conf_path]).stdout
-        merged = merge_raw_lines(current, inputs.raw_lines)
-        if merged != current:
-            ssh.run(write_file_argv(conf_path, 0o640), stdin=merged)
-
-    # -- update
+            failure = GuestError(api.host, f"CT {inputs.vmid} ({inputs.hostname}): {error}")
+            attach_cleanup(
+                failure,
+                lambda: stop_and_destroy(runner, inputs.path, purge=True),
+                f"removing the half-made CT {inputs.vmid}",
+            )
+            raise failure from error
+        return CreateResult(str(inputs.vmid), created_outputs(inputs, answers["verify linked clone"]))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         old, new = LxcGuestInputs.from_props(olds), LxcGuestInputs.from_props(news)
-        api, ssh = self.pve(), self.ssh()
-        path = f"nodes/{new.node}/lxc/{new.vmid}"
-        mac = olds.get("mac")
-        sets, deletes = param_changes(keep_mac(old.params, mac), keep_mac(new.params, mac))
-        if new.hostname != old.hostname:
-            sets["hostname"] = new.hostname
-        api.require_root_for(sets)
-        raw_changed = bool(changed(olds, news, ["raw_lines", "pve_config_dir"]))
-        cold = raw_changed or any(COLD_KEYS.match(k) for k in [*sets, *deletes])
-        running = api.get(f"{path}/status/current").get("status") == "running"
-        if new.snapshot_before_update and (sets or deletes or raw_changed):
-            self._snapshot(api, path, new)
-        if cold and running:
-            api.run_task(
-                "POST", f"{path}/status/shutdown", timeout=new.task_timeout_s, step="stop for update"
-            )
-        if sets or deletes:
-            api.set(f"{path}/config", **sets, **({"delete": ",".join(deletes)} if deletes else {}))
-        if new.disk_gib is not None and new.disk_gib != old.disk_gib:
-            if old.disk_gib is not None and new.disk_gib < old.disk_gib:
-                raise GuestError(
-                    api.host, f"CT {new.vmid}: disks only grow ({old.disk_gib}G → {new.disk_gib}G)"
+        runner = self._runner(new)
+        api = runner.api
+        change = changes(old, new, olds.get("mac"), api.host)
+        api.require_root_for(change.sets)
+        running = is_running(api, new.path)
+        wants_snapshot = new.snapshot_before_update and (change.config or change.raw)
+        snapshots = api.get(f"{new.path}/snapshot") if wants_snapshot else []
+        steps = update_steps(new, change, running=running, snapshots=snapshots, now=time.time())
+        try:
+            runner.run(steps)
+        except PhoenixError as error:
+            if running and change.cold:
+                attach_cleanup(
+                    error,
+                    lambda: self._restart_if_stopped(runner, new),
+                    f"starting CT {new.vmid} again after the failed update",
                 )
-            self._resize(api, path, new)
-        if raw_changed:
-            self._write_raw_lines(ssh, new)
-        if new.start and (not running or cold):
-            api.run_task("POST", f"{path}/status/start", timeout=new.task_timeout_s, step="start")
-        elif not new.start and running and not cold:
-            api.run_task("POST", f"{path}/status/shutdown", timeout=new.task_timeout_s, step="stop")
+            raise
         return UpdateResult({**new.to_props(), **{k: olds.get(k) for k in GENERATED}})
 
-    def _snapshot(self, api: PveClient, path: str, inputs: LxcGuestInputs) -> None:
-        """A restore point before the update, then the older pre-update snapshots beyond the retention."""
-        existing = family(api.get(f"{path}/snapshot"), PRE_UPDATE)
-        name = next_name(PRE_UPDATE, existing, time.time())
-        timeout = inputs.task_timeout_s
-        api.run_task(
-            "POST", f"{path}/snapshot", timeout=timeout, step="snapshot before update", snapname=name
-        )
-        for old in to_prune([*existing, name], inputs.snapshot_retention):
-            api.run_task("DELETE", f"{path}/snapshot/{old}", timeout=timeout, step="prune snapshot")
-
-    # -- read / delete
+    @staticmethod
+    def _restart_if_stopped(runner: StepRunner, inputs: LxcGuestInputs) -> None:
+        """The guest ran before the update stopped it: a failed update must not leave it down."""
+        if not is_running(runner.api, inputs.path):
+            runner.one(start_step(inputs))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         inputs = LxcGuestInputs.from_props(props)
         api = self.pve()
-        path = f"nodes/{inputs.node}/lxc/{id_}"
-        try:
-            config = api.get(f"{path}/config")
-        except PveError as error:
-            if is_missing(error):
-                return ReadResult(None, {})
-            raise
-        conf = self.ssh().run(["cat", self._conf_path(inputs)], check=False).stdout
+        config = unless_missing(lambda: api.get(f"{guest_path(inputs.node, id_)}/config"))
+        if config is None:
+            return ReadResult(None, {})
+        conf = self.ssh().run(["cat", inputs.conf_path], check=False).stdout
         outputs = {
             **props,
             "hostname": config.get("hostname", inputs.hostname),
@@ -323,36 +400,54 @@ class LxcGuestProvider(HostProvider):
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         inputs = LxcGuestInputs.from_props(props)
-        self._destroy(self.pve(), f"nodes/{inputs.node}/lxc/{id_}", inputs.task_timeout_s)
-
-    def _destroy(self, api: PveClient, path: str, timeout: int) -> None:
-        try:
-            if api.get(f"{path}/status/current").get("status") == "running":
-                api.run_task("POST", f"{path}/status/stop", timeout=timeout, step="stop")
-            api.run_task("DELETE", path, timeout=timeout, step="destroy", purge=1)
-        except PveError as error:
-            if not is_missing(error):
-                raise
+        runner = StepRunner(self.pve(), None, timeout=inputs.task_timeout_s)
+        stop_and_destroy(runner, guest_path(inputs.node, id_), purge=True)
 
 
 @dataclass(frozen=True)
-class LxcGuestArgs:
-    inputs: dict[str, Any]
-    ssh_target: SshTarget
-    api_target: ApiTarget
+class LxcGuestResourceArgs:
+    """What an :class:`LxcGuest` is made from; each field as :class:`LxcGuestInputs` documents it.
+
+    (``ResourceArgs``: ``phoenix_components.components.guests.LxcGuestArgs`` is the component's.)
+    """
+
+    node: pulumi.Input[str]
+    vmid: pulumi.Input[int]
+    hostname: pulumi.Input[str]
+    template_vmid: pulumi.Input[int]
+    """The layer's template (``TemplateLayer.vmid``); a new one replaces the guest."""
+    params: pulumi.Input[Mapping[str, Any]]
+    """PVE config keys (cores, memory, net0, devN, mpN, features); never ``hostname``."""
+    raw_lines: pulumi.Input[Sequence[str]]
+    storage: pulumi.Input[str]
+    pool: pulumi.Input[str]
+    disk_gib: pulumi.Input[int] | None = None
+    start: pulumi.Input[bool] = True
+    snapshot_before_update: pulumi.Input[bool] = False
+    snapshot_retention: pulumi.Input[int] = 3
+    pve_config_dir: pulumi.Input[str] = "/etc/pve/lxc"
+    task_timeout_s: pulumi.Input[int] = 600
 
 
-class LxcGuestResource(DynamicResource, module="phoenix", name="LxcGuest"):
-    """The dynamic resource behind an ``LxcGuest`` component."""
+class LxcGuest(DynamicResource, module="phoenix", name="LxcGuest"):
+    """A workload container (the module docstring). Token ``pulumi-python:dynamic/phoenix:LxcGuest``."""
 
     vmid: pulumi.Output[int]
     mac: pulumi.Output[str]
+    volume: pulumi.Output[str]
     dataset: pulumi.Output[str]
     origin: pulumi.Output[str]
     instance: pulumi.Output[str]
     """New for every container ``create`` makes; a replaced guest keeps its vmid but not this."""
 
-    def __init__(self, name: str, args: LxcGuestArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        provider = LxcGuestProvider(ssh_target=args.ssh_target, api_target=args.api_target)
-        props = {**args.inputs, "version": PROVIDER_VERSION, **dict.fromkeys(GENERATED)}
-        super().__init__(provider, name, props, opts)
+    def __init__(
+        self,
+        name: str,
+        args: LxcGuestResourceArgs,
+        *,
+        ssh_target: SshTarget,
+        api_target: ApiTarget,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        provider = LxcGuestProvider(ssh_target=ssh_target, api_target=api_target)
+        super().__init__(provider, name, {**args_props(args), "version": PROVIDER_VERSION}, opts)

@@ -8,29 +8,41 @@ touches snapshots outside its family (other prefixes, or snapshots taken by hand
 
 ``read`` reports the family as the host has it (one deleted by hand is drift; all deleted = gone, and the
 next ``up`` takes a new one); ``delete`` removes the whole family.
+
+Steps are data (:func:`take_steps`, :func:`update_steps`, :func:`delete_steps`, from the inputs and the
+snapshot list read first); ``phoenix plan`` renders :func:`plan_steps`.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
 
-from providers.base import DynamicResource, HostProvider, as_int, changed, diff_inputs, require, with_defaults
-from providers.channels.pve import PveClient, is_missing
+from providers.base import DynamicResource, HostProvider, Inputs, changed, diff_inputs, require, with_defaults
 from providers.channels.targets import ApiTarget
-from providers.errors import PveError
+from providers.guests.common import (
+    ApiCall,
+    StepRunner,
+    args_props,
+    family,
+    guest_path,
+    prune_steps,
+    take_snapshot_steps,
+    unless_missing,
+)
 
 PROVIDER_VERSION = "1"
 PREFIX = r"^[A-Za-z][A-Za-z0-9_-]{0,20}$"  # + "-YYYYmmddTHHMMSS" stays within PVE's 40 characters
 
 
 @dataclass(frozen=True)
-class GuestSnapshotInputs:
+class GuestSnapshotInputs(Inputs):
     node: str
     vmid: int
     prefix: str
@@ -41,38 +53,56 @@ class GuestSnapshotInputs:
     task_timeout_s: int = 600
     version: str = PROVIDER_VERSION
 
-    @classmethod
-    def from_props(cls, props: dict[str, Any]) -> GuestSnapshotInputs:
-        values = {k: props[k] for k in cls.__dataclass_fields__ if k in props}
-        for key in ("vmid", "retention", "task_timeout_s"):
-            if key in values:
-                values[key] = as_int(values[key])
-        return cls(**values)
+    @property
+    def guest(self) -> str:
+        return guest_path(self.node, self.vmid, self.kind)
 
 
-# ------------------------------------------------------------------ pure logic
+# ------------------------------------------------------------------ steps, as data
 
 
-def family(snapshots: list[dict[str, Any]], prefix: str) -> list[str]:
-    """This resource's snapshots, oldest first. PVE's pseudo-snapshot ``current`` is never one."""
-    pattern = re.compile(rf"^{re.escape(prefix)}-\d{{8}}T\d{{6}}(-\d+)?$")
-    ours = [s for s in snapshots if pattern.match(str(s.get("name", "")))]
-    ours.sort(key=lambda s: (as_int(s.get("snaptime", 0)), str(s["name"])))
-    return [str(s["name"]) for s in ours]
+def list_step(inputs: GuestSnapshotInputs) -> ApiCall:
+    return ApiCall("GET", f"{inputs.guest}/snapshot", step="list snapshots")
 
 
-def to_prune(names: list[str], keep: int) -> list[str]:
-    """The oldest of ``names`` (oldest first) beyond the newest ``keep``."""
-    return names[: max(0, len(names) - keep)]
+def take_steps(
+    inputs: GuestSnapshotInputs, snapshots: Sequence[Mapping[str, Any]], now: float
+) -> tuple[list[ApiCall], list[str]]:
+    """Take one snapshot and prune the family to ``retention``, given the guest's ``snapshots`` (PVE's
+    list): the calls, and the family as they leave it."""
+    return take_snapshot_steps(
+        inputs.guest,
+        family([dict(s) for s in snapshots], inputs.prefix),
+        inputs.prefix,
+        inputs.retention,
+        now,
+        description=inputs.description,
+    )
 
 
-def next_name(prefix: str, existing: list[str], now: float) -> str:
-    base = f"{prefix}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}"
-    name, n = base, 1
-    while name in existing:  # two triggers within one second
-        n += 1
-        name = f"{base}-{n}"
-    return name
+def update_steps(
+    inputs: GuestSnapshotInputs, trigger_changed: bool, snapshots: Sequence[Mapping[str, Any]], now: float
+) -> tuple[list[ApiCall], list[str]]:
+    """A new trigger takes a snapshot; otherwise a new retention applies to the family there now."""
+    if trigger_changed:
+        return take_steps(inputs, snapshots, now)
+    names = family([dict(s) for s in snapshots], inputs.prefix)
+    return prune_steps(inputs.guest, names, inputs.retention), names[-inputs.retention :]
+
+
+def delete_steps(inputs: GuestSnapshotInputs, snapshots: Sequence[Mapping[str, Any]]) -> list[ApiCall]:
+    names = family([dict(s) for s in snapshots], inputs.prefix)
+    return prune_steps(inputs.guest, names, 0, step="delete")
+
+
+def plan_steps(inputs: GuestSnapshotInputs) -> list[ApiCall]:
+    """A first ``up``: the list read, then the one snapshot (a new guest has none to prune); its name
+    is the time it is taken, shown as ``<UTC time>``."""
+    params = {"snapname": f"{inputs.prefix}-<UTC time>"}
+    if inputs.description:
+        params["description"] = inputs.description
+    take = ApiCall("POST", f"{inputs.guest}/snapshot", params, step="snapshot", wait="task")
+    return [list_step(inputs), take]
 
 
 # ------------------------------------------------------------------ provider
@@ -102,65 +132,55 @@ class GuestSnapshotProvider(HostProvider):
             update_on=["trigger", "retention", "description", "task_timeout_s"],
         )
 
-    def _path(self, inputs: GuestSnapshotInputs) -> str:
-        return f"nodes/{inputs.node}/{inputs.kind}/{inputs.vmid}/snapshot"
-
-    def _family(self, api: PveClient, inputs: GuestSnapshotInputs) -> list[str]:
-        return family(api.get(self._path(inputs)), inputs.prefix)
-
-    def _take(self, api: PveClient, inputs: GuestSnapshotInputs) -> list[str]:
-        """Take one snapshot, prune the family to ``retention``; return the family as it now is."""
-        existing = self._family(api, inputs)
-        params: dict[str, Any] = {"snapname": next_name(inputs.prefix, existing, time.time())}
-        if inputs.description:
-            params["description"] = inputs.description
-        api.run_task("POST", self._path(inputs), timeout=inputs.task_timeout_s, step="snapshot", **params)
-        return self._prune(api, inputs, [*existing, params["snapname"]])
-
-    def _prune(self, api: PveClient, inputs: GuestSnapshotInputs, names: list[str]) -> list[str]:
-        for name in to_prune(names, inputs.retention):
-            api.run_task(
-                "DELETE", f"{self._path(inputs)}/{name}", timeout=inputs.task_timeout_s, step="prune"
-            )
-        return names[-inputs.retention :]
+    def _runner(self, inputs: GuestSnapshotInputs) -> StepRunner:
+        return StepRunner(self.pve(), None, timeout=inputs.task_timeout_s)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         inputs = GuestSnapshotInputs.from_props(props)
-        snapshots = self._take(self.pve(), inputs)
+        runner = self._runner(inputs)
+        steps, snapshots = take_steps(inputs, runner.one(list_step(inputs)), time.time())
+        runner.run(steps)
         return CreateResult(
-            f"{inputs.kind}/{inputs.vmid}/{inputs.prefix}", {**asdict(inputs), "snapshots": snapshots}
+            f"{inputs.kind}/{inputs.vmid}/{inputs.prefix}", {**inputs.to_props(), "snapshots": snapshots}
         )
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        inputs, api = GuestSnapshotInputs.from_props(news), self.pve()
-        if changed(olds, news, ["trigger"]):
-            snapshots = self._take(api, inputs)
-        else:  # a new retention applies to what is there now
-            snapshots = self._prune(api, inputs, self._family(api, inputs))
-        return UpdateResult({**asdict(inputs), "snapshots": snapshots})
+        inputs = GuestSnapshotInputs.from_props(news)
+        runner = self._runner(inputs)
+        trigger_changed = bool(changed(olds, news, ["trigger"]))
+        steps, snapshots = update_steps(inputs, trigger_changed, runner.one(list_step(inputs)), time.time())
+        runner.run(steps)
+        return UpdateResult({**inputs.to_props(), "snapshots": snapshots})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         inputs = GuestSnapshotInputs.from_props(props)
-        try:
-            snapshots = self._family(self.pve(), inputs)
-        except PveError as error:
-            if is_missing(error):  # the guest itself is gone
-                return ReadResult(None, {})
-            raise
+        runner = self._runner(inputs)
+        listed = unless_missing(lambda: runner.one(list_step(inputs)))  # None: the guest itself is gone
+        snapshots = family(listed or [], inputs.prefix)
         return ReadResult(id_, {**props, "snapshots": snapshots}) if snapshots else ReadResult(None, {})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
-        inputs, api = GuestSnapshotInputs.from_props(props), self.pve()
-        try:
-            names = self._family(api, inputs)
-        except PveError as error:
-            if is_missing(error):
-                return
-            raise
-        for name in names:
-            api.run_task(
-                "DELETE", f"{self._path(inputs)}/{name}", timeout=inputs.task_timeout_s, step="delete"
-            )
+        inputs = GuestSnapshotInputs.from_props(props)
+        runner = self._runner(inputs)
+        listed = unless_missing(lambda: runner.one(list_step(inputs)))
+        if listed is not None:
+            runner.run(delete_steps(inputs, listed))
+
+
+@dataclass(frozen=True)
+class GuestSnapshotArgs:
+    """What a :class:`GuestSnapshot` keeps; each field as :class:`GuestSnapshotInputs` documents it."""
+
+    node: pulumi.Input[str]
+    vmid: pulumi.Input[int]
+    prefix: pulumi.Input[str]
+    """Names the family: ``<prefix>-<UTC time>``; a letter, then letters, digits, - or _ (≤ 21)."""
+    retention: pulumi.Input[int] = 3
+    trigger: pulumi.Input[str] = ""
+    """A new value takes a new snapshot (a layer key, a model revision, a release tag)."""
+    kind: pulumi.Input[str] = "lxc"
+    description: pulumi.Input[str] = ""
+    task_timeout_s: pulumi.Input[int] = 600
 
 
 class GuestSnapshot(DynamicResource, module="phoenix", name="GuestSnapshot"):
@@ -171,9 +191,10 @@ class GuestSnapshot(DynamicResource, module="phoenix", name="GuestSnapshot"):
     def __init__(
         self,
         name: str,
-        inputs: dict[str, Any],
+        args: GuestSnapshotArgs,
+        *,
         api_target: ApiTarget,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         provider = GuestSnapshotProvider(api_target=api_target)
-        super().__init__(provider, name, {**inputs, "version": PROVIDER_VERSION, "snapshots": None}, opts)
+        super().__init__(provider, name, {**args_props(args), "version": PROVIDER_VERSION}, opts)

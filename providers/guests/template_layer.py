@@ -14,7 +14,8 @@ destroys its half-made container before raising, so nothing is left on the host 
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -30,20 +31,33 @@ from pulumi.dynamic import (
 from providers.base import (
     DynamicResource,
     HostProvider,
+    Inputs,
     as_int,
+    attach_cleanup,
+    convert,
     diff_inputs,
     has_unknowns,
     require,
     with_defaults,
 )
 from providers.channels.pct import exec_argv, script_argv
-from providers.channels.pve import is_missing
 from providers.channels.targets import ApiTarget, SshTarget
-from providers.errors import HostError, PhoenixError, PveError
+from providers.errors import HostError, PhoenixError
+from providers.guests.common import (
+    ApiCall,
+    HostCommand,
+    LinkedCheck,
+    Step,
+    StepRunner,
+    args_props,
+    guest_path,
+    stop_and_destroy,
+    unless_missing,
+)
 
 PROVIDER_VERSION = "1"
-BASE_SNAPSHOT = "__base__"  # PVE's ZFS plugin names a template's snapshot this way
 BUILT_OUTPUTS: tuple[str, ...] = ("vmid", "volume", "dataset", "origin", "verified", "smoke_output")
+PLAN_VMID = "<vmid>"  # a layer's vmid is allocated at build time; the plan names it so
 
 
 @dataclass(frozen=True)
@@ -53,8 +67,12 @@ class Feature:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def _features(value: Any) -> list[Feature]:
+    return [Feature(f["name"], f["script"], dict(f.get("env") or {})) for f in value]
+
+
 @dataclass(frozen=True)
-class TemplateLayerInputs:
+class TemplateLayerInputs(Inputs):
     node: str
     layer: str
     key: str
@@ -63,46 +81,19 @@ class TemplateLayerInputs:
     vmid_end: int
     storage: str  # the zfspool storage id, e.g. local-zfs
     pool: str  # the dataset that storage points at, e.g. rpool/data
-    features: list[Feature]
-    smoke_test: list[str]
+    features: list[Feature] = field(metadata=convert(_features))
+    smoke_test: list[str] = field(metadata=convert(list))
     cores: int = 2
     memory_mib: int = 2048
     disk_gib: int = 8
     nesting: bool = False
-    build_devices: list[str] = field(default_factory=list)  # devN values while building (GPUs)
+    build_devices: list[str] = field(default_factory=list, metadata=convert(list))  # devN while building
     net0: str = ""
     parent_vmid: int | None = None
     os_template: str | None = None  # volid, e.g. local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst
     task_timeout_s: int = 600
     feature_timeout_s: int = 3600
     version: str = PROVIDER_VERSION
-
-    @classmethod
-    def from_props(cls, props: dict[str, Any]) -> TemplateLayerInputs:
-        ints = (
-            "vmid_start",
-            "vmid_end",
-            "cores",
-            "memory_mib",
-            "disk_gib",
-            "task_timeout_s",
-            "feature_timeout_s",
-        )
-        values = {k: props[k] for k in cls.__dataclass_fields__ if k in props}
-        for key in ints:
-            if key in values:
-                values[key] = as_int(values[key])
-        if values.get("parent_vmid") is not None:
-            values["parent_vmid"] = as_int(values["parent_vmid"])
-        values["features"] = [
-            Feature(f["name"], f["script"], dict(f.get("env") or {})) for f in props["features"]
-        ]
-        values["smoke_test"] = list(props["smoke_test"])
-        values["build_devices"] = list(props.get("build_devices") or [])
-        return cls(**values)
-
-    def to_props(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ------------------------------------------------------------------ pure logic
@@ -116,40 +107,12 @@ class LayerBuildError(HostError):
         super().__init__(host, f"layer {layer!r} (CT {vmid}) failed at {step}: {cause}")
 
 
-class LinkedCloneError(PhoenixError):
-    """The layer's volume is not a clone of its parent's base snapshot (a full copy, or wrong parent)."""
-
-
 def free_vmid(used: set[int], start: int, end: int) -> int:
     """The lowest vmid in ``[start, end]`` not in ``used``."""
     for vmid in range(start, end + 1):
         if vmid not in used:
             return vmid
     raise PhoenixError(f"no free vmid in the layer range {start}-{end}: all {end - start + 1} are in use")
-
-
-def volume_dataset(volid: str, pool: str) -> str:
-    """ZFS dataset of a PVE zfspool volume.
-
-    ``local-zfs:basevol-9000-disk-0/subvol-9001-disk-0`` → ``<pool>/subvol-9001-disk-0``.
-
-    A linked clone's volume names its base first; the dataset itself is the last path component.
-    """
-    _storage, _, name = volid.partition(":")
-    volume = name.split(",", 1)[0]
-    return f"{pool}/{volume.rsplit('/', 1)[-1]}"
-
-
-def expected_origin(pool: str, parent_vmid: int | None) -> str:
-    """``-`` for a layer made from an OS template, else the parent template's base snapshot."""
-    return "-" if parent_vmid is None else f"{pool}/basevol-{parent_vmid}-disk-0@{BASE_SNAPSHOT}"
-
-
-def check_linked(dataset: str, origin: str, parent_vmid: int | None, pool: str) -> None:
-    want = expected_origin(pool, parent_vmid)
-    if origin.strip() != want:
-        what = "a full copy (no origin)" if origin.strip() in ("", "-") else f"a clone of {origin.strip()}"
-        raise LinkedCloneError(f"{dataset} is {what}, expected a linked clone of {want}")
 
 
 def build_config(inputs: TemplateLayerInputs) -> dict[str, Any]:
@@ -160,6 +123,85 @@ def build_config(inputs: TemplateLayerInputs) -> dict[str, Any]:
     for i, device in enumerate(inputs.build_devices):
         config[f"dev{i}"] = device
     return config
+
+
+# ------------------------------------------------------------------ steps, as data
+
+
+def allocation_steps(inputs: TemplateLayerInputs) -> list[ApiCall]:
+    """The reads that find the vmids in use (containers and VMs share one vmid space)."""
+    return [ApiCall("GET", f"nodes/{inputs.node}/{kind}", step=f"list {kind}") for kind in ("lxc", "qemu")]
+
+
+def create_step(inputs: TemplateLayerInputs, vmid: int | str) -> ApiCall:
+    """The build container: a linked clone of the parent's template, or a new CT from the OS template."""
+    node = inputs.node
+    if inputs.parent_vmid is None:
+        params: dict[str, Any] = {
+            "vmid": vmid,
+            "hostname": inputs.hostname,
+            "ostemplate": inputs.os_template,
+            "rootfs": f"{inputs.storage}:{inputs.disk_gib}",
+            "unprivileged": 1,
+        }
+        if inputs.net0:
+            params["net0"] = inputs.net0
+        return ApiCall("POST", f"nodes/{node}/lxc", params, step="create", wait="task")
+    return ApiCall(
+        "POST",
+        f"{guest_path(node, inputs.parent_vmid)}/clone",
+        {"newid": vmid, "hostname": inputs.hostname, "full": 0},
+        step="linked clone",
+        wait="task",
+    )
+
+
+def build_steps(inputs: TemplateLayerInputs, vmid: int | str) -> list[Step]:
+    """Everything after the container exists: configure, start, each feature, smoke test, stop, drop the
+    build-only devices, make it a template, verify it is a linked clone of its parent."""
+    path = guest_path(inputs.node, vmid)
+    steps: list[Step] = [
+        ApiCall("PUT", f"{path}/config", build_config(inputs), step="configure"),
+        ApiCall("POST", f"{path}/status/start", step="start", wait="task"),
+    ]
+    for feature in inputs.features:
+        steps.append(
+            HostCommand(
+                f"feature {feature.name}",
+                script_argv(vmid, feature.env),
+                feature.script,
+                f"features/{feature.name}.sh",
+                timeout_s=inputs.feature_timeout_s,
+            )
+        )
+    steps.append(
+        HostCommand("smoke test", exec_argv(vmid, inputs.smoke_test), timeout_s=inputs.task_timeout_s)
+    )
+    steps.append(ApiCall("POST", f"{path}/status/stop", step="stop", wait="task"))
+    if inputs.build_devices:  # a clone of this template must not inherit the build's GPUs
+        devices = ",".join(f"dev{i}" for i in range(len(inputs.build_devices)))
+        steps.append(ApiCall("PUT", f"{path}/config", {"delete": devices}, step="remove build devices"))
+    steps.append(ApiCall("POST", f"{path}/template", step="template", wait="upid"))
+    steps.append(
+        LinkedCheck(f"{path}/config", inputs.pool, inputs.parent_vmid, f"{inputs.pool}/basevol-{vmid}-disk-0")
+    )
+    return steps
+
+
+def plan_steps(inputs: TemplateLayerInputs, vmid: int | str = PLAN_VMID) -> list[Step]:
+    """Every step of a first ``up`` in order, with the vmid the build will allocate named ``vmid``."""
+    return [*allocation_steps(inputs), create_step(inputs, vmid), *build_steps(inputs, vmid)]
+
+
+def built_outputs(inputs: TemplateLayerInputs, vmid: int, answers: Mapping[str, Any]) -> dict[str, Any]:
+    """The outputs of a finished build, from what its steps answered."""
+    return {
+        **inputs.to_props(),
+        "vmid": vmid,
+        **{k: answers["verify linked clone"][k] for k in ("volume", "dataset", "origin")},
+        "verified": True,
+        "smoke_output": answers["smoke test"].stdout[-2000:],
+    }
 
 
 # ------------------------------------------------------------------ provider
@@ -187,98 +229,34 @@ class TemplateLayerProvider(HostProvider):
             update_on=["hostname", "vmid_start", "vmid_end", "task_timeout_s", "feature_timeout_s"],
         )
 
+    def _runner(self, inputs: TemplateLayerInputs) -> StepRunner:
+        return StepRunner(self.pve(), self.ssh(), timeout=inputs.task_timeout_s)
+
     def create(self, props: dict[str, Any]) -> CreateResult:
         inputs = TemplateLayerInputs.from_props(props)
-        api = self.pve()
-        node = inputs.node
+        runner = self._runner(inputs)
+        host = runner.api.host
         with _ALLOCATE:
-            used = {as_int(g["vmid"]) for kind in ("lxc", "qemu") for g in api.get(f"nodes/{node}/{kind}")}
+            listed = runner.run(allocation_steps(inputs))
+            used = {as_int(g["vmid"]) for guests in listed.values() for g in guests}
             vmid = free_vmid(used, inputs.vmid_start, inputs.vmid_end)
-            step = "create" if inputs.parent_vmid is None else "linked clone"
+            create = create_step(inputs, vmid)
             try:
-                self._create_container(inputs, vmid)
+                runner.one(create)
             except PhoenixError as error:
-                raise LayerBuildError(api.host, inputs.layer, vmid, step, error) from error
+                raise LayerBuildError(host, inputs.layer, vmid, create.label, error) from error
         try:
-            outputs = self._build(inputs, vmid)
+            answers = runner.run(build_steps(inputs, vmid))
         except PhoenixError as error:
-            self._discard(inputs, vmid)
-            raise LayerBuildError(
-                api.host, inputs.layer, vmid, getattr(error, "step", "build"), error
-            ) from error
-        return CreateResult(str(vmid), outputs)
-
-    def _create_container(self, inputs: TemplateLayerInputs, vmid: int) -> None:
-        api, node = self.pve(), inputs.node
-        if inputs.parent_vmid is None:
-            params: dict[str, Any] = {
-                "vmid": vmid,
-                "hostname": inputs.hostname,
-                "ostemplate": inputs.os_template,
-                "rootfs": f"{inputs.storage}:{inputs.disk_gib}",
-                "unprivileged": 1,
-            }
-            if inputs.net0:
-                params["net0"] = inputs.net0
-            api.run_task("POST", f"nodes/{node}/lxc", timeout=inputs.task_timeout_s, step="create", **params)
-        else:
-            api.run_task(
-                "POST",
-                f"nodes/{node}/lxc/{inputs.parent_vmid}/clone",
-                timeout=inputs.task_timeout_s,
-                step="linked clone",
-                newid=vmid,
-                hostname=inputs.hostname,
-                full=0,
+            failure = LayerBuildError(host, inputs.layer, vmid, runner.failed or "build", error)
+            path = guest_path(inputs.node, vmid)
+            attach_cleanup(
+                failure,
+                lambda: stop_and_destroy(runner, path, what="failed build"),
+                f"removing the failed build CT {vmid}",
             )
-
-    def _build(self, inputs: TemplateLayerInputs, vmid: int) -> dict[str, Any]:
-        api, ssh, node = self.pve(), self.ssh(), inputs.node
-        path = f"nodes/{node}/lxc/{vmid}"
-        api.set(f"{path}/config", **build_config(inputs))
-        api.run_task("POST", f"{path}/status/start", timeout=inputs.task_timeout_s, step="start")
-        for feature in inputs.features:
-            run = ssh.run(
-                script_argv(vmid, feature.env),
-                stdin=feature.script,
-                timeout=inputs.feature_timeout_s,
-                check=False,
-            )
-            run.check(f"feature {feature.name}")
-        smoke = ssh.run(exec_argv(vmid, inputs.smoke_test), timeout=inputs.task_timeout_s, check=False)
-        smoke.check("smoke test")
-        api.run_task("POST", f"{path}/status/stop", timeout=inputs.task_timeout_s, step="stop")
-        if inputs.build_devices:  # a clone of this template must not inherit the build's GPUs
-            api.set(f"{path}/config", delete=",".join(f"dev{i}" for i in range(len(inputs.build_devices))))
-        self._template(path, inputs)
-        volid = str(api.get(f"{path}/config")["rootfs"])
-        dataset = volume_dataset(volid, inputs.pool)
-        origin = ssh.run(["zfs", "get", "-H", "-o", "value", "origin", dataset]).check("verify linked clone")
-        check_linked(dataset, origin.stdout, inputs.parent_vmid, inputs.pool)
-        return {
-            **inputs.to_props(),
-            "vmid": vmid,
-            "volume": volid,
-            "dataset": dataset,
-            "origin": origin.stdout.strip(),
-            "verified": True,
-            "smoke_output": smoke.stdout[-2000:],
-        }
-
-    def _template(self, path: str, inputs: TemplateLayerInputs) -> None:
-        result = self.pve().create(f"{path}/template")
-        if isinstance(result, str) and result.startswith("UPID:"):
-            self.pve().wait_task(result, timeout=inputs.task_timeout_s, step="template")
-
-    def _discard(self, inputs: TemplateLayerInputs, vmid: int) -> None:
-        """Remove a failed build. Its own failure is logged, not raised: the build error is the one to see."""
-        api, path, timeout = self.pve(), f"nodes/{inputs.node}/lxc/{vmid}", inputs.task_timeout_s
-        try:
-            if api.get(f"{path}/status/current").get("status") == "running":
-                api.run_task("POST", f"{path}/status/stop", timeout=timeout, step="stop failed build")
-            api.run_task("DELETE", path, timeout=timeout, step="destroy failed build")
-        except PveError as error:
-            pulumi.log.warn(f"layer {inputs.layer}: could not remove the failed build CT {vmid}: {error}")
+            raise failure from error
+        return CreateResult(str(vmid), built_outputs(inputs, vmid, answers))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         # Only non-identity inputs change in place (timeouts, range); the built template is untouched.
@@ -287,30 +265,52 @@ class TemplateLayerProvider(HostProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         api = self.pve()
-        try:
-            config = api.get(f"nodes/{props['node']}/lxc/{id_}/config")
-        except PveError as error:
-            if is_missing(error):
-                return ReadResult(None, {})
-            raise
+        config = unless_missing(lambda: api.get(f"{guest_path(props['node'], id_)}/config"))
+        if config is None:
+            return ReadResult(None, {})
         if as_int(config.get("template", 0)) != 1 or config.get("hostname") != props.get("hostname"):
             return ReadResult(None, {})  # the vmid now holds something else: the layer is gone
         return ReadResult(id_, {**props, "volume": str(config.get("rootfs", props.get("volume")))})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
-        api = self.pve()
-        path = f"nodes/{props['node']}/lxc/{id_}"
-        try:
-            api.run_task(
-                "DELETE", path, timeout=as_int(props.get("task_timeout_s", 600)), step="destroy layer"
-            )
-        except PveError as error:
-            if not is_missing(error):
-                raise
+        inputs = TemplateLayerInputs.from_props(props)
+        runner = StepRunner(self.pve(), None, timeout=inputs.task_timeout_s)
+        stop_and_destroy(runner, guest_path(inputs.node, id_), what="layer")
 
 
-class TemplateLayerResource(DynamicResource, module="phoenix", name="TemplateLayer"):
-    """The dynamic resource behind a ``TemplateLayer`` component."""
+@dataclass(frozen=True)
+class TemplateLayerResourceArgs:
+    """What a :class:`TemplateLayer` is built from; each field as :class:`TemplateLayerInputs` documents it.
+
+    (``ResourceArgs``: ``phoenix_components.components.chain.TemplateLayerArgs`` is the component's.)
+    """
+
+    node: pulumi.Input[str]
+    layer: pulumi.Input[str]
+    key: pulumi.Input[str]
+    hostname: pulumi.Input[str]
+    vmid_start: pulumi.Input[int]
+    vmid_end: pulumi.Input[int]
+    storage: pulumi.Input[str]
+    pool: pulumi.Input[str]
+    features: pulumi.Input[Sequence[Mapping[str, Any]]]
+    """``{"name", "script", "env"}`` per feature, run in this order."""
+    smoke_test: pulumi.Input[Sequence[str]]
+    cores: pulumi.Input[int] = 2
+    memory_mib: pulumi.Input[int] = 2048
+    disk_gib: pulumi.Input[int] = 8
+    nesting: pulumi.Input[bool] = False
+    build_devices: pulumi.Input[Sequence[str]] = ()
+    net0: pulumi.Input[str] = ""
+    parent_vmid: pulumi.Input[int] | None = None
+    """The parent layer's template (``TemplateLayer.vmid``); exactly one of this and ``os_template``."""
+    os_template: pulumi.Input[str] | None = None
+    task_timeout_s: pulumi.Input[int] = 600
+    feature_timeout_s: pulumi.Input[int] = 3600
+
+
+class TemplateLayer(DynamicResource, module="phoenix", name="TemplateLayer"):
+    """A layer's template (module docstring). Token ``pulumi-python:dynamic/phoenix:TemplateLayer``."""
 
     vmid: pulumi.Output[int]
     key: pulumi.Output[str]
@@ -318,22 +318,16 @@ class TemplateLayerResource(DynamicResource, module="phoenix", name="TemplateLay
     dataset: pulumi.Output[str]
     origin: pulumi.Output[str]
     verified: pulumi.Output[bool]
+    smoke_output: pulumi.Output[str]
 
     def __init__(
         self,
         name: str,
-        inputs: dict[str, Any],
+        args: TemplateLayerResourceArgs,
+        *,
         ssh_target: SshTarget,
         api_target: ApiTarget,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         provider = TemplateLayerProvider(ssh_target=ssh_target, api_target=api_target)
-        outputs = {
-            "vmid": None,
-            "volume": None,
-            "dataset": None,
-            "origin": None,
-            "verified": None,
-            "smoke_output": None,
-        }
-        super().__init__(provider, name, {**inputs, "version": PROVIDER_VERSION, **outputs}, opts)
+        super().__init__(provider, name, {**args_props(args), "version": PROVIDER_VERSION}, opts)

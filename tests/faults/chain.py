@@ -17,7 +17,7 @@ from typing import Any
 
 import pulumi
 
-from providers.guests.template_layer import TemplateLayerResource
+from providers.guests.template_layer import TemplateLayer, TemplateLayerResourceArgs
 from tests.lab.host import LabHost
 from tests.lab.pve import NODE, OS_TEMPLATE, ZFS_STORAGE
 from tests.support.engine import Engine
@@ -75,15 +75,25 @@ def chain_program(host: LabHost, chain: Chain = Chain()) -> Callable[[], dict[st
     def run() -> dict[str, Any]:
         ssh, api = host.ssh_target(), host.target()
         base_inputs = layer_inputs(host, "base", BASE_RANGE, [marker_feature("base")])
-        base = TemplateLayerResource("base", {**base_inputs, "os_template": OS_TEMPLATE}, ssh, api)
+        base = TemplateLayer(
+            "base",
+            TemplateLayerResourceArgs(**base_inputs, os_template=OS_TEMPLATE),
+            ssh_target=ssh,
+            api_target=api,
+        )
         exports: dict[str, Any] = {"base": base.vmid}
         if chain.child:
             features = [marker_feature("child"), *chain.child_features]
             if chain.slow_s is not None:
                 features.append(slow_feature(chain.slow_s))
-            inputs = {**layer_inputs(host, "child", CHILD_RANGE, features), "parent_vmid": base.vmid}
-            child = TemplateLayerResource(
-                "child", inputs, ssh, api, pulumi.ResourceOptions(depends_on=[base])
+            child = TemplateLayer(
+                "child",
+                TemplateLayerResourceArgs(
+                    **layer_inputs(host, "child", CHILD_RANGE, features), parent_vmid=base.vmid
+                ),
+                ssh_target=ssh,
+                api_target=api,
+                opts=pulumi.ResourceOptions(depends_on=[base]),
             )
             exports["child"] = child.vmid
         return exports

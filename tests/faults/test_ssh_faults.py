@@ -70,7 +70,7 @@ def test_ssh_dropped_in_a_feature_script_removes_the_half_built_layer(
 
     details = str(raised.value)
     assert "SshConnectionLost" in details and "LayerBuildError" in details
-    assert f"layer 'child' (CT {CHILD}) failed at build" in details
+    assert f"layer 'child' (CT {CHILD}) failed at feature slow" in details
     assert "connection lost while `pct exec 9110 -- env PHOENIX_TARGET=lxc bash -s` was running" in details
     # The half-built layer is gone: from the fake, from the pool, and its container no longer runs.
     assert names(harness) == ["base"]

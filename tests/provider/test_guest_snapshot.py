@@ -13,7 +13,7 @@ import pytest
 
 from providers.channels.pve import PveClient
 from providers.channels.targets import ApiTarget
-from providers.guests.snapshot import GuestSnapshot
+from providers.guests.snapshot import GuestSnapshot, GuestSnapshotArgs
 from tests.lab.host import LabHost
 from tests.lab.pve import NODE, OS_TEMPLATE, ZFS_STORAGE
 from tests.support.engine import Engine
@@ -47,8 +47,8 @@ def rolling(target: ApiTarget, trigger: str, retention: int = 2) -> Callable[[],
     def program() -> dict[str, Any]:
         snap = GuestSnapshot(
             "nightly",
-            {"node": NODE, "vmid": VMID, "prefix": "nightly", "retention": retention, "trigger": trigger},
-            target,
+            GuestSnapshotArgs(node=NODE, vmid=VMID, prefix="nightly", retention=retention, trigger=trigger),
+            api_target=target,
         )
         return {"snapshots": snap.snapshots}
 

@@ -1,4 +1,5 @@
-"""GuestFirewall's pure parts: the API calls it sends, and that they leave PVE's rule list as declared."""
+"""GuestFirewall: the API calls it sends, that they leave PVE's rule list as declared, and its CRUD
+against the fake PVE host."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from providers.guests.firewall import (
     plan_steps,
     rule_calls,
 )
+from tests.support.fakes import FakePve
 
 WEB = {"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": "80,443"}
 SSH = {"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": "22", "source": "10.0.0.0/24"}
@@ -114,3 +116,63 @@ def test_check_refuses_an_unknown_policy_and_kind() -> None:
         .failures
     )
     assert sorted(f.property for f in failures) == ["kind", "policy_in"]
+
+
+# ------------------------------------------------------------------ CRUD against the fake PVE host
+
+
+def lab() -> tuple[FakePve, GuestFirewallProvider]:
+    pve = FakePve()
+    pve.add_guest(201, status="running")
+    provider = GuestFirewallProvider()
+    pve.serve(provider)
+    return pve, provider
+
+
+def props(*rules: dict[str, str], **over: Any) -> dict[str, Any]:
+    return (
+        GuestFirewallProvider()
+        .check({}, {"node": "pve1", "vmid": 201.0, "rules": list(rules), **over})
+        .inputs
+    )
+
+
+def test_create_turns_the_firewall_on_with_exactly_the_declared_rules_in_order() -> None:
+    pve, provider = lab()
+    result = provider.create(props(WEB, SSH, VLLM))
+    guest = pve.guests[201]
+    assert guest.firewall_options == {"enable": 1, "policy_in": "DROP", "policy_out": "ACCEPT"}
+    assert [normalise_rule(r) for r in guest.firewall_rules] == [WEB, SSH, VLLM]
+    assert result.id == "lxc/201/firewall" and result.outs["rules"] == [WEB, SSH, VLLM]
+
+
+def test_update_rewrites_changed_rules_and_leaves_matching_ones_alone() -> None:
+    pve, provider = lab()
+    outs = dict(provider.create(props(WEB, SSH)).outs)
+    pve.calls.clear()
+    provider.update("x", outs, props(WEB, SSH, policy_in="REJECT"))
+    assert pve.mutations == [("PUT", "nodes/pve1/lxc/201/firewall/options")]
+    provider.update("x", outs, props(SSH))
+    assert [normalise_rule(r) for r in pve.guests[201].firewall_rules] == [SSH]
+
+
+def test_read_reports_a_rule_added_by_hand_as_drift_and_a_guest_gone_as_gone() -> None:
+    pve, provider = lab()
+    outs = dict(provider.create(props(WEB)).outs)
+    assert provider.diff("x", provider.read("x", outs).outs, props(WEB)).changes is False
+    pve.guests[201].firewall_rules.insert(0, {**SSH, "enable": 1})
+    drift = provider.read("x", outs).outs
+    assert drift["rules"] == [SSH, WEB]
+    assert provider.diff("x", drift, props(WEB)).changes is True
+    del pve.guests[201]
+    assert provider.read("x", outs).id is None
+
+
+def test_delete_removes_every_rule_and_turns_it_off_and_a_guest_gone_is_no_error() -> None:
+    pve, provider = lab()
+    outs = dict(provider.create(props(WEB, SSH)).outs)
+    provider.delete("x", outs)
+    guest = pve.guests[201]
+    assert guest.firewall_rules == [] and guest.firewall_options["enable"] == 0
+    del pve.guests[201]
+    provider.delete("x", outs)

@@ -1,7 +1,7 @@
 """Pins are scoped per layer: a layer's build sends its own pins, and its key hashes exactly what it sends.
 
 Two layers run the same feature (docker) with different pins. Each layer's inputs, the ``pct exec``
-command its build really runs (TemplateLayerProvider._build against recording fakes) and its key are
+command its build really runs (the build steps TemplateLayerProvider.create executes) and its key are
 checked: each carries its own pin, and the key follows the environment sent, nothing else.
 """
 
@@ -15,9 +15,9 @@ import pytest
 
 from phoenix_components.components.chain import layer_inputs
 from phoenix_components.config.load import Environment, load_environment
-from providers.channels.command import CommandResult
 from providers.channels.pct import script_argv
-from providers.guests.template_layer import TemplateLayerInputs, TemplateLayerProvider
+from providers.guests.common import HostCommand
+from providers.guests.template_layer import TemplateLayerInputs, build_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV = load_environment(ROOT / "config", "dev")
@@ -34,43 +34,14 @@ def two_docker_layers(pin_a: str, pin_b: str) -> Environment:
     return dataclasses.replace(DEV, chain=DEV.chain.model_copy(update={"layers": layers}))
 
 
-class RecordingSsh:
-    """What the build runs over SSH, with the answers a healthy host gives."""
-
-    host = "pve-dev.lan"
-
-    def __init__(self) -> None:
-        self.runs: list[tuple[list[str], str | bytes | None]] = []
-
-    def run(self, argv: Any, *, stdin: Any = None, check: bool = True, timeout: Any = None) -> CommandResult:
-        self.runs.append((list(argv), stdin))
-        out = "rpool/data/basevol-9000-disk-0@__base__\n" if argv[:2] == ["zfs", "get"] else ""
-        return CommandResult(self.host, " ".join(argv), 0, out, "", 0.0)
-
-
-class QuietPve:
-    def set(self, _path: str, **_params: Any) -> None:
-        return None
-
-    def run_task(self, *_args: Any, **_kwargs: Any) -> str:
-        return "UPID:ok"
-
-    def create(self, _path: str) -> None:
-        return None
-
-    def get(self, _path: str) -> dict[str, Any]:
-        return {"rootfs": "local-zfs:basevol-9000-disk-0/basevol-9001-disk-0,size=24G"}
-
-
-def build(env: Environment, layer: str) -> list[tuple[list[str], str | bytes | None]]:
-    """Run the layer's build step with its real inputs; the feature commands it sent."""
-    inputs = dict(layer_inputs(env, layer), parent_vmid=9000)
-    provider = TemplateLayerProvider()
-    ssh, pve = RecordingSsh(), QuietPve()
-    provider.ssh = lambda: ssh  # type: ignore[method-assign]
-    provider.pve = lambda: pve  # type: ignore[method-assign,assignment,return-value]
-    provider._build(TemplateLayerInputs.from_props(inputs), 9001)
-    return [(argv, stdin) for argv, stdin in ssh.runs if argv[-2:] == ["bash", "-s"]]
+def build(env: Environment, layer: str) -> list[tuple[list[str], str]]:
+    """The feature commands the layer's build sends (its steps, from its real inputs)."""
+    inputs = TemplateLayerInputs.from_props(dict(layer_inputs(env, layer), parent_vmid=9000))
+    return [
+        (step.argv, step.stdin)
+        for step in build_steps(inputs, 9001)
+        if isinstance(step, HostCommand) and step.argv[-2:] == ["bash", "-s"]
+    ]
 
 
 def test_two_layers_sharing_a_feature_each_send_their_own_pin() -> None:
