@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pulumi
 
-from phoenix_components.program import build, stack_environment
+from phoenix_components.program import build, load_stack_environment
 
 
 def main() -> None:
-    environment = stack_environment(Path(__file__).parent / "config")
+    environment = load_stack_environment(Path(__file__).parent / "config")
     for name, value in build(environment).items():
         pulumi.export(name, value)
 

@@ -26,9 +26,10 @@ from phoenix_components.config.errors import ConfigError
 from phoenix_components.config.load import Environment, load_environment
 
 
-def stack_environment(config_dir: Path) -> Environment | CloudEnvironment:
-    """The environment named by ``phoenix:environment`` (default: the stack name), validated: an AWS one
-    when ``environments/<env>/cloud.json`` exists, else the on-prem one of ``host.json``.
+def load_stack_environment(config_dir: Path) -> Environment | CloudEnvironment:
+    """The environment named by ``phoenix:environment`` (default: the stack name), loaded and validated:
+    an AWS one when ``environments/<env>/cloud.json`` exists, else the on-prem one of ``host.json``. (The
+    CLI reads the same key from a stack file: :func:`phoenix_components.config.stacks.stack_environment`.)
 
     An invalid config stops the program with the list of problems and no traceback, before any
     resource is registered — so nothing reaches the host.

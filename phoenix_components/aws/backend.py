@@ -128,7 +128,7 @@ def bootstrap(s3: Any, sts: Any, bucket: str, region: str) -> Bootstrap:
     return result
 
 
-def render(result: Bootstrap) -> str:
+def report(result: Bootstrap) -> str:
     lines = [f"  {change}" for change in result.changes] or [
         f"  s3://{result.bucket} is already private, versioned and encrypted: nothing to change"
     ]

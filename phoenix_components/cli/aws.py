@@ -33,7 +33,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
     result = backend.bootstrap(
         session.client("s3", region_name=region), session.client("sts", region_name=region), bucket, region
     )
-    print(backend.render(result), end="")
+    print(backend.report(result), end="")
     return 0
 
 

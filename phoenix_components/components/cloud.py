@@ -8,7 +8,7 @@
   enforced;
 - ``phoenix:cloud:GpuInstance`` a security group (SSH and the vLLM port from ``allowed_ingress`` only), an
   instance role that may use the model cache, and the instance booted from the AMI :func:`pick_ami` chose,
-  with the cloud-init user-data of :func:`user_data`.
+  with the cloud-init user-data of :func:`ec2_user_data`.
 
 No credentials are read or stored: the provider takes them from the AWS environment/profile as usual.
 """
@@ -24,7 +24,7 @@ import pulumi_aws as aws
 
 from phoenix_components.config.cloud import CloudEnvironment
 from phoenix_components.config.cloud_models import AmiCriteria, Cloud, CloudNetwork, ModelCache
-from phoenix_components.render.cloud import IMAGE_KEYS, pick_ami, user_data
+from phoenix_components.render.cloud import IMAGE_KEYS, ec2_user_data, pick_ami
 
 SSH_PORT = 22
 ALL_TRAFFIC = "0.0.0.0/0"
@@ -60,17 +60,18 @@ EC2_TRUST = json.dumps(
 
 
 @dataclass(frozen=True)
-class NetworkArgs:
+class VpcArgs:
     spec: CloudNetwork
 
 
-class Network(pulumi.ComponentResource):
+class Vpc(pulumi.ComponentResource):
     """Where the instance lives: ``vpc_id``, and ``subnet_id``, a public subnet routed to the internet."""
 
     vpc_id: pulumi.Output[str]
     subnet_id: pulumi.Output[str]
 
-    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: VpcArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        # The type token is the class's old name: URNs in state carry it, and a new one would replace.
         super().__init__("phoenix:cloud:Network", name, None, opts)
         spec = args.spec
         child = pulumi.ResourceOptions(parent=self)
@@ -171,7 +172,7 @@ class ModelCacheBucket(pulumi.ComponentResource):
 @dataclass(frozen=True)
 class GpuInstanceArgs:
     environment: CloudEnvironment
-    network: Network
+    network: Vpc
     cache: ModelCacheBucket
 
 
@@ -242,7 +243,7 @@ class GpuInstance(pulumi.ComponentResource):
             associate_public_ip_address=True,
             iam_instance_profile=profile.name,
             key_name=cloud.instance.key_name,
-            user_data=args.cache.bucket.apply(lambda bucket: user_data(env, bucket)),
+            user_data=args.cache.bucket.apply(lambda bucket: ec2_user_data(env, bucket)),
             user_data_replace_on_change=True,
             root_block_device={
                 "volume_size": cloud.instance.root_volume_gib,
@@ -287,7 +288,7 @@ def build_cloud(env: CloudEnvironment) -> dict[str, Any]:
         default_tags={"tags": {"phoenix:environment": env.name, **cloud.tags}},
     )
     in_region = pulumi.ResourceOptions(providers=[provider])
-    network = Network("network", NetworkArgs(spec=cloud.network), in_region)
+    network = Vpc("network", VpcArgs(spec=cloud.network), in_region)
     cache = ModelCacheBucket("model-cache", ModelCacheBucketArgs(spec=cloud.model_cache), in_region)
     gpu = GpuInstance("gpu", GpuInstanceArgs(environment=env, network=network, cache=cache), in_region)
     return {

@@ -27,7 +27,7 @@ from phoenix_components.render.features import container_feature_inputs
 from phoenix_components.render.firewall import firewall_inputs
 from phoenix_components.render.lxc import GpuMinors, clone_dataset, container_params, raw_lines
 from phoenix_components.render.vllm import UNIT_PATH, render_unit
-from phoenix_components.render.vm import cloud_image_template_vmid, user_data
+from phoenix_components.render.vm import cloud_image_template_vmid, vm_user_data
 from providers.guests.features import GuestFeatures
 from providers.guests.firewall import GuestFirewall
 from providers.guests.lxc_guest import LxcGuest as LxcGuestResource
@@ -214,7 +214,7 @@ class VmGuest(pulumi.ComponentResource):
         snippet = HostFile(
             f"{name}-cloud-init",
             HostFileArgs(
-                path=f"{host.storage.snippets_path}/{file_name}", content=user_data(env, vm), mode=0o640
+                path=f"{host.storage.snippets_path}/{file_name}", content=vm_user_data(env, vm), mode=0o640
             ),
             ssh_target=ssh_target(host),
             opts=pulumi.ResourceOptions(parent=self),

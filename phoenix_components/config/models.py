@@ -141,7 +141,9 @@ class VmidRanges(Model):
     guests: VmidRange
 
 
-class Gpu(Model):
+class HostGpu(Model):
+    """A GPU of the host as host.json declares it (the NVIDIA driver resource reads its own inventory)."""
+
     index: Annotated[int, Field(ge=0, le=15)] = Field(description="nvidia-smi's index of the GPU")
     model: str
     memory_mib: Annotated[int, Field(gt=0)]
@@ -222,7 +224,7 @@ class Host(Document):
     storage: Storage = Storage()
     vmid_ranges: VmidRanges
     bridges: Annotated[list[Bridge], Field(min_length=1)]
-    gpus: list[Gpu] = []
+    gpus: list[HostGpu] = []
     nvidia: NvidiaDriver | None = None
     os_templates: dict[Name, OsTemplate] = {}
     cloud_images: dict[Name, CloudImage] = {}

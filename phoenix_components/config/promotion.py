@@ -29,7 +29,9 @@ from phoenix_components.config.models import PATTERN_RULES, Document, Model, Nam
 LOCK_FILE = "promotion.lock.json"
 
 
-class PromotedLayer(Model):
+class LockedLayer(Model):
+    """One layer of a promotion lock: its key, and the template that was verified with it, where."""
+
     key: str = Field(pattern=r"^[0-9a-f]{16}$")
     vmid: VmId
     node: str
@@ -39,7 +41,7 @@ class PromotedLayer(Model):
 class PromotionLock(Document):
     source: Name = Field(description="the environment the layers were verified in")
     promoted_at: str
-    layers: dict[Name, PromotedLayer]
+    layers: dict[Name, LockedLayer]
 
 
 def lock_path(config_dir: Path, environment: str) -> Path:
@@ -113,7 +115,7 @@ def promote(
         source=source,
         promoted_at=(now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         layers={
-            layer: PromotedLayer(key=keys[layer], vmid=int(vmids[layer]), node=str(node), verified=True)
+            layer: LockedLayer(key=keys[layer], vmid=int(vmids[layer]), node=str(node), verified=True)
             for layer in keys
         },
     )

@@ -22,7 +22,7 @@ from phoenix_components.render import cloud_init
 from phoenix_components.render.errors import AmiNotFoundError, UserDataError
 from phoenix_components.render.vllm import UNIT_PATH, render_unit
 
-FEATURES_DIR = "/opt/phoenix/features"
+EC2_FEATURES_DIR = "/opt/phoenix/features"
 RUNNER = "/opt/phoenix/run-features.sh"
 DONE_MARKER = "/var/lib/phoenix/features-done"
 MODEL_CACHE_ENV = "/etc/phoenix/model-cache.env"
@@ -93,7 +93,7 @@ def pick_ami(images: Sequence[Mapping[str, Any]], criteria: AmiCriteria, now: da
 def render_runner(features: Sequence[str], variables: Mapping[str, Mapping[str, str]], vllm: bool) -> str:
     """The first-boot script (:func:`cloud_init.runner`): each feature in order with its own environment,
     then the vLLM service enabled (``vllm``) and the done marker touched; the first failure stops it."""
-    return cloud_init.runner(features, variables, FEATURES_DIR, _after_features(vllm))
+    return cloud_init.runner(features, variables, EC2_FEATURES_DIR, _after_features(vllm))
 
 
 def _after_features(vllm: bool) -> list[list[str]]:
@@ -113,7 +113,7 @@ def render_user_data(
     vllm: VllmEngine | None,
     model_cache: Mapping[str, str],
 ) -> str:
-    """``#cloud-config`` (:func:`cloud_init.user_data`): write the feature scripts, the runner, the model
+    """``#cloud-config`` (:func:`cloud_init.cloud_config`): write the feature scripts, the runner, the model
     cache's environment file and the vLLM unit, then run the runner once.
 
     The instance replaces when this text changes (``user_data_replace_on_change``), as a layer does when
@@ -127,11 +127,11 @@ def render_user_data(
     files = [cloud_init.WriteFile(MODEL_CACHE_ENV, env_lines)]
     if vllm is not None:
         files.append(cloud_init.WriteFile(UNIT_PATH, render_unit(vllm)))
-    text = cloud_init.user_data(
+    text = cloud_init.cloud_config(
         features=features,
         scripts=scripts,
         variables=variables,
-        features_dir=FEATURES_DIR,
+        features_dir=EC2_FEATURES_DIR,
         runner_path=RUNNER,
         then=_after_features(vllm is not None),
         files=files,
@@ -144,7 +144,7 @@ def render_user_data(
     return text
 
 
-def user_data(env: CloudEnvironment, bucket: str) -> str:
+def ec2_user_data(env: CloudEnvironment, bucket: str) -> str:
     """:func:`render_user_data` for a loaded environment, with the model-cache bucket's name."""
     cloud, pins = env.cloud, env.pins()
     return render_user_data(

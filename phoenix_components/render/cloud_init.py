@@ -67,7 +67,7 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
-def user_data(
+def cloud_config(
     *,
     features: Sequence[str],
     scripts: Mapping[str, str],

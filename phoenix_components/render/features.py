@@ -13,10 +13,10 @@ from phoenix_components.config.load import Environment
 from phoenix_components.config.models import Container
 from providers.channels.pct import script_argv
 
-__all__ = ["Target", "container_feature_inputs", "exec_argv", "feature_env", "version_variable"]
+__all__ = ["Target", "container_feature_inputs", "exec_argv", "chain_feature_env", "version_variable"]
 
 
-def feature_env(env: Environment, features: list[str], target: Target) -> dict[str, str]:
+def chain_feature_env(env: Environment, features: list[str], target: Target) -> dict[str, str]:
     """Environment for running ``features`` on ``target`` outside any layer (a VM's cloud-init, a guest's
     own features): each one's pins from the layer that introduces it, plus the host driver for nvidia. A
     layer's build never uses this; it sends its own pins (:meth:`Environment.layer_feature_env`)."""
@@ -49,7 +49,7 @@ def container_feature_inputs(
             {
                 "name": feature,
                 "script": env.feature_scripts[feature],
-                "env": {**feature_env(env, [feature], "lxc"), **spec.feature_env},
+                "env": {**chain_feature_env(env, [feature], "lxc"), **spec.feature_env},
             }
             for feature in spec.features
         ],

@@ -14,7 +14,7 @@ from phoenix_components.config.models import (
     BindMount,
     Container,
     DatasetCloneMount,
-    Gpu,
+    HostGpu,
     Network,
     VolumeMount,
 )
@@ -34,13 +34,13 @@ def gpu_device(minor: int | str) -> str:
     return f"/dev/nvidia{minor}"
 
 
-def declared_minors(gpus: Sequence[Gpu]) -> dict[str, int | str]:
+def declared_minors(gpus: Sequence[HostGpu]) -> dict[str, int | str]:
     """The minors host.json declares (``gpus[].minor``), for a host whose driver Phoenix does not manage."""
     return {str(g.index): g.minor for g in gpus if g.minor is not None}
 
 
 def inventory_minors(
-    declared: Sequence[Gpu], inventory: Sequence[Mapping[str, Any]] | None
+    declared: Sequence[HostGpu], inventory: Sequence[Mapping[str, Any]] | None
 ) -> dict[str, int | str]:
     """host.json index -> the device minor the NVIDIA driver resource read from the host.
 

@@ -1,6 +1,6 @@
 """A VM's pure parts: its cloud-init user-data, and the vmid of the template its cloud image becomes.
 
-The VM component (components/guests.py) writes :func:`user_data` as a snippet and clones the template;
+The VM component (components/guests.py) writes :func:`vm_user_data` as a snippet and clones the template;
 ``phoenix plan`` shows the same without importing the components (and with them pulumi_proxmoxve).
 """
 
@@ -9,22 +9,22 @@ from __future__ import annotations
 from phoenix_components.config.load import Environment
 from phoenix_components.config.models import Vm
 from phoenix_components.render import cloud_init
-from phoenix_components.render.features import feature_env
+from phoenix_components.render.features import chain_feature_env
 
 VM_FEATURES_DIR = "/var/lib/phoenix/features"
 VM_RUNNER = "/var/lib/phoenix/run-features.sh"
 
 
-def user_data(env: Environment, vm: Vm) -> str:
+def vm_user_data(env: Environment, vm: Vm) -> str:
     """cloud-init user-data that writes the VM's feature scripts and runs them in order, fail-fast, and
     adds the VM's user with its SSH keys (:mod:`phoenix_components.render.cloud_init`)."""
     user: dict[str, object] = {"name": vm.cloud_init.user, "sudo": "ALL=(ALL) NOPASSWD:ALL"}
     if vm.cloud_init.ssh_authorized_keys:
         user["ssh_authorized_keys"] = list(vm.cloud_init.ssh_authorized_keys)
-    return cloud_init.user_data(
+    return cloud_init.cloud_config(
         features=vm.features,
         scripts=env.feature_scripts,
-        variables={f: feature_env(env, [f], "vm") for f in vm.features},
+        variables={f: chain_feature_env(env, [f], "vm") for f in vm.features},
         features_dir=VM_FEATURES_DIR,
         runner_path=VM_RUNNER,
         users=["default", user],

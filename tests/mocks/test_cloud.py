@@ -320,7 +320,7 @@ def test_main_builds_the_cloud_stack_for_its_stack_file(monitor: RecordingMonito
 def test_an_invalid_cloud_config_stops_the_program_before_any_resource(
     monitor: RecordingMonitor, tmp_path: Path
 ) -> None:
-    from phoenix_components.program import stack_environment
+    from phoenix_components.program import load_stack_environment
 
     config = tmp_path / "config"
     shutil.copytree(CONFIG, config)
@@ -329,5 +329,5 @@ def test_an_invalid_cloud_config_stops_the_program_before_any_resource(
     cloud["network"]["allowed_ingress"] = ["0.0.0.0/0"]
     cloud_file.write_text(json.dumps(cloud))
     with pytest.raises(pulumi.RunError, match=r"cloud.json: network.allowed_ingress: 0.0.0.0/0 opens SSH"):
-        stack_environment(config)
+        load_stack_environment(config)
     assert monitor.registrations == []

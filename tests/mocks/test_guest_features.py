@@ -7,9 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
-from phoenix_components.components.guests import container_feature_inputs
 from phoenix_components.config.load import load_environment
 from phoenix_components.program import build
+from phoenix_components.render.features import container_feature_inputs
 from tests.mocks.test_program import ROOT, run_program
 from tests.support.recording import install
 

@@ -178,11 +178,11 @@ def test_invalid_config_stops_the_program_before_any_resource(tmp_path: Path) ->
     guests["containers"][1]["vmid"] = guests["containers"][0]["vmid"]
     guests_file.write_text(json.dumps(guests))
 
-    from phoenix_components.program import stack_environment as program_environment
+    from phoenix_components.program import load_stack_environment
 
     monitor = install("dev", {"phoenix:environment": "dev"})
     with pytest.raises(pulumi.RunError) as raised:
-        program_environment(tmp_path / "config")
+        load_stack_environment(tmp_path / "config")
     assert "environments/dev/guests.json: containers[1].vmid (CT 201 vllm-granite): vmid" in str(raised.value)
     assert monitor.registrations == []
 

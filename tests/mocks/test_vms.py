@@ -8,7 +8,7 @@ import shlex
 import yaml
 
 from phoenix_components.config.load import load_environment
-from phoenix_components.render.vm import VM_RUNNER, cloud_image_template_vmid, user_data
+from phoenix_components.render.vm import VM_RUNNER, cloud_image_template_vmid, vm_user_data
 from tests.mocks.test_program import ROOT, run_program
 from tests.support.recording import install
 
@@ -17,7 +17,7 @@ ENV = load_environment(ROOT / "config", "dev")
 
 def test_user_data_writes_and_runs_each_feature_script_in_order() -> None:
     vm = ENV.guests.vms[0]
-    data = yaml.safe_load(user_data(ENV, vm))
+    data = yaml.safe_load(vm_user_data(ENV, vm))
     written = {f["path"]: f["content"] for f in data["write_files"]}
     for feature in vm.features:
         assert written[f"/var/lib/phoenix/features/{feature}.sh"] == ENV.feature_scripts[feature]
@@ -63,7 +63,7 @@ def test_vm_is_a_linked_clone_of_the_image_template_with_its_snippet_and_firewal
         assert snippet.type == "pulumi-python:dynamic/phoenix:HostFile", "written over the pinned SSH"
         file_name = f"phoenix-{vm.vmid}-user-data.yaml"
         assert snippet.inputs["path"] == f"{ENV.host.storage.snippets_path}/{file_name}"
-        assert snippet.inputs["content"] == user_data(ENV, vm)
+        assert snippet.inputs["content"] == vm_user_data(ENV, vm)
         assert (
             machine.inputs["initialization"]["userDataFileId"]
             == f"{ENV.host.storage.snippets}:snippets/{file_name}"

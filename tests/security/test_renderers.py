@@ -1,6 +1,6 @@
 """Every renderer, fed hostile values, means exactly what it was given — read back as its consumer reads it.
 
-The renderers: VM cloud-init user-data (``guests.user_data`` and its runner), EC2 user-data
+The renderers: VM cloud-init user-data (``render.vm.vm_user_data`` and its runner), EC2 user-data
 (``cloud_render.render_user_data``: scripts, runner, model-cache environment file, vLLM unit), the vLLM
 systemd unit (``vllm.render_unit``), feature environments sent with ``pct exec`` (``script_argv`` from
 a layer's inputs) and the raw ``lxc.*`` lines written into a container's config (``raw_lines``). Values
@@ -41,10 +41,10 @@ from phoenix_components.config.models import (
     Vm,
 )
 from phoenix_components.render.cloud import MODEL_CACHE_ENV, RUNNER, render_user_data
-from phoenix_components.render.features import feature_env
+from phoenix_components.render.features import chain_feature_env
 from phoenix_components.render.lxc import raw_lines
 from phoenix_components.render.vllm import UNIT_PATH, engine_args, render_unit
-from phoenix_components.render.vm import VM_FEATURES_DIR, VM_RUNNER, user_data
+from phoenix_components.render.vm import VM_FEATURES_DIR, VM_RUNNER, vm_user_data
 from providers.channels.command import render
 from providers.channels.pct import script_argv
 from providers.errors import PhoenixError
@@ -120,7 +120,7 @@ def read_vm_user_data(text: str) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def check_vm_user_data(env: Environment, vm: Vm, *, keys: list[str], user: str, url: str, pin: str) -> None:
-    doc, files = read_vm_user_data(user_data(env, vm))
+    doc, files = read_vm_user_data(vm_user_data(env, vm))
     expected_user: dict[str, Any] = {"name": user, "sudo": "ALL=(ALL) NOPASSWD:ALL"}
     if keys:
         expected_user["ssh_authorized_keys"] = keys
@@ -139,7 +139,7 @@ def check_vm_user_data(env: Environment, vm: Vm, *, keys: list[str], user: str, 
     assert ran == [
         [
             "env",
-            *(f"{k}={v}" for k, v in feature_env(env, [f], "vm").items()),
+            *(f"{k}={v}" for k, v in chain_feature_env(env, [f], "vm").items()),
             "bash",
             f"{VM_FEATURES_DIR}/{f}.sh",
         ]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from phoenix_components.aws.backend import bootstrap, parse_s3_url, render
+from phoenix_components.aws.backend import bootstrap, parse_s3_url, report
 from phoenix_components.aws.errors import BackendError
 from phoenix_components.cli.main import main
 from tests.support.moto_server import ACCOUNT, MotoAws, moto_server
@@ -71,7 +71,7 @@ def test_a_second_bootstrap_changes_nothing_and_says_so(aws: MotoAws) -> None:
     assert again.changes == []
     assert aws.calls, "the second run must still read every setting"
     assert not [c for c in aws.calls if c.startswith(("Create", "Put", "Delete"))]
-    assert "nothing to change" in render(again)
+    assert "nothing to change" in report(again)
     assert _settings(aws.client("s3"), BUCKET) == {"location": None, **SAFE}
 
 

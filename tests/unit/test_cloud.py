@@ -22,10 +22,10 @@ from phoenix_components.config.models import Chain
 from phoenix_components.render.cloud import (
     USER_DATA_LIMIT,
     AmiNotFoundError,
+    ec2_user_data,
     pick_ami,
     render_runner,
     render_user_data,
-    user_data,
 )
 from providers.errors import PhoenixError
 
@@ -159,7 +159,7 @@ def test_feature_env_on_ec2_carries_the_target_the_pins_and_only_nvidia_gets_the
 
 
 def test_the_shipped_cloud_dev_user_data_fits_ec2s_limit_and_enables_vllm() -> None:
-    text = user_data(load_cloud_environment(CONFIG, "cloud-dev"), "bucket-1")
+    text = ec2_user_data(load_cloud_environment(CONFIG, "cloud-dev"), "bucket-1")
     assert len(text.encode()) < USER_DATA_LIMIT
     files = {f["path"]: f["content"] for f in yaml.safe_load(text)["write_files"]}
     assert "systemctl enable --now vllm.service" in files["/opt/phoenix/run-features.sh"]

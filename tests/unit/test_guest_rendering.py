@@ -12,8 +12,8 @@ from phoenix_components.config.features import feature_env as one_feature_env
 from phoenix_components.config.features import feature_pins
 from phoenix_components.config.load import load_environment
 from phoenix_components.config.models import Network, VllmEngine
-from phoenix_components.render.cloud import user_data as ec2_user_data
-from phoenix_components.render.features import exec_argv, feature_env
+from phoenix_components.render.cloud import ec2_user_data
+from phoenix_components.render.features import chain_feature_env, exec_argv
 from phoenix_components.render.lxc import container_params, net0, raw_lines
 from phoenix_components.render.vllm import render_unit, systemd_quote
 from providers.channels.command import render
@@ -55,13 +55,13 @@ def test_the_apparmor_profile_is_a_raw_line() -> None:
 
 def test_feature_env_carries_the_versions_pinned_by_the_introducing_layer() -> None:
     assert feature_pins(ENV.chain)["docker"].versions["nvidia_container_toolkit"] == "1.17.8-1"
-    variables = feature_env(ENV, ["docker", "vllm"], "vm")
+    variables = chain_feature_env(ENV, ["docker", "vllm"], "vm")
     assert variables["PHOENIX_TARGET"] == "vm"
     assert variables["PHOENIX_DOCKER_VERSION"] == "5:28.2.2-1~debian.12~bookworm"
     assert variables["PHOENIX_NVIDIA_CONTAINER_TOOLKIT_VERSION"] == "1.17.8-1"
     assert variables["PHOENIX_VLLM_VERSION"] == "0.10.1.1"
     assert "PHOENIX_NVIDIA_SHA256" not in variables
-    nvidia = feature_env(ENV, ["nvidia"], "lxc")
+    nvidia = chain_feature_env(ENV, ["nvidia"], "lxc")
     assert ENV.host.nvidia is not None
     assert nvidia["PHOENIX_NVIDIA_VERSION"] == ENV.host.nvidia.version
 
@@ -69,7 +69,7 @@ def test_feature_env_carries_the_versions_pinned_by_the_introducing_layer() -> N
 def test_every_feature_script_reads_exactly_the_variables_it_is_given() -> None:
     for feature in feature_pins(ENV.chain):
         script = (ROOT / "config/features" / f"{feature}.sh").read_text()
-        for variable in feature_env(ENV, [feature], "lxc"):
+        for variable in chain_feature_env(ENV, [feature], "lxc"):
             if variable != "PHOENIX_TARGET":
                 assert variable in script, f"{feature}.sh ignores {variable}"
 
@@ -126,7 +126,7 @@ def test_lxc_vm_and_ec2_run_a_feature_with_the_same_environment() -> None:
     assert list(ec2) == cloud.cloud.features
     for feature, pin in feature_pins(ENV.chain).items():
         lxc = ENV.layer_feature_env(pin.layer, feature)
-        vm = feature_env(ENV, [feature], "vm")
+        vm = chain_feature_env(ENV, [feature], "vm")
         assert (lxc.pop("PHOENIX_TARGET"), vm.pop("PHOENIX_TARGET")) == ("lxc", "vm")
         assert vm == lxc, feature
         if feature in ec2:

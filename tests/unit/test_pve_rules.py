@@ -20,10 +20,10 @@ from pydantic import ValidationError
 
 from phoenix_components.cli.main import main
 from phoenix_components.config.cloud_models import Cloud
+from phoenix_components.config.errors import ConfigError
 from phoenix_components.config.load import load_environment
 from phoenix_components.config.models import PATTERN_RULES, Chain, Guests, Host, VllmEngine
 from phoenix_components.config.promotion import PromotionLock
-from providers.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 GUESTS = "environments/dev/guests.json"
