@@ -1,4 +1,4 @@
-"""Shared lifecycle rules for Phoenix's dynamic providers (DESIGN.md "Dynamic provider rules").
+"""Shared lifecycle rules for Phoenix's dynamic providers (docs/architecture.md, "Provider rules").
 
 Every provider file (one per resource noun) follows the same shape:
 

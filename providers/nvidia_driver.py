@@ -1,4 +1,4 @@
-"""NVIDIA: the host driver (``NvidiaHostDriver``) and the container userspace rule (same version).
+"""NVIDIA: the host driver (``NvidiaHostDriver``).
 
 ``NvidiaHostDriver`` pins the driver of one Proxmox host to NVIDIA's runfile, installed **with DKMS** so a
 kernel upgrade rebuilds the module (the bash original used ``--no-dkms`` and broke on every PVE kernel
@@ -20,10 +20,9 @@ update). Every operation starts with ONE batched read over SSH: nvidia-smi's dri
 An upgrade needs the old modules unloaded: the install step unloads them and, if a GPU is in use (a
 running GPU guest, nvidia-persistenced), fails with that reason instead of half-installing.
 
-``NvidiaContainerUserspace`` is the rule that a container's NVIDIA userspace (installed by the nvidia
-feature script with ``--no-kernel-module``) must be exactly the host driver's version: its ``check``
-refuses a mismatch, naming both versions, before any layer is built. It makes no host call; its outputs
-are the feature environment the template layer runs the script with.
+A container's NVIDIA userspace (installed by the nvidia feature script with ``--no-kernel-module``) must
+be exactly the host driver's version; the config checks refuse a mismatch before anything is deployed
+(``phoenix_components.config``), so no resource here repeats that rule.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypedDict
+from typing import Any
 
 import pulumi
 from pulumi.dynamic import (
@@ -43,7 +42,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from providers.base import PROVIDER_KEY, DynamicResource, HostProvider, as_int, diff_inputs, require
+from providers.base import DynamicResource, HostProvider, Inputs, convert, diff_inputs, require, with_defaults
 from providers.channels.command import Executor
 from providers.channels.targets import SshTarget
 from providers.errors import HostError, PhoenixError
@@ -53,12 +52,6 @@ PROVIDER_VERSION = "1"
 
 INSTALL_ARGS = ("--dkms", "--silent", "--no-questions", "--ui=none")
 """Host install: the kernel module is built and registered with DKMS, no prompt, no curses UI."""
-CONTAINER_INSTALL_ARGS = ("--silent", "--no-questions", "--ui=none", "--no-kernel-module")
-"""Container install: userspace only, the kernel module is the host's (config/features/nvidia.sh)."""
-UNINSTALL_ARGS = ("--uninstall", "--silent")
-
-GPU_QUERY = "--query-gpu=index,uuid,name,memory.total,pci.bus_id"
-VERSION_QUERY = "--query-gpu=driver_version"
 
 READ_TIMEOUT = 120.0  # nvidia-smi on a wedged GPU can hang; a refresh must not
 INSTALL_TIMEOUT = 1800.0  # download + DKMS build of every module for the running kernel
@@ -96,54 +89,14 @@ class ChecksumMismatchError(NvidiaDriverError):
 
 
 @dataclass(frozen=True)
-class NvidiaHostDriverInputs:
+class NvidiaHostDriverInputs(Inputs):
     host: str
     """The SSH address of the host (identity: another host is another driver install)."""
     driver_version: str
     runfile_url: str
-    sha256: str
+    sha256: str = field(metadata=convert(str.lower))
     uninstall_on_delete: bool = False
     version: str = PROVIDER_VERSION
-
-    @classmethod
-    def from_props(cls, props: Mapping[str, Any]) -> NvidiaHostDriverInputs:
-        return cls(
-            host=str(props["host"]),
-            driver_version=str(props["driver_version"]),
-            runfile_url=str(props["runfile_url"]),
-            sha256=str(props["sha256"]).lower(),
-            uninstall_on_delete=bool(props.get("uninstall_on_delete", False)),
-            version=str(props.get("version", PROVIDER_VERSION)),
-        )
-
-    def to_props(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class NvidiaContainerUserspaceInputs:
-    vmid: int
-    driver_version: str
-    """The userspace version the container gets."""
-    host_driver_version: str
-    """What the host's kernel module runs (``NvidiaHostDriver.driver_version``)."""
-    runfile_url: str
-    sha256: str
-    version: str = PROVIDER_VERSION
-
-    @classmethod
-    def from_props(cls, props: Mapping[str, Any]) -> NvidiaContainerUserspaceInputs:
-        return cls(
-            vmid=as_int(props["vmid"]),
-            driver_version=str(props["driver_version"]),
-            host_driver_version=str(props["host_driver_version"]),
-            runfile_url=str(props["runfile_url"]),
-            sha256=str(props["sha256"]).lower(),
-            version=str(props.get("version", PROVIDER_VERSION)),
-        )
-
-    def to_props(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -472,38 +425,10 @@ def driver_outputs(inputs: NvidiaHostDriverInputs, facts: DriverFacts) -> dict[s
     }
 
 
-def userspace_mismatch(host_version: Any, container_version: Any) -> str | None:
-    """Why a container's userspace version cannot run on this host, or None.
-
-    Unknown values (preview: the host driver not installed yet) pass, and so do missing ones (``require``
-    reports those); both are checked again at up.
-    """
-    if not isinstance(host_version, str) or not isinstance(container_version, str):
-        return None  # Unknown at preview, or missing
-    if host_version == container_version:
-        return None
-    return (
-        f"container NVIDIA userspace {container_version} differs from the host driver {host_version}: "
-        f"the container's libraries must match the host's kernel module exactly (NVML reports "
-        f"'Driver/library version mismatch' otherwise); pin {host_version} for the container"
-    )
-
-
-def container_feature_env(inputs: NvidiaContainerUserspaceInputs) -> dict[str, str]:
-    """The nvidia feature script's environment for an LXC target (config/features/nvidia.sh)."""
-    return {
-        "PHOENIX_NVIDIA_RUNFILE_URL": inputs.runfile_url,
-        "PHOENIX_NVIDIA_SHA256": inputs.sha256,
-        "PHOENIX_NVIDIA_VERSION": inputs.driver_version,
-        "PHOENIX_TARGET": "lxc",
-    }
-
-
 def _format_failures(news: Mapping[str, Any]) -> list[CheckFailure]:
     failures = []
     for key, pattern, what in (
         ("driver_version", _VERSION_RE, "an NVIDIA version like 580.76.05"),
-        ("host_driver_version", _VERSION_RE, "an NVIDIA version like 580.76.05"),
         ("sha256", _SHA256_RE, "64 lower-case hex digits"),
     ):
         value = news.get(key)
@@ -515,7 +440,7 @@ def _format_failures(news: Mapping[str, Any]) -> list[CheckFailure]:
     return failures
 
 
-# -- 3. providers -------------------------------------------------------------------------------------------
+# -- 3. the provider -----------------------------------------------------------------------------------------
 
 _DRIVER_REPLACE_ON = ("host",)
 _DRIVER_UPDATE_ON = ("driver_version", "runfile_url", "sha256", "uninstall_on_delete")
@@ -528,7 +453,7 @@ class NvidiaHostDriverProvider(HostProvider):
     paths: NvidiaHostPaths = field(default_factory=NvidiaHostPaths)
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        inputs = {"uninstall_on_delete": False, "version": PROVIDER_VERSION, **news}
+        inputs = with_defaults(news, NvidiaHostDriverInputs)
         if isinstance(inputs.get("sha256"), str):
             inputs["sha256"] = inputs["sha256"].lower()
         failures = require(inputs, ["host", "driver_version", "runfile_url", "sha256"])
@@ -550,8 +475,7 @@ class NvidiaHostDriverProvider(HostProvider):
             return ReadResult(None, {})
         if facts.driver_version is None:  # present but failing: refresh must show why, not guess
             raise NvidiaDriverError(self.ssh().host, f"nvidia-smi fails: {facts.error}")
-        stored = {k: v for k, v in props.items() if k != PROVIDER_KEY}
-        return ReadResult(id_, driver_outputs(NvidiaHostDriverInputs.from_props(stored), facts))
+        return ReadResult(id_, driver_outputs(NvidiaHostDriverInputs.from_props(props), facts))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         if not props.get("uninstall_on_delete"):
@@ -595,68 +519,17 @@ class NvidiaHostDriverProvider(HostProvider):
         result.check(f"install NVIDIA {inputs.driver_version}")
 
 
-@dataclass
-class NvidiaContainerUserspaceProvider(HostProvider):
-    """The version rule as a resource: no host call, so no target is needed."""
-
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        inputs = {"version": PROVIDER_VERSION, **news}
-        failures = require(inputs, ["vmid", "driver_version", "host_driver_version", "runfile_url", "sha256"])
-        failures += _format_failures(inputs)
-        reason = userspace_mismatch(inputs.get("host_driver_version"), inputs.get("driver_version"))
-        if reason is not None:
-            failures.append(CheckFailure("driver_version", reason))
-        return CheckResult(inputs, failures)
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return diff_inputs(
-            olds,
-            news,
-            replace_on=["vmid"],
-            update_on=["driver_version", "host_driver_version", "runfile_url", "sha256"],
-        )
-
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        inputs = self._checked(props)
-        return CreateResult(f"nvidia-userspace-{inputs.vmid}", self._outputs(inputs))
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(self._outputs(self._checked(news)))
-
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        return ReadResult(id_, {k: v for k, v in props.items() if k != PROVIDER_KEY})
-
-    def delete(self, _id: str, _props: dict[str, Any]) -> None:
-        return None  # nothing on the host: the layer that installed the userspace owns it
-
-    @staticmethod
-    def _checked(props: Mapping[str, Any]) -> NvidiaContainerUserspaceInputs:
-        # check() ran at preview with unknowns allowed; at up every value is known, so ask again.
-        inputs = NvidiaContainerUserspaceInputs.from_props(props)
-        reason = userspace_mismatch(inputs.host_driver_version, inputs.driver_version)
-        if reason is not None:
-            raise PhoenixError(f"CT {inputs.vmid}: {reason}")
-        return inputs
-
-    @staticmethod
-    def _outputs(inputs: NvidiaContainerUserspaceInputs) -> dict[str, Any]:
-        return {
-            **inputs.to_props(),
-            "feature_env": container_feature_env(inputs),
-            "install_args": list(CONTAINER_INSTALL_ARGS),
-        }
+# -- 4. the resource -----------------------------------------------------------------------------------------
 
 
-# -- 4. resources -------------------------------------------------------------------------------------------
-
-
-class NvidiaHostDriverArgs(TypedDict, total=False):
+@dataclass(frozen=True)
+class NvidiaHostDriverArgs:
     driver_version: pulumi.Input[str]
     """The pinned driver version (``NvidiaDriver.version`` in host.json)."""
     runfile_url: pulumi.Input[str]
     """Where NVIDIA's runfile is (NVIDIA or a local mirror; the sha256 is what is trusted)."""
     sha256: pulumi.Input[str]
-    uninstall_on_delete: pulumi.Input[bool]
+    uninstall_on_delete: pulumi.Input[bool] = False
     """Remove the driver when the resource is deleted (default: leave it installed)."""
 
 
@@ -680,42 +553,5 @@ class NvidiaHostDriver(DynamicResource, module="phoenix", name="NvidiaHostDriver
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         provider = NvidiaHostDriverProvider(ssh_target=ssh_target, paths=paths or NvidiaHostPaths())
-        props: dict[str, Any] = {
-            "uninstall_on_delete": False,
-            "version": PROVIDER_VERSION,
-            **args,
-            "host": ssh_target.host,
-            "gpus": None,
-            "majors": None,
-        }
+        props = {**vars(args), "host": ssh_target.host, "version": PROVIDER_VERSION}
         super().__init__(provider, name, props, opts)
-
-
-class NvidiaContainerUserspaceArgs(TypedDict):
-    vmid: pulumi.Input[int]
-    """The container (or template layer) that gets the userspace."""
-    driver_version: pulumi.Input[str]
-    """The userspace version pinned for the container."""
-    host_driver_version: pulumi.Input[str]
-    """Pass ``NvidiaHostDriver.driver_version``: the data edge orders this after the host driver."""
-    runfile_url: pulumi.Input[str]
-    sha256: pulumi.Input[str]
-
-
-class NvidiaContainerUserspace(DynamicResource, module="phoenix", name="NvidiaContainerUserspace"):
-    """Container userspace = host driver. Token ``pulumi-python:dynamic/phoenix:NvidiaContainerUserspace``."""
-
-    feature_env: pulumi.Output[dict[str, str]]
-    """Environment for config/features/nvidia.sh in the container."""
-    install_args: pulumi.Output[list[str]]
-
-    def __init__(
-        self, name: str, args: NvidiaContainerUserspaceArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        props: dict[str, Any] = {
-            "version": PROVIDER_VERSION,
-            **args,
-            "feature_env": None,
-            "install_args": None,
-        }
-        super().__init__(NvidiaContainerUserspaceProvider(), name, props, opts)

@@ -15,8 +15,8 @@ import pulumi
 from phoenix_components.components.targets import ssh_target
 from phoenix_components.config.load import Environment
 from phoenix_components.render.lxc import GpuMinors, declared_minors, inventory_minors
-from providers.hostfiles.apparmor import AppArmorProfile
-from providers.nvidia_driver import NvidiaHostDriver
+from providers.hostfiles.apparmor import AppArmorProfile, AppArmorProfileArgs
+from providers.nvidia_driver import NvidiaHostDriver, NvidiaHostDriverArgs
 from providers.zfs.dataset import ZfsDataset, ZfsDatasetArgs
 from providers.zfs.snapshot import ZfsSnapshot, ZfsSnapshotArgs
 
@@ -40,7 +40,7 @@ class HostBaseline(pulumi.ComponentResource):
         self.profiles: dict[str, AppArmorProfile] = {
             profile: AppArmorProfile(
                 f"apparmor-{profile}",
-                {"name": profile, "content": text},
+                AppArmorProfileArgs(name=profile, content=text),
                 ssh_target=target,
                 load_mode=host.apparmor_load,
                 opts=child,
@@ -51,12 +51,12 @@ class HostBaseline(pulumi.ComponentResource):
         if host.nvidia is not None and host.nvidia.manage:
             self.driver = NvidiaHostDriver(
                 f"nvidia-driver-{host.node}",
-                {
-                    "driver_version": host.nvidia.version,
-                    "runfile_url": host.nvidia.runfile_url,
-                    "sha256": host.nvidia.sha256,
-                    "uninstall_on_delete": host.nvidia.uninstall_on_delete,
-                },
+                NvidiaHostDriverArgs(
+                    driver_version=host.nvidia.version,
+                    runfile_url=host.nvidia.runfile_url,
+                    sha256=host.nvidia.sha256,
+                    uninstall_on_delete=host.nvidia.uninstall_on_delete,
+                ),
                 ssh_target=target,
                 opts=child,
             )

@@ -30,11 +30,10 @@ State (outputs): ``name``, ``content``, ``version``, ``path``, ``sha256`` (of th
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 import pulumi
 from pulumi.dynamic import (
@@ -47,17 +46,19 @@ from pulumi.dynamic import (
 )
 
 from providers.base import (
-    PROVIDER_KEY,
     VERSION_KEY,
     DynamicResource,
     HostProvider,
+    Inputs,
+    attach_cleanup,
     diff_inputs,
     is_unknown,
     require,
+    stored,
 )
-from providers.channels.command import CommandResult, Executor, write_file_argv
+from providers.channels.command import CommandResult, Executor, sha256_text, write_file_argv
 from providers.channels.targets import SshTarget
-from providers.errors import PhoenixError, RemoteCommandError
+from providers.errors import RemoteCommandError
 
 PROVIDER_VERSION = "1"
 """Bump when this provider's behaviour changes: every profile then updates (re-uploads and re-loads)."""
@@ -92,23 +93,12 @@ NOT_LOADED = "Profile doesn't exist"
 
 
 @dataclass(frozen=True)
-class AppArmorProfileInputs:
+class AppArmorProfileInputs(Inputs):
     name: str
     """Profile name, also the file name under /etc/apparmor.d (identity)."""
     content: str
     """The profile text, e.g. a file from the repository's apparmor/ folder."""
     version: str = PROVIDER_VERSION
-
-    @classmethod
-    def from_props(cls, props: Mapping[str, Any]) -> AppArmorProfileInputs:
-        return cls(
-            name=str(props["name"]),
-            content=str(props["content"]),
-            version=str(props.get(VERSION_KEY) or PROVIDER_VERSION),
-        )
-
-    def to_props(self) -> dict[str, Any]:
-        return {"name": self.name, "content": self.content, VERSION_KEY: self.version}
 
     @property
     def path(self) -> str:
@@ -116,7 +106,7 @@ class AppArmorProfileInputs:
 
     @property
     def sha256(self) -> str:
-        return content_sha256(self.content)
+        return sha256_text(self.content)
 
 
 # --- 2. pure logic: validation, commands, parsing, diff ---------------------------------------------------
@@ -124,11 +114,6 @@ class AppArmorProfileInputs:
 
 def profile_path(name: str) -> str:
     return f"{PROFILE_DIR}/{name}"
-
-
-def content_sha256(content: str) -> str:
-    """What ``sha256sum`` prints for the uploaded file (the text is uploaded as UTF-8, unchanged)."""
-    return hashlib.sha256(content.encode()).hexdigest()
 
 
 def _strip_comment(line: str) -> str:
@@ -315,7 +300,7 @@ def diff_profile(olds: Mapping[str, Any], news: Mapping[str, Any], *, expect_loa
     if base.changes:
         return base
     content = news.get("content")
-    edited = isinstance(content, str) and olds.get("sha256") != content_sha256(content)
+    edited = isinstance(content, str) and olds.get("sha256") != sha256_text(content)
     unloaded = expect_loaded and olds.get("loaded") is not True
     return DiffResult(changes=edited or unloaded, replaces=[], delete_before_replace=False)
 
@@ -384,9 +369,8 @@ class AppArmorProfileProvider(HostProvider):
         facts = parse_read(result.stdout, name)
         if facts.sha256 is None:
             return ReadResult(None, {})  # gone: removed out of band
-        stored = {k: v for k, v in props.items() if k != PROVIDER_KEY}
         seen = {"sha256": facts.sha256, "loaded": facts.loaded, "load_simulated": self.simulated}
-        return ReadResult(id_, {**stored, "path": path, **seen})
+        return ReadResult(id_, {**stored(props), "path": path, **seen})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         path = str(props.get("path") or id_)
@@ -408,10 +392,8 @@ class AppArmorProfileProvider(HostProvider):
         if self.simulated:
             what = f"compiling AppArmor profile {want.name} (compile-only: the kernel load is simulated)"
         error = AppArmorLoadError.from_result(result, what)
-        try:
-            rollback()
-        except PhoenixError as exc:  # keep the parser's error first; say the host may differ from before
-            error.add_note(f"rolling back on {ex.host} also failed: {exc}")
+        # The parser's error stays first; a failed rollback says the host may differ from before.
+        attach_cleanup(error, rollback, f"rolling back on {ex.host}")
         raise error
 
     def _outputs(self, want: AppArmorProfileInputs) -> dict[str, Any]:
@@ -427,13 +409,12 @@ class AppArmorProfileProvider(HostProvider):
 # --- 4. the resource -------------------------------------------------------------------------------------
 
 
-class AppArmorProfileArgs(TypedDict, total=False):
+@dataclass(frozen=True)
+class AppArmorProfileArgs:
     name: pulumi.Input[str]
     """Profile name: the file under /etc/apparmor.d and the ``profile <name>`` the text declares."""
     content: pulumi.Input[str]
     """The profile text (``Environment.apparmor_profiles[name]``, read from apparmor/)."""
-    version: pulumi.Input[str]
-    """Provider logic version; defaults to :data:`PROVIDER_VERSION`."""
 
 
 class AppArmorProfile(DynamicResource, module="phoenix", name="AppArmorProfile"):
@@ -457,12 +438,5 @@ class AppArmorProfile(DynamicResource, module="phoenix", name="AppArmorProfile")
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         provider = AppArmorProfileProvider(ssh_target=ssh_target, load_mode=load_mode)
-        props: dict[str, Any] = {
-            VERSION_KEY: PROVIDER_VERSION,
-            **args,
-            "path": None,
-            "sha256": None,
-            "loaded": None,
-            "load_simulated": None,
-        }
+        props = {**vars(args), VERSION_KEY: PROVIDER_VERSION}
         super().__init__(provider, resource_name, props, opts)

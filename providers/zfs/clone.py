@@ -1,6 +1,6 @@
 """A ZFS clone of a snapshot: O(1), writable, sharing blocks. Token ``pulumi-python:dynamic/zfs:Clone``.
 
-What DESIGN.md's data path needs (a model-weights snapshot cloned per vLLM container) and what a linked
+The data path's building block (a model-weights snapshot cloned per vLLM container) and what a linked
 clone is underneath. Lifecycle, as :mod:`providers.zfs.dataset` with these differences:
 
 - **identity** is ``origin`` (``pool/ds@snap``) and ``name``: either changing replaces. A new origin
@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult
 
-from providers.base import VERSION_KEY, DynamicResource, is_unknown, require
+from providers.base import VERSION_KEY, DynamicResource, attach_cleanup, is_unknown, require
 from providers.channels.targets import SshTarget
 from providers.errors import HostError
 from providers.zfs.common import (
@@ -61,15 +61,7 @@ class ZfsCloneInputs(ZfsDatasetInputs):
 
     origin: str
     """The snapshot to clone, ``pool/ds@snap`` (identity)."""
-
-    @classmethod
-    def from_props(cls, props: Mapping[str, Any]) -> ZfsCloneInputs:
-        base = ZfsDatasetInputs.from_props(props)
-        version = str(props.get(VERSION_KEY) or PROVIDER_VERSION)
-        return cls(name=base.name, properties=base.properties, version=version, origin=str(props["origin"]))
-
-    def to_props(self) -> dict[str, Any]:
-        return {"origin": self.origin, **super().to_props()}
+    version: str = PROVIDER_VERSION
 
 
 # --- 2. pure logic -------------------------------------------------------------------------------------
@@ -117,16 +109,22 @@ class ZfsCloneProvider(ZfsDatasetProvider):
         what = f"cloning {want.origin} to {want.name}"
         facts = self._make(clone_argv(want.origin, want.name, want.properties), want, want.origin, what)
         if facts.origin != want.origin:
-            # DESIGN.md: a clone that came out as a copy fails loudly. Adoption checks the origin, so this
-            # dataset is the one just made: remove it rather than leave it unrecorded.
+            # A clone that came out as a copy fails loudly. Adoption checks the origin, so this dataset is
+            # the one just made: remove it rather than leave it unrecorded.
             ex = self.ssh()
-            message = f"{what}: ZFS reports origin {facts.origin or '-'} for {want.name}"
-            leftover = destroy(
-                ex, want.name, f"removing {want.name}", guid=None, busy_timeout=self.busy_timeout
+            error = CloneOriginError(
+                ex.host, f"{what}: ZFS reports origin {facts.origin or '-'} for {want.name}"
             )
-            if leftover is not None:
-                message += f"; removing it failed too, remove it by hand: {leftover}"
-            raise CloneOriginError(ex.host, message)
+
+            def remove() -> None:
+                leftover = destroy(
+                    ex, want.name, f"removing {want.name}", guid=None, busy_timeout=self.busy_timeout
+                )
+                if leftover is not None:
+                    raise leftover
+
+            attach_cleanup(error, remove, f"removing {want.name} (remove it by hand)")
+            raise error
         return CreateResult(want.name, self._outputs(want, facts))
 
     def _live(self, facts: DatasetFacts, declared: Iterable[str]) -> dict[str, Any]:
@@ -167,12 +165,5 @@ class ZfsClone(DynamicResource, module="zfs", name="Clone"):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         provider = ZfsCloneProvider(ssh_target=ssh_target, busy_timeout=busy_timeout)
-        props: dict[str, Any] = {
-            "origin": args.origin,
-            "name": args.name,
-            "properties": args.properties,
-            VERSION_KEY: PROVIDER_VERSION,
-            "mountpoint": None,
-            "guid": None,
-        }
+        props = {**vars(args), VERSION_KEY: PROVIDER_VERSION}
         super().__init__(provider, resource_name, props, opts)

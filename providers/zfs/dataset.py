@@ -32,23 +32,18 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pulumi
-from pulumi.dynamic import (
-    CheckFailure,
-    CheckResult,
-    CreateResult,
-    DiffResult,
-    ReadResult,
-    UpdateResult,
-)
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
 
 from providers.base import (
-    PROVIDER_KEY,
     VERSION_KEY,
     DynamicResource,
     HostProvider,
+    Inputs,
+    convert,
     diff_inputs,
     is_unknown,
     require,
+    stored,
 )
 from providers.channels.command import Executor
 from providers.channels.targets import SshTarget
@@ -78,24 +73,17 @@ PROVIDER_VERSION = "1"
 # --- 1. inputs ----------------------------------------------------------------------------------------
 
 
+def _str_map(value: Mapping[Any, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()}
+
+
 @dataclass(frozen=True)
-class ZfsDatasetInputs:
+class ZfsDatasetInputs(Inputs):
     name: str
     """Full dataset name, e.g. ``rpool/data/phoenix-models`` (identity)."""
-    properties: dict[str, str] = field(default_factory=dict)
+    properties: dict[str, str] = field(default_factory=dict, metadata=convert(_str_map))
     """Declared ZFS properties, canonical (as ``check`` stored them)."""
     version: str = PROVIDER_VERSION
-
-    @classmethod
-    def from_props(cls, props: Mapping[str, Any]) -> ZfsDatasetInputs:
-        return cls(
-            name=str(props["name"]),
-            properties={str(k): str(v) for k, v in (props.get("properties") or {}).items()},
-            version=str(props.get(VERSION_KEY) or PROVIDER_VERSION),
-        )
-
-    def to_props(self) -> dict[str, Any]:
-        return {"name": self.name, "properties": dict(self.properties), VERSION_KEY: self.version}
 
 
 # --- 2. pure logic -------------------------------------------------------------------------------------
@@ -209,8 +197,7 @@ class ZfsDatasetProvider(HostProvider):
         facts = read_dataset(self.ssh(), id_, filesystem_props(declared))
         if facts is None:
             return ReadResult(None, {})  # destroyed out of band
-        stored = {k: v for k, v in props.items() if k != PROVIDER_KEY}
-        return ReadResult(id_, {**stored, "name": id_, **self._live(facts, declared)})
+        return ReadResult(id_, {**stored(props), "name": id_, **self._live(facts, declared)})
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         want = self.inputs_type.from_props(news)
@@ -278,11 +265,5 @@ class ZfsDataset(DynamicResource, module="zfs", name="Dataset"):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         provider = ZfsDatasetProvider(ssh_target=ssh_target, busy_timeout=busy_timeout)
-        props: dict[str, Any] = {
-            "name": args.name,
-            "properties": args.properties,
-            VERSION_KEY: PROVIDER_VERSION,
-            "mountpoint": None,
-            "guid": None,
-        }
+        props = {"name": args.name, "properties": args.properties, VERSION_KEY: PROVIDER_VERSION}
         super().__init__(provider, resource_name, props, opts)

@@ -27,23 +27,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import (
-    CheckFailure,
-    CheckResult,
-    CreateResult,
-    DiffResult,
-    ReadResult,
-    UpdateResult,
-)
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
 
 from providers.base import (
-    PROVIDER_KEY,
     VERSION_KEY,
     DynamicResource,
     HostProvider,
+    Inputs,
     diff_inputs,
     is_unknown,
     require,
+    stored,
 )
 from providers.channels.command import Executor
 from providers.channels.targets import SshTarget
@@ -77,7 +71,7 @@ SNAPSHOT_FACTS = ("type", "guid", "creation")
 
 
 @dataclass(frozen=True)
-class ZfsSnapshotInputs:
+class ZfsSnapshotInputs(Inputs):
     dataset: str
     """The snapshotted dataset, e.g. ``rpool/data/phoenix-models`` (identity)."""
     snapshot: str
@@ -85,23 +79,6 @@ class ZfsSnapshotInputs:
     recursive: bool = False
     """``zfs snapshot -r``: the same-named snapshot of every descendant, atomically (identity)."""
     version: str = PROVIDER_VERSION
-
-    @classmethod
-    def from_props(cls, props: Mapping[str, Any]) -> ZfsSnapshotInputs:
-        return cls(
-            dataset=str(props["dataset"]),
-            snapshot=str(props["snapshot"]),
-            recursive=bool(props.get("recursive")),
-            version=str(props.get(VERSION_KEY) or PROVIDER_VERSION),
-        )
-
-    def to_props(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "snapshot": self.snapshot,
-            "recursive": self.recursive,
-            VERSION_KEY: self.version,
-        }
 
     @property
     def name(self) -> str:
@@ -189,14 +166,12 @@ class ZfsSnapshotProvider(HostProvider):
         facts = read_dataset(self.ssh(), id_, SNAPSHOT_FACTS)
         if facts is None:
             return ReadResult(None, {})  # destroyed out of band
-        stored = {k: v for k, v in props.items() if k != PROVIDER_KEY}
-        return ReadResult(id_, {**stored, "name": id_, **self._live(facts)})
+        return ReadResult(id_, {**stored(props), "name": id_, **self._live(facts)})
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         # Only `version` updates (everything else replaces): nothing to do on the host.
         want = ZfsSnapshotInputs.from_props(news)
-        stored = {k: v for k, v in olds.items() if k != PROVIDER_KEY}
-        return UpdateResult({**stored, **want.to_props(), "name": want.name})
+        return UpdateResult({**stored(olds), **want.to_props(), "name": want.name})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         ex = self.ssh()
@@ -259,13 +234,5 @@ class ZfsSnapshot(DynamicResource, module="zfs", name="Snapshot"):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         provider = ZfsSnapshotProvider(ssh_target=ssh_target, busy_timeout=busy_timeout)
-        props: dict[str, Any] = {
-            "dataset": args.dataset,
-            "snapshot": args.snapshot,
-            "recursive": args.recursive,
-            VERSION_KEY: PROVIDER_VERSION,
-            "name": None,
-            "guid": None,
-            "creation": None,
-        }
+        props = {**vars(args), VERSION_KEY: PROVIDER_VERSION}
         super().__init__(provider, resource_name, props, opts)

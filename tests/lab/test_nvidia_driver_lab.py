@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pulumi.automation import CommandError
 
-from providers.nvidia_driver import NvidiaContainerUserspace, NvidiaHostDriver, NvidiaHostDriverArgs
+from providers.nvidia_driver import NvidiaHostDriver, NvidiaHostDriverArgs
 from tests.lab.fake_nvidia import FakeNvidia
 from tests.lab.sshd import LabSshd
 from tests.support.engine import Drift, Engine
@@ -43,29 +43,17 @@ def program(
     *,
     sha256: str | None = None,
     uninstall_on_delete: bool = False,
-    container_version: str | None = None,
 ) -> Callable[[], dict[str, Any]]:
     url, served_sha = fake.runfile(version)
 
     def run() -> dict[str, Any]:
-        args: NvidiaHostDriverArgs = {
-            "driver_version": version,
-            "runfile_url": url,
-            "sha256": sha256 or served_sha,
-            "uninstall_on_delete": uninstall_on_delete,
-        }
+        args = NvidiaHostDriverArgs(
+            driver_version=version,
+            runfile_url=url,
+            sha256=sha256 or served_sha,
+            uninstall_on_delete=uninstall_on_delete,
+        )
         driver = NvidiaHostDriver(DRIVER, args, ssh_target=lab_sshd.target(), paths=fake.paths)
-        if container_version is not None:
-            NvidiaContainerUserspace(
-                "ct-901-nvidia",
-                {
-                    "vmid": 901,
-                    "driver_version": container_version,
-                    "host_driver_version": driver.driver_version,
-                    "runfile_url": url,
-                    "sha256": served_sha,
-                },
-            )
         return {"driver_version": driver.driver_version, "gpus": driver.gpus, "majors": driver.majors}
 
     return run
@@ -128,36 +116,6 @@ def test_a_checksum_mismatch_is_typed_and_the_runfile_never_runs(
     assert fake.runs() == [] and fake.installed_version() is None  # ...and never executed
     assert fake.cache_files() == []  # neither kept in the cache nor left half-downloaded
     assert harness.resources() == {}  # a failed create records nothing
-
-
-def test_a_container_userspace_other_than_the_host_driver_is_refused_at_check(
-    lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine
-) -> None:
-    fake.preinstall(NEW)
-    with pytest.raises(CommandError) as caught:
-        harness.up(program(lab_sshd, fake, NEW, container_version=OLD))
-    # The engine's check-failure report: the property and the provider's reason.
-    details = str(caught.value)
-    assert "property driver_version value {" + OLD + "} has a problem" in details
-    assert f"container NVIDIA userspace {OLD} differs from the host driver {NEW}" in details
-    assert "ct-901-nvidia" not in {r.name for r in harness.resources().values()}  # refused, not recorded
-
-    matching = harness.up(program(lab_sshd, fake, NEW, container_version=NEW))
-    assert matching.op("ct-901-nvidia") == "create"
-    feature_env = harness.resource("ct-901-nvidia").outputs["feature_env"]
-    assert feature_env["PHOENIX_NVIDIA_VERSION"] == NEW and feature_env["PHOENIX_TARGET"] == "lxc"
-
-
-def test_the_container_check_refuses_a_mismatch_at_preview_already(
-    lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine
-) -> None:
-    """The host driver's version is one of its inputs, so the engine knows it at preview even before the
-    driver exists: the container's check refuses the mismatch before anything is installed."""
-    with pytest.raises(CommandError) as caught:
-        harness.preview(program(lab_sshd, fake, NEW, container_version=OLD))
-    assert f"container NVIDIA userspace {OLD} differs from the host driver {NEW}" in str(caught.value)
-    assert fake.installs() == [] and fake.requests == []
-    assert harness.preview(program(lab_sshd, fake, NEW, container_version=NEW)) == {"create": 3}
 
 
 def test_delete_leaves_the_driver_unless_asked(lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine) -> None:

@@ -22,7 +22,7 @@ import pytest
 from pulumi.automation import CommandError
 from pulumi.automation.events import EngineEvent, OpType
 
-from providers.hostfiles.apparmor import PROFILE_DIR, AppArmorProfile
+from providers.hostfiles.apparmor import PROFILE_DIR, AppArmorProfile, AppArmorProfileArgs
 from tests.lab.apparmor import LabAppArmor
 from tests.lab.sshd import LabSshd
 from tests.support.engine import Drift, Engine
@@ -83,7 +83,7 @@ def program(lab_sshd: LabSshd, name: str, content: str) -> Callable[[], dict[str
     def run() -> dict[str, object]:
         profile = AppArmorProfile(
             "profile",
-            {"name": name, "content": content},
+            AppArmorProfileArgs(name=name, content=content),
             ssh_target=lab_sshd.target(),
             load_mode="compile-only",
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import dill
 import pytest
 from pulumi.output import Unknown
 
-from providers.channels.command import Argv, CommandResult, display, render, write_file_argv
+from providers.channels.command import Argv, CommandResult, render, sha256_text, write_file_argv
 from providers.channels.targets import SshTarget
 from providers.errors import SshConnectError
 from providers.hostfiles.apparmor import (
@@ -21,9 +20,9 @@ from providers.hostfiles.apparmor import (
     UNLOAD_ARGV,
     AppArmorLoadError,
     AppArmorProfile,
+    AppArmorProfileArgs,
     AppArmorProfileProvider,
     ProfileFacts,
-    content_sha256,
     declared_profiles,
     diff_profile,
     load_argv,
@@ -33,7 +32,7 @@ from providers.hostfiles.apparmor import (
     validate,
 )
 from tests.support.capture import capture
-from tests.support.fakes import LocalExecutor
+from tests.support.fakes import Answer, LocalExecutor, ScriptedExecutor
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "apparmor").iterdir())
@@ -47,7 +46,7 @@ profile phoenix-test flags=(attach_disconnected,mediate_deleted) {
   /{usr/,}bin/true ix,
 }
 """
-SHA = content_sha256(PROFILE)
+SHA = sha256_text(PROFILE)
 PATH = "/etc/apparmor.d/phoenix-test"
 PARSER_ERROR = (
     "AppArmor parser error for /etc/apparmor.d/phoenix-test in profile /etc/apparmor.d/phoenix-test "
@@ -237,46 +236,23 @@ def test_diff_table(
 # --- CRUD wiring over a scripted executor -----------------------------------------------------------------
 
 
-@dataclass
-class Call:
-    argv: list[str]
-    stdin: str | bytes | None
-
-
-@dataclass
-class FakeExecutor:
+def scripted(answers: Sequence[tuple[Sequence[str], int, str]] = ()) -> ScriptedExecutor:
     """Answers a command with the first scripted ``(argv prefix, exit, output)`` it matches, used up once;
     any other command succeeds with no output. A failing answer's output is its stderr."""
-
-    answers: list[tuple[Sequence[str], int, str]] = field(default_factory=list)
-    calls: list[Call] = field(default_factory=list)
-    host: str = "pve1"
-
-    def run(
-        self,
-        argv: Argv,
-        *,
-        stdin: str | bytes | None = None,
-        check: bool = True,
-        timeout: float | None = None,
-    ) -> CommandResult:
-        self.calls.append(Call([str(a) for a in argv], stdin))
-        status, stdout, stderr = 0, "", ""
-        for answer in self.answers:
-            prefix, code, text = answer
-            if list(argv[: len(prefix)]) == list(prefix):
-                self.answers.remove(answer)
-                status, stdout, stderr = code, (text if code == 0 else ""), (text if code else "")
-                break
-        result = CommandResult(self.host, display(argv), status, stdout, stderr, 0.0)
-        return result.check() if check else result
+    return ScriptedExecutor(
+        [
+            Answer(prefix, code, text if code == 0 else "", text if code else "")
+            for prefix, code, text in answers
+        ],
+        strict=False,
+    )
 
 
 TARGET = SshTarget("pve1", 22, "root", "SHA256:" + "A" * 43)
 
 
 def provider_on(
-    fake: FakeExecutor, monkeypatch: pytest.MonkeyPatch, mode: str = "kernel"
+    fake: ScriptedExecutor, monkeypatch: pytest.MonkeyPatch, mode: str = "kernel"
 ) -> AppArmorProfileProvider:
     provider = AppArmorProfileProvider(ssh_target=TARGET, load_mode=mode)  # type: ignore[arg-type]
     monkeypatch.setattr(provider, "ssh", lambda: fake)
@@ -286,7 +262,7 @@ def provider_on(
 def test_create_uploads_atomically_then_loads_and_reports_every_output(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fake = FakeExecutor()
+    fake = scripted()
     result = provider_on(fake, monkeypatch).create(dict(WANT))
 
     assert [c.argv for c in fake.calls] == [write_file_argv(PATH, 0o644), load_argv(PATH, "kernel")]
@@ -296,7 +272,7 @@ def test_create_uploads_atomically_then_loads_and_reports_every_output(
 
 
 def test_compile_only_says_the_load_is_simulated(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor()
+    fake = scripted()
     outs = provider_on(fake, monkeypatch, "compile-only").create(dict(WANT)).outs or {}
 
     assert fake.calls[1].argv == ["apparmor_parser", "-Q", "-K", "-T", PATH]
@@ -304,7 +280,7 @@ def test_compile_only_says_the_load_is_simulated(monkeypatch: pytest.MonkeyPatch
 
 
 def test_a_refused_profile_fails_create_and_leaves_no_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor([(["apparmor_parser"], 1, PARSER_ERROR)])
+    fake = scripted([(["apparmor_parser"], 1, PARSER_ERROR)])
 
     with pytest.raises(AppArmorLoadError) as caught:
         provider_on(fake, monkeypatch).create(dict(WANT))
@@ -317,7 +293,7 @@ def test_a_refused_profile_fails_create_and_leaves_no_file(monkeypatch: pytest.M
 
 
 def test_a_refused_update_puts_the_previous_text_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor([(["apparmor_parser"], 1, PARSER_ERROR)])  # refuses the new text, then accepts
+    fake = scripted([(["apparmor_parser"], 1, PARSER_ERROR)])  # refuses the new text, then accepts
     new_text = PROFILE.replace("/{usr/,}bin/true ix,", "/{usr/,}bin/true ix")
 
     with pytest.raises(AppArmorLoadError):
@@ -329,7 +305,7 @@ def test_a_refused_update_puts_the_previous_text_back(monkeypatch: pytest.Monkey
 
 
 def test_a_failed_rollback_is_noted_on_the_parsers_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor([(["apparmor_parser"], 1, PARSER_ERROR)])
+    fake = scripted([(["apparmor_parser"], 1, PARSER_ERROR)])
     provider = provider_on(fake, monkeypatch)
     original = fake.run
 
@@ -341,17 +317,19 @@ def test_a_failed_rollback_is_noted_on_the_parsers_error(monkeypatch: pytest.Mon
     monkeypatch.setattr(fake, "run", drop_on_rm)
     with pytest.raises(AppArmorLoadError) as caught:
         provider.create(dict(WANT))
-    assert caught.value.__notes__ == ["rolling back on pve1 also failed: pve1: connection reset"]
+    assert caught.value.__notes__ == [
+        "rolling back on pve1 also failed: SshConnectError: pve1: connection reset"
+    ]
 
 
 def test_update_returns_every_output(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor()
+    fake = scripted()
     outs = provider_on(fake, monkeypatch).update(PATH, dict(STORED), {**WANT, "version": "2"}).outs
     assert outs == {**{k: v for k, v in STORED.items() if k != "__provider"}, "version": "2"}
 
 
 def test_delete_unloads_the_stored_text_then_removes_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor()
+    fake = scripted()
     provider_on(fake, monkeypatch).delete(PATH, dict(STORED))
 
     assert [c.argv for c in fake.calls] == [UNLOAD_ARGV, remove_argv(PATH)]
@@ -360,31 +338,29 @@ def test_delete_unloads_the_stored_text_then_removes_the_file(monkeypatch: pytes
 
 def test_delete_tolerates_a_profile_that_is_not_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
     not_loaded = 'apparmor_parser: Unable to remove "phoenix-test".  Profile doesn\'t exist'
-    fake = FakeExecutor([(UNLOAD_ARGV, 1, not_loaded)])
+    fake = scripted([(UNLOAD_ARGV, 1, not_loaded)])
     provider_on(fake, monkeypatch).delete(PATH, dict(STORED))
     assert fake.calls[-1].argv == remove_argv(PATH)
 
 
 def test_delete_fails_on_any_other_unload_error_and_keeps_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor(
-        [(UNLOAD_ARGV, 1, "apparmor_parser: Access denied. You need policy admin privileges")]
-    )
+    fake = scripted([(UNLOAD_ARGV, 1, "apparmor_parser: Access denied. You need policy admin privileges")])
     with pytest.raises(AppArmorLoadError, match="unloading AppArmor profile phoenix-test"):
         provider_on(fake, monkeypatch).delete(PATH, dict(STORED))
     assert [c.argv for c in fake.calls] == [UNLOAD_ARGV]
 
 
 def test_delete_of_a_compile_only_profile_skips_the_unload(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor()
+    fake = scripted()
     provider_on(fake, monkeypatch).delete(PATH, {**STORED, "loaded": False, "load_simulated": True})
     assert [c.argv for c in fake.calls] == [remove_argv(PATH)]
 
 
 def test_read_reports_gone_and_drift_in_one_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    gone = FakeExecutor([(["sh"], 0, "file missing\nlsm yes\n")])
+    gone = scripted([(["sh"], 0, "file missing\nlsm yes\n")])
     assert provider_on(gone, monkeypatch).read(PATH, dict(STORED)).id is None
 
-    edited = FakeExecutor([(["sh"], 0, f"file {'0' * 64}\nlsm yes\n")])
+    edited = scripted([(["sh"], 0, f"file {'0' * 64}\nlsm yes\n")])
     result = provider_on(edited, monkeypatch).read(PATH, dict(STORED))
     assert len(edited.calls) == 1
     assert result.id == PATH
@@ -411,7 +387,9 @@ def test_the_provider_is_plain_data_and_refuses_an_unknown_load_mode() -> None:
 
 def test_the_resource_registers_its_token_default_version_and_a_by_reference_provider() -> None:
     seen = capture(
-        lambda: AppArmorProfile("profile", {"name": "phoenix-test", "content": PROFILE}, ssh_target=TARGET)
+        lambda: AppArmorProfile(
+            "profile", AppArmorProfileArgs(name="phoenix-test", content=PROFILE), ssh_target=TARGET
+        )
     )["profile"]
 
     assert seen.type == "pulumi-python:dynamic/phoenix:AppArmorProfile"

@@ -1,9 +1,12 @@
-"""NVIDIA host driver: parsers on real output formats (1, 2 and 4 GPUs), commands, diff, the version rule."""
+"""NVIDIA host driver: parsers on real output formats (1, 2 and 4 GPUs), commands, diff, CRUD.
+
+The rule that a container's userspace is the host driver's version is a config check
+(tests/config_corpus/32-nvidia-container-host-mismatch.json).
+"""
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +14,9 @@ import dill
 import pytest
 from pulumi.output import Unknown
 
-from providers.channels.command import CommandResult, render
+from providers.channels.command import render
 from providers.channels.targets import SshTarget
 from providers.nvidia_driver import (
-    CONTAINER_INSTALL_ARGS,
     EXIT_CHECKSUM,
     EXIT_MODULES_BUSY,
     EXIT_NO_UNINSTALLER,
@@ -24,10 +26,9 @@ from providers.nvidia_driver import (
     UNINSTALL_SCRIPT,
     ChecksumMismatchError,
     GpuQueryRow,
-    NvidiaContainerUserspace,
-    NvidiaContainerUserspaceProvider,
     NvidiaDriverError,
     NvidiaHostDriver,
+    NvidiaHostDriverArgs,
     NvidiaHostDriverInputs,
     NvidiaHostDriverProvider,
     NvidiaHostPaths,
@@ -43,9 +44,9 @@ from providers.nvidia_driver import (
     parse_read,
     read_argv,
     uninstall_argv,
-    userspace_mismatch,
 )
 from tests.support.capture import capture
+from tests.support.fakes import ANY, Answer, ScriptedExecutor
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia"
 SHA = "a" * 64
@@ -244,9 +245,8 @@ def test_the_scripts_exit_with_the_codes_the_provider_maps_to_typed_errors() -> 
     assert f"exit {EXIT_NO_UNINSTALLER}" in UNINSTALL_SCRIPT
 
 
-def test_container_userspace_never_builds_a_kernel_module() -> None:
-    assert "--no-kernel-module" in CONTAINER_INSTALL_ARGS and "--dkms" not in CONTAINER_INSTALL_ARGS
-    assert "--dkms" in INSTALL_ARGS
+def test_the_host_install_builds_the_module_with_dkms() -> None:
+    assert "--dkms" in INSTALL_ARGS and "--no-kernel-module" not in INSTALL_ARGS
 
 
 def test_read_and_uninstall_commands() -> None:
@@ -311,75 +311,23 @@ def test_driver_check_fills_defaults_and_validates_known_values() -> None:
     assert unknown.failures == []
 
 
-def test_version_mismatch_message_names_both_versions() -> None:
-    message = userspace_mismatch("580.76.05", "575.64.05")
-    assert message is not None
-    assert "container NVIDIA userspace 575.64.05 differs from the host driver 580.76.05" in message
-    assert userspace_mismatch("580.76.05", "580.76.05") is None
-    assert userspace_mismatch(UNKNOWN, "575.64.05") is None  # preview: the host driver is not known yet
-
-
-CONTAINER = {
-    "vmid": 901.0,
-    "driver_version": "580.76.05",
-    "host_driver_version": "580.76.05",
-    "runfile_url": URL,
-    "sha256": SHA,
-}
-
-
-def test_container_check_refuses_a_mismatch_and_tolerates_unknowns() -> None:
-    provider = NvidiaContainerUserspaceProvider()
-    assert provider.check({}, CONTAINER).failures == []
-    (failure,) = provider.check({}, {**CONTAINER, "driver_version": "575.64.05"}).failures
-    assert (
-        failure.property == "driver_version"
-        and "575.64.05" in failure.reason
-        and "580.76.05" in failure.reason
-    )
-    assert provider.check({}, {**CONTAINER, "host_driver_version": UNKNOWN}).failures == []
-    missing = provider.check({}, {k: v for k, v in CONTAINER.items() if k != "host_driver_version"})
-    assert [f.property for f in missing.failures] == ["host_driver_version"]
-
-
-def test_container_outputs_are_the_feature_environment() -> None:
-    result = NvidiaContainerUserspaceProvider().create(dict(CONTAINER))
-    assert result.id == "nvidia-userspace-901"
-    assert result.outs is not None
-    assert result.outs["feature_env"] == {
-        "PHOENIX_NVIDIA_RUNFILE_URL": URL,
-        "PHOENIX_NVIDIA_SHA256": SHA,
-        "PHOENIX_NVIDIA_VERSION": "580.76.05",
-        "PHOENIX_TARGET": "lxc",
-    }
-    assert result.outs["vmid"] == 901
-
-
 # -- the provider's command flow, on a scripted executor ---------------------------------------------------
 
 
-@dataclass
-class Scripted:
-    """An Executor answering each command by its script name (argv[3]) from a queue of results."""
-
-    answers: dict[str, list[tuple[int, str, str]]]
-    ran: list[str] = field(default_factory=list)
-
-    @property
-    def host(self) -> str:
-        return "pve1"
-
-    def run(
-        self, argv: Any, *, stdin: Any = None, check: bool = True, timeout: float | None = None
-    ) -> CommandResult:
-        name = argv[3]
-        self.ran.append(name)
-        status, out, err = self.answers[name].pop(0)
-        result = CommandResult("pve1", name, status, out, err, 0.0)
-        return result.check() if check else result
+def step(name: str, exit_status: int = 0, stdout: str = "", stderr: str = "") -> Answer:
+    """An answer for one of the provider's scripts, by its name (``sh -c SCRIPT NAME ...``)."""
+    return Answer(["sh", "-c", ANY, name], exit_status, stdout, stderr)
 
 
-def provider_on(ex: Scripted) -> NvidiaHostDriverProvider:
+def scripted(*answers: Answer) -> ScriptedExecutor:
+    return ScriptedExecutor(list(answers))
+
+
+def ran(ex: ScriptedExecutor) -> list[str]:
+    return [call.argv[3] for call in ex.calls]
+
+
+def provider_on(ex: ScriptedExecutor) -> NvidiaHostDriverProvider:
     provider = NvidiaHostDriverProvider()
     provider.ssh = lambda: ex  # type: ignore[method-assign]
     return provider
@@ -389,31 +337,29 @@ PROPS = NvidiaHostDriverInputs("pve1", "580.76.05", URL, SHA).to_props()
 
 
 def test_the_pinned_version_already_there_costs_one_session_and_installs_nothing() -> None:
-    ex = Scripted({"phoenix-nvidia-read": [(0, read_output("2gpu"), "")]})
-    result = provider_on(ex).create(dict(PROPS))
-    assert ex.ran == ["phoenix-nvidia-read"]
+    ex = scripted(step("phoenix-nvidia-read", stdout=read_output("2gpu")))
+    result = provider_on(ex).create({**PROPS, "__provider": "pickle"})
+    assert ran(ex) == ["phoenix-nvidia-read"]
     assert result.outs is not None and result.outs["driver_version"] == "580.76.05"
     assert [g["device"] for g in result.outs["gpus"]] == ["/dev/nvidia0", "/dev/nvidia1"]
     assert result.outs["majors"]["nvidia-uvm"] == 243
 
 
 def test_another_version_is_installed_then_verified() -> None:
-    ex = Scripted(
-        {
-            "phoenix-nvidia-read": [(0, "@@absent\n", ""), (0, read_output("2gpu"), "")],
-            "phoenix-nvidia-install": [(0, "", "")],
-        }
+    ex = scripted(
+        step("phoenix-nvidia-read", stdout="@@absent\n"),
+        step("phoenix-nvidia-install"),
+        step("phoenix-nvidia-read", stdout=read_output("2gpu")),
     )
     provider_on(ex).create(dict(PROPS))
-    assert ex.ran == ["phoenix-nvidia-read", "phoenix-nvidia-install", "phoenix-nvidia-read"]
+    assert ran(ex) == ["phoenix-nvidia-read", "phoenix-nvidia-install", "phoenix-nvidia-read"]
+    assert ex.calls[1].argv == install_argv(NvidiaHostDriverInputs.from_props(PROPS), NvidiaHostPaths())
 
 
 def test_checksum_mismatch_is_typed_and_names_both_hashes() -> None:
-    ex = Scripted(
-        {
-            "phoenix-nvidia-read": [(0, "@@absent\n", "")],
-            "phoenix-nvidia-install": [(65, "", "sha256 mismatch: " + "c" * 64 + "\n")],
-        }
+    ex = scripted(
+        step("phoenix-nvidia-read", stdout="@@absent\n"),
+        step("phoenix-nvidia-install", 65, stderr="sha256 mismatch: " + "c" * 64 + "\n"),
     )
     with pytest.raises(ChecksumMismatchError) as caught:
         provider_on(ex).create(dict(PROPS))
@@ -423,37 +369,45 @@ def test_checksum_mismatch_is_typed_and_names_both_hashes() -> None:
 
 def test_an_install_that_does_not_take_effect_is_an_error_with_what_the_host_says() -> None:
     mismatch = (FIXTURES / "errors" / "version-mismatch.txt").read_text()
-    ex = Scripted(
-        {
-            "phoenix-nvidia-read": [(0, "@@absent\n", ""), (0, f"@@driver_version 18\n{mismatch}", "")],
-            "phoenix-nvidia-install": [(0, "", "")],
-        }
+    ex = scripted(
+        step("phoenix-nvidia-read", stdout="@@absent\n"),
+        step("phoenix-nvidia-install"),
+        step("phoenix-nvidia-read", stdout=f"@@driver_version 18\n{mismatch}"),
     )
     with pytest.raises(NvidiaDriverError, match="Driver/library version mismatch"):
         provider_on(ex).create(dict(PROPS))
 
 
 def test_busy_modules_are_a_clear_error() -> None:
-    ex = Scripted(
-        {
-            "phoenix-nvidia-read": [(0, read_output("1gpu"), "")],
-            "phoenix-nvidia-install": [(66, "", "kernel module nvidia_uvm is in use\n")],
-        }
+    ex = scripted(
+        step("phoenix-nvidia-read", stdout=read_output("1gpu")),
+        step("phoenix-nvidia-install", 66, stderr="kernel module nvidia_uvm is in use\n"),
     )
     with pytest.raises(NvidiaDriverError, match="stop the GPU guests"):
         provider_on(ex).update("id", dict(PROPS), dict(PROPS))
 
 
 def test_read_gone_drifted_and_delete_keeps_the_driver_by_default() -> None:
-    gone = provider_on(Scripted({"phoenix-nvidia-read": [(0, "@@absent\n", "")]})).read("id", dict(PROPS))
+    gone = provider_on(scripted(step("phoenix-nvidia-read", stdout="@@absent\n"))).read("id", dict(PROPS))
     assert (gone.id, gone.outs) == (None, {})
-    drifted = provider_on(Scripted({"phoenix-nvidia-read": [(0, read_output("1gpu"), "")]})).read(
-        "id", dict(PROPS)
+    drifted = provider_on(scripted(step("phoenix-nvidia-read", stdout=read_output("1gpu")))).read(
+        "id", {**PROPS, "__provider": "pickle"}
     )
     assert drifted.outs is not None and drifted.outs["driver_version"] == "570.172.08"
-    ex = Scripted({})
+    assert "__provider" not in drifted.outs
+    ex = scripted()
     provider_on(ex).delete("id", dict(PROPS))
-    assert ex.ran == []
+    assert ex.calls == []
+
+
+def test_delete_uninstalls_only_when_asked_and_says_why_it_cannot() -> None:
+    props = {**PROPS, "uninstall_on_delete": True}
+    ex = scripted(step("phoenix-nvidia-uninstall"))
+    provider_on(ex).delete("id", props)
+    assert ex.calls[0].argv == uninstall_argv("580.76.05", NvidiaHostPaths()) and ex.done()
+    ex = scripted(step("phoenix-nvidia-uninstall", EXIT_NO_UNINSTALLER, stderr="no nvidia-uninstall\n"))
+    with pytest.raises(NvidiaDriverError, match="cannot uninstall the driver: no nvidia-uninstall"):
+        provider_on(ex).delete("id", props)
 
 
 # -- the resources as the program registers them ----------------------------------------------------------
@@ -462,11 +416,13 @@ TARGET = SshTarget("192.0.2.10", 22, "root", "SHA256:" + "A" * 43)
 
 
 def test_the_driver_registers_its_token_defaults_host_and_a_by_reference_provider() -> None:
-    args = {"driver_version": "580.76.05", "runfile_url": URL, "sha256": SHA}
-    seen = capture(lambda: NvidiaHostDriver("driver", args, ssh_target=TARGET))["driver"]  # type: ignore[arg-type]
+    args = NvidiaHostDriverArgs(driver_version="580.76.05", runfile_url=URL, sha256=SHA)
+    seen = capture(lambda: NvidiaHostDriver("driver", args, ssh_target=TARGET))["driver"]
     assert seen.type == "pulumi-python:dynamic/phoenix:NvidiaHostDriver"
     assert {k: v for k, v in seen.inputs.items() if k != "__provider"} == {
-        **args,
+        "driver_version": "580.76.05",
+        "runfile_url": URL,
+        "sha256": SHA,
         "host": "192.0.2.10",
         "uninstall_on_delete": False,
         "version": PROVIDER_VERSION,
@@ -475,12 +431,6 @@ def test_the_driver_registers_its_token_defaults_host_and_a_by_reference_provide
     assert b"providers.nvidia_driver" in pickled and len(pickled) < 2048  # by reference: no code in state
     provider = dill.loads(pickled)
     assert (provider.ssh_target, provider.paths) == (TARGET, NvidiaHostPaths())
-
-
-def test_the_container_rule_registers_as_its_own_resource() -> None:
-    seen = capture(lambda: NvidiaContainerUserspace("ct", {**CONTAINER, "vmid": 901}))["ct"]  # type: ignore[typeddict-item]
-    assert seen.type == "pulumi-python:dynamic/phoenix:NvidiaContainerUserspace"
-    assert seen.inputs["vmid"] == 901 and seen.inputs["version"] == PROVIDER_VERSION
 
 
 def test_parsers_on_output_captured_from_a_real_h200_host() -> None:

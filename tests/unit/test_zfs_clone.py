@@ -24,7 +24,8 @@ from providers.zfs.common import (
 )
 from providers.zfs.dataset import diff_filesystem
 from tests.support.capture import capture
-from tests.unit.zfs_fakes import TARGET, Answer, FakeExecutor, fixture, missing, on, unknown
+from tests.support.fakes import Answer, ScriptedExecutor, on
+from tests.unit.zfs_fakes import TARGET, fixture, missing, unknown
 
 NAME = "rpool/data/vllm-301-models"
 ORIGIN = "rpool/data/models@v1"
@@ -35,7 +36,7 @@ WANT = {"origin": ORIGIN, "name": NAME, "properties": PROPS, "version": PROVIDER
 STORED = {**WANT, "mountpoint": f"/rpool/data/{NAME.rsplit('/', 1)[1]}", "guid": "4052038418837539724"}
 
 
-def provider(fake: FakeExecutor, monkeypatch: pytest.MonkeyPatch) -> ZfsCloneProvider:
+def provider(fake: ScriptedExecutor, monkeypatch: pytest.MonkeyPatch) -> ZfsCloneProvider:
     p: ZfsCloneProvider = on(ZfsCloneProvider(ssh_target=TARGET), fake, monkeypatch)
     return p
 
@@ -92,15 +93,15 @@ def test_diff_table(new: dict[str, Any], changes: bool, replaces: list[str], del
 
 
 def test_create_clones_then_verifies_the_origin(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor([Answer(clone_argv(ORIGIN, NAME, PROPS)), Answer(READ, stdout=LIVE)])
+    fake = ScriptedExecutor([Answer(clone_argv(ORIGIN, NAME, PROPS)), Answer(READ, stdout=LIVE)])
     result = provider(fake, monkeypatch).create(dict(WANT))
-    assert fake.calls == [["zfs", "clone", "-o", "org.phoenix:role=clone", ORIGIN, NAME], READ]
+    assert fake.argvs == [["zfs", "clone", "-o", "org.phoenix:role=clone", ORIGIN, NAME], READ]
     assert (result.id, result.outs) == (NAME, STORED)
 
 
 def test_a_clone_that_came_out_as_a_copy_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
     copy = LIVE.replace(f"origin\t{ORIGIN}", "origin\t-")
-    fake = FakeExecutor(
+    fake = ScriptedExecutor(
         [Answer(["zfs", "clone"]), Answer(READ, stdout=copy), Answer(["zfs", "destroy", NAME])]
     )
     with pytest.raises(CloneOriginError, match=f"cloning {ORIGIN} to {NAME}: ZFS reports origin - for"):
@@ -108,8 +109,25 @@ def test_a_clone_that_came_out_as_a_copy_fails_loudly(monkeypatch: pytest.Monkey
     assert fake.done()  # what it made is not left behind unrecorded
 
 
+def test_a_copy_that_cannot_be_removed_keeps_the_origin_error_and_notes_the_leftover(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    copy = LIVE.replace(f"origin\t{ORIGIN}", "origin\t-")
+    fake = ScriptedExecutor(
+        [
+            Answer(["zfs", "clone"]),
+            Answer(READ, stdout=copy),
+            Answer(["zfs", "destroy", NAME], 1, stderr="boom\n"),
+        ]
+    )
+    with pytest.raises(CloneOriginError, match="ZFS reports origin - for") as caught:
+        provider(fake, monkeypatch).create(dict(WANT))
+    (note,) = caught.value.__notes__
+    assert note.startswith(f"removing {NAME} (remove it by hand) also failed: ") and "boom" in note
+
+
 def test_create_adopts_a_clone_of_the_same_origin(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor(
+    fake = ScriptedExecutor(
         [Answer(["zfs", "clone"], 1, stderr=fixture("err-clone-exists.txt")), Answer(READ, stdout=LIVE)]
     )
     assert provider(fake, monkeypatch).create(dict(WANT)).outs == STORED
@@ -129,7 +147,7 @@ def test_create_never_adopts_another_origin(
     monkeypatch: pytest.MonkeyPatch, origin_line: str, says: str
 ) -> None:
     other = LIVE.replace(f"origin\t{ORIGIN}", origin_line)
-    fake = FakeExecutor(
+    fake = ScriptedExecutor(
         [Answer(["zfs", "clone"], 1, stderr=fixture("err-clone-exists.txt")), Answer(READ, stdout=other)]
     )
     with pytest.raises(DatasetExistsError) as raised:
@@ -139,7 +157,7 @@ def test_create_never_adopts_another_origin(
 
 
 def test_a_missing_origin_snapshot_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor([Answer(["zfs", "clone"], 1, stderr=fixture("err-missing-origin.txt"))])
+    fake = ScriptedExecutor([Answer(["zfs", "clone"], 1, stderr=fixture("err-missing-origin.txt"))])
     with pytest.raises(DatasetNotFoundError) as raised:
         provider(fake, monkeypatch).create({**WANT, "origin": "rpool/data/models@v9"})
     assert raised.value.dataset == "rpool/data/models@v9"
@@ -147,14 +165,14 @@ def test_a_missing_origin_snapshot_is_named(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_read_reports_the_live_origin(monkeypatch: pytest.MonkeyPatch) -> None:
     promoted = LIVE.replace(f"origin\t{ORIGIN}", "origin\t-")  # after an out-of-band `zfs promote`
-    result = provider(FakeExecutor([Answer(READ, stdout=promoted)]), monkeypatch).read(NAME, STORED)
+    result = provider(ScriptedExecutor([Answer(READ, stdout=promoted)]), monkeypatch).read(NAME, STORED)
     assert result.outs == {**STORED, "origin": ""}
-    gone = provider(FakeExecutor([Answer(READ, 1, stderr=missing(NAME))]), monkeypatch).read(NAME, STORED)
+    gone = provider(ScriptedExecutor([Answer(READ, 1, stderr=missing(NAME))]), monkeypatch).read(NAME, STORED)
     assert (gone.id, gone.outs) == (None, {})
 
 
 def test_delete_says_clone(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor(
+    fake = ScriptedExecutor(
         [Answer(["zfs", "get"], stdout=LIVE), Answer(["zfs", "destroy", NAME], 1, stderr="boom\n")]
     )
     with pytest.raises(ZfsError, match=f"destroying clone {NAME}: zfs failed"):

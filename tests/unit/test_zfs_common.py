@@ -39,7 +39,8 @@ from providers.zfs.common import (
     run_zfs,
     snapshot_name_problem,
 )
-from tests.unit.zfs_fakes import Answer, FakeExecutor, fixture, unknown
+from tests.support.fakes import Answer, ScriptedExecutor
+from tests.unit.zfs_fakes import fixture, unknown
 
 # --- names -----------------------------------------------------------------------------------------------
 
@@ -368,7 +369,7 @@ BUSY = fixture("err-busy.txt")
 
 def test_busy_is_retried_until_it_clears() -> None:
     argv = ["zfs", "destroy", "rpool/data/m"]
-    fake = FakeExecutor([Answer(argv, 1, stderr=BUSY), Answer(argv, 1, stderr=BUSY), Answer(argv)])
+    fake = ScriptedExecutor([Answer(argv, 1, stderr=BUSY), Answer(argv, 1, stderr=BUSY), Answer(argv)])
     outcome = run_zfs(fake, argv, "destroying", busy_timeout=5.0)
     assert isinstance(outcome, CommandResult) and outcome.ok
     assert len(fake.calls) == 3
@@ -376,7 +377,7 @@ def test_busy_is_retried_until_it_clears() -> None:
 
 def test_busy_past_the_deadline_is_a_typed_error() -> None:
     argv = ["zfs", "destroy", "rpool/data/m"]
-    fake = FakeExecutor([Answer(argv, 1, stderr=BUSY) for _ in range(50)])
+    fake = ScriptedExecutor([Answer(argv, 1, stderr=BUSY) for _ in range(50)])
     outcome = run_zfs(fake, argv, "destroying rpool/data/m", busy_timeout=0.25)
     assert isinstance(outcome, DatasetBusyError)
     assert 2 <= len(fake.calls) < 10  # retried with backoff, not spun
@@ -385,13 +386,13 @@ def test_busy_past_the_deadline_is_a_typed_error() -> None:
 
 def test_other_errors_are_not_retried() -> None:
     argv = ["zfs", "destroy", "rpool/data/m@v1"]
-    fake = FakeExecutor([Answer(argv, 1, stderr=fixture("err-dependent-clones.txt"))])
+    fake = ScriptedExecutor([Answer(argv, 1, stderr=fixture("err-dependent-clones.txt"))])
     assert isinstance(run_zfs(fake, argv, "destroying"), DependentClonesError)
     assert len(fake.calls) == 1
 
 
 def test_a_read_over_a_missing_dataset_returns_the_others() -> None:
-    fake = FakeExecutor(
+    fake = ScriptedExecutor(
         [
             Answer(
                 ["zfs", "get"],
@@ -406,6 +407,8 @@ def test_a_read_over_a_missing_dataset_returns_the_others() -> None:
 
 
 def test_a_read_that_fails_otherwise_raises() -> None:
-    fake = FakeExecutor([Answer(["zfs", "get"], 2, stderr="bad property list: invalid property 'clones'\n")])
+    fake = ScriptedExecutor(
+        [Answer(["zfs", "get"], 2, stderr="bad property list: invalid property 'clones'\n")]
+    )
     with pytest.raises(ZfsError, match="invalid property 'clones'"):
         read_datasets(fake, ["rpool/data/models"], ["clones"])

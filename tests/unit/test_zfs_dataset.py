@@ -26,7 +26,8 @@ from providers.zfs.dataset import (
     diff_filesystem,
 )
 from tests.support.capture import capture
-from tests.unit.zfs_fakes import TARGET, Answer, FakeExecutor, fixture, get_rows, missing, on, unknown
+from tests.support.fakes import Answer, ScriptedExecutor, on
+from tests.unit.zfs_fakes import TARGET, fixture, get_rows, missing, unknown
 
 NAME = "rpool/data/models"
 PROPS = {"quota": "268435456", "org.phoenix:role": "model weights", "recordsize": "16384"}
@@ -40,7 +41,7 @@ STORED = {
 }
 
 
-def provider(fake: FakeExecutor, monkeypatch: pytest.MonkeyPatch) -> ZfsDatasetProvider:
+def provider(fake: ScriptedExecutor, monkeypatch: pytest.MonkeyPatch) -> ZfsDatasetProvider:
     p: ZfsDatasetProvider = on(ZfsDatasetProvider(ssh_target=TARGET, busy_timeout=0.2), fake, monkeypatch)
     return p
 
@@ -126,9 +127,9 @@ def test_diff_table(new: dict[str, Any], changes: bool, replaces: list[str], del
 
 
 def test_create_is_two_sessions_and_reports_live_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor([Answer(create_argv(NAME, PROPS)), Answer(READ, stdout=LIVE)])
+    fake = ScriptedExecutor([Answer(create_argv(NAME, PROPS)), Answer(READ, stdout=LIVE)])
     result = provider(fake, monkeypatch).create(dict(WANT))
-    assert fake.calls == [create_argv(NAME, PROPS), READ]
+    assert fake.argvs == [create_argv(NAME, PROPS), READ]
     assert result.id == NAME
     assert result.outs == STORED
 
@@ -138,7 +139,7 @@ def test_create_adopts_an_existing_independent_filesystem_and_sets_what_differs(
 ) -> None:
     stale = LIVE.replace("quota\t268435456\tlocal", "quota\t0\tdefault")
     steps = [("set", "quota=268435456")]
-    fake = FakeExecutor(
+    fake = ScriptedExecutor(
         [
             Answer(["zfs", "create"], 1, stderr=fixture("err-exists.txt")),
             Answer(READ, stdout=stale),
@@ -150,7 +151,7 @@ def test_create_adopts_an_existing_independent_filesystem_and_sets_what_differs(
 
 
 def test_create_adopts_without_a_write_when_already_converged(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor(
+    fake = ScriptedExecutor(
         [Answer(["zfs", "create"], 1, stderr=fixture("err-exists.txt")), Answer(READ, stdout=LIVE)]
     )
     assert provider(fake, monkeypatch).create(dict(WANT)).outs == STORED
@@ -159,7 +160,7 @@ def test_create_adopts_without_a_write_when_already_converged(monkeypatch: pytes
 
 def test_create_never_adopts_a_clone(monkeypatch: pytest.MonkeyPatch) -> None:
     as_clone = LIVE.replace("origin\t-\t-", "origin\trpool/data/base@v1\t-")
-    fake = FakeExecutor(
+    fake = ScriptedExecutor(
         [Answer(["zfs", "create"], 1, stderr=fixture("err-exists.txt")), Answer(READ, stdout=as_clone)]
     )
     with pytest.raises(DatasetExistsError) as raised:
@@ -174,7 +175,7 @@ def test_create_never_adopts_different_create_only_properties(monkeypatch: pytes
     want = {**WANT, "properties": {"utf8only": "on"}}
     read = get_argv([NAME], filesystem_props(["utf8only"]))
     live = get_rows(NAME, {"type": ("filesystem", "-"), "origin": ("-", "-"), "utf8only": ("off", "-")})
-    fake = FakeExecutor(
+    fake = ScriptedExecutor(
         [Answer(["zfs", "create"], 1, stderr=fixture("err-exists.txt")), Answer(read, stdout=live)]
     )
     with pytest.raises(DatasetExistsError, match="create-only properties differ: utf8only"):
@@ -184,7 +185,7 @@ def test_create_never_adopts_different_create_only_properties(monkeypatch: pytes
 def test_create_under_a_missing_parent_is_a_typed_error_without_a_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fake = FakeExecutor([Answer(["zfs", "create"], 1, stderr=fixture("err-parent-missing.txt"))])
+    fake = ScriptedExecutor([Answer(["zfs", "create"], 1, stderr=fixture("err-parent-missing.txt"))])
     with pytest.raises(
         ParentMissingError, match="creating dataset rpool/data/models: parent dataset does not"
     ):
@@ -196,14 +197,14 @@ def test_create_under_a_missing_parent_is_a_typed_error_without_a_read(
 
 
 def test_read_of_a_destroyed_dataset_says_gone(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor([Answer(READ, 1, stderr=missing(NAME))])
+    fake = ScriptedExecutor([Answer(READ, 1, stderr=missing(NAME))])
     result = provider(fake, monkeypatch).read(NAME, {**STORED, "__provider": "x"})
     assert (result.id, result.outs) == (None, {})
 
 
 def test_read_reports_live_values(monkeypatch: pytest.MonkeyPatch) -> None:
     drifted = LIVE.replace("quota\t268435456", "quota\t1073741824").replace("model weights", "other")
-    fake = FakeExecutor([Answer(READ, stdout=drifted)])
+    fake = ScriptedExecutor([Answer(READ, stdout=drifted)])
     result = provider(fake, monkeypatch).read(NAME, {**STORED, "__provider": "x"})
     assert result.id == NAME
     assert result.outs == {
@@ -228,7 +229,7 @@ def test_update_sets_and_unsets_in_one_session_and_returns_every_output(
             "recordsize": ("16384", "local"),
         },
     )
-    fake = FakeExecutor([Answer(apply_argv(NAME, steps, filesystem_props(want)), stdout=after)])
+    fake = ScriptedExecutor([Answer(apply_argv(NAME, steps, filesystem_props(want)), stdout=after)])
     result = provider(fake, monkeypatch).update(NAME, STORED, {**WANT, "properties": want})
     assert result.outs == {**STORED, "properties": want}
     assert fake.done()
@@ -236,29 +237,29 @@ def test_update_sets_and_unsets_in_one_session_and_returns_every_output(
 
 def test_delete_checks_the_guid_then_destroys(monkeypatch: pytest.MonkeyPatch) -> None:
     guid_read = get_argv([NAME], ["guid"])
-    fake = FakeExecutor([Answer(guid_read, stdout=LIVE), Answer(["zfs", "destroy", NAME])])
+    fake = ScriptedExecutor([Answer(guid_read, stdout=LIVE), Answer(["zfs", "destroy", NAME])])
     provider(fake, monkeypatch).delete(NAME, STORED)
-    assert fake.calls == [guid_read, ["zfs", "destroy", NAME]]
+    assert fake.argvs == [guid_read, ["zfs", "destroy", NAME]]
 
 
 def test_delete_of_a_dataset_already_gone_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor([Answer(["zfs", "get"], 1, stderr=missing(NAME))])
+    fake = ScriptedExecutor([Answer(["zfs", "get"], 1, stderr=missing(NAME))])
     provider(fake, monkeypatch).delete(NAME, STORED)
     assert len(fake.calls) == 1
     # without a stored guid (state from before a read), "does not exist" from destroy is success too
-    fake = FakeExecutor([Answer(["zfs", "destroy", NAME], 1, stderr=missing(NAME))])
+    fake = ScriptedExecutor([Answer(["zfs", "destroy", NAME], 1, stderr=missing(NAME))])
     provider(fake, monkeypatch).delete(NAME, {**STORED, "guid": ""})
 
 
 def test_delete_refuses_another_dataset_under_the_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor([Answer(["zfs", "get"], stdout=LIVE.replace("18396935636183793178", "42"))])
+    fake = ScriptedExecutor([Answer(["zfs", "get"], stdout=LIVE.replace("18396935636183793178", "42"))])
     with pytest.raises(DatasetReplacedError, match="guid 42, stored 18396935636183793178"):
         provider(fake, monkeypatch).delete(NAME, STORED)
     assert fake.done()  # no destroy was sent
 
 
 def test_delete_never_takes_unmanaged_children_along(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor(
+    fake = ScriptedExecutor(
         [
             Answer(["zfs", "get"], stdout=LIVE),
             Answer(["zfs", "destroy", NAME], 1, stderr=fixture("err-has-children.txt")),

@@ -17,7 +17,8 @@ from providers.zfs.snapshot import (
     diff_snapshot,
 )
 from tests.support.capture import capture
-from tests.unit.zfs_fakes import TARGET, Answer, FakeExecutor, fixture, missing, on, unknown
+from tests.support.fakes import Answer, ScriptedExecutor, on
+from tests.unit.zfs_fakes import TARGET, fixture, missing, unknown
 
 NAME = "rpool/data/models@v1"
 READ = get_argv([NAME], SNAPSHOT_FACTS)
@@ -26,7 +27,7 @@ WANT = {"dataset": "rpool/data/models", "snapshot": "v1", "recursive": False, "v
 STORED = {**WANT, "name": NAME, "guid": "15048739279619356687", "creation": "1795655957"}
 
 
-def provider(fake: FakeExecutor, monkeypatch: pytest.MonkeyPatch) -> ZfsSnapshotProvider:
+def provider(fake: ScriptedExecutor, monkeypatch: pytest.MonkeyPatch) -> ZfsSnapshotProvider:
     p: ZfsSnapshotProvider = on(ZfsSnapshotProvider(ssh_target=TARGET, busy_timeout=0.2), fake, monkeypatch)
     return p
 
@@ -68,52 +69,52 @@ def test_diff_table(new: dict[str, Any], changes: bool, replaces: list[str], del
 
 
 def test_create_snapshots_then_reads_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor([Answer(["zfs", "snapshot", NAME]), Answer(READ, stdout=LIVE)])
+    fake = ScriptedExecutor([Answer(["zfs", "snapshot", NAME]), Answer(READ, stdout=LIVE)])
     result = provider(fake, monkeypatch).create(dict(WANT))
     assert (result.id, result.outs) == (NAME, STORED)
     assert len(fake.calls) == 2
 
 
 def test_create_recursive_uses_r(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor([Answer(["zfs", "snapshot", "-r", NAME]), Answer(READ, stdout=LIVE)])
+    fake = ScriptedExecutor([Answer(["zfs", "snapshot", "-r", NAME]), Answer(READ, stdout=LIVE)])
     outs = provider(fake, monkeypatch).create({**WANT, "recursive": True}).outs or {}
     assert outs["recursive"] is True
 
 
 def test_create_adopts_the_snapshot_of_an_earlier_try(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor(
+    fake = ScriptedExecutor(
         [Answer(["zfs", "snapshot"], 1, stderr=fixture("err-snapshot-exists.txt")), Answer(READ, stdout=LIVE)]
     )
     assert provider(fake, monkeypatch).create(dict(WANT)).outs == STORED
 
 
 def test_create_of_a_missing_dataset_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor([Answer(["zfs", "snapshot"], 1, stderr=missing("rpool/data/models"))])
+    fake = ScriptedExecutor([Answer(["zfs", "snapshot"], 1, stderr=missing("rpool/data/models"))])
     with pytest.raises(ZfsError, match="snapshotting rpool/data/models@v1: dataset does not exist"):
         provider(fake, monkeypatch).create(dict(WANT))
 
 
 def test_read_gone_and_present(monkeypatch: pytest.MonkeyPatch) -> None:
-    gone = provider(FakeExecutor([Answer(READ, 1, stderr=missing(NAME))]), monkeypatch).read(NAME, STORED)
+    gone = provider(ScriptedExecutor([Answer(READ, 1, stderr=missing(NAME))]), monkeypatch).read(NAME, STORED)
     assert (gone.id, gone.outs) == (None, {})
     retaken = LIVE.replace("15048739279619356687", "77")
-    seen = provider(FakeExecutor([Answer(READ, stdout=retaken)]), monkeypatch).read(NAME, STORED)
+    seen = provider(ScriptedExecutor([Answer(READ, stdout=retaken)]), monkeypatch).read(NAME, STORED)
     assert seen.outs == {**STORED, "guid": "77"}  # destroyed and retaken out of band: visible as drift
 
 
 def test_update_only_records_the_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor()
+    fake = ScriptedExecutor()
     outs = (
         provider(fake, monkeypatch)
         .update(NAME, {**STORED, "__provider": "old"}, {**WANT, "version": "2"})
         .outs
     )
     assert outs == {**STORED, "version": "2"}
-    assert fake.calls == []
+    assert fake.argvs == []
 
 
 def test_delete_with_dependent_clones_names_them_from_zfs_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor(
+    fake = ScriptedExecutor(
         [
             Answer(["zfs", "get"], stdout=LIVE),
             Answer(["zfs", "destroy", NAME], 1, stderr=fixture("err-dependent-clones.txt")),
@@ -131,7 +132,7 @@ def test_delete_with_dependent_clones_names_them_from_zfs_stderr(monkeypatch: py
 
 def test_recursive_delete_finds_the_clones_zfs_does_not_name(monkeypatch: pytest.MonkeyPatch) -> None:
     origins = get_argv(["rpool"], ["origin"], recursive=True)
-    fake = FakeExecutor(
+    fake = ScriptedExecutor(
         [
             Answer(["zfs", "get"], stdout=LIVE),
             Answer(["zfs", "destroy", "-r", NAME], 1, stderr=fixture("err-snapshot-is-cloned.txt")),
@@ -144,7 +145,7 @@ def test_recursive_delete_finds_the_clones_zfs_does_not_name(monkeypatch: pytest
 
 
 def test_delete_of_a_snapshot_already_gone_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeExecutor([Answer(["zfs", "get"], 1, stderr=missing(NAME))])
+    fake = ScriptedExecutor([Answer(["zfs", "get"], 1, stderr=missing(NAME))])
     provider(fake, monkeypatch).delete(NAME, STORED)
     assert fake.done()
 
