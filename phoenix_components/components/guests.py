@@ -28,8 +28,8 @@ from phoenix_components.render.firewall import firewall_inputs
 from phoenix_components.render.lxc import GpuMinors, clone_dataset, container_params, raw_lines
 from phoenix_components.render.vllm import UNIT_PATH, render_unit
 from phoenix_components.render.vm import cloud_image_template_vmid, vm_user_data
-from providers.guests.features import GuestFeatures
-from providers.guests.firewall import GuestFirewall
+from providers.guests.features import GuestFeatures, GuestFeaturesArgs
+from providers.guests.firewall import GuestFirewall, GuestFirewallArgs
 from providers.guests.lxc_guest import LxcGuest as LxcGuestResource
 from providers.guests.lxc_guest import LxcGuestResourceArgs
 from providers.guests.snapshot import GuestSnapshot, GuestSnapshotArgs
@@ -55,9 +55,9 @@ def _firewall(
     return [
         GuestFirewall(
             f"{name}-firewall",
-            firewall_inputs(env.host.node, kind, vmid, fw, guest_instance),
-            api_target(env.host),
-            pulumi.ResourceOptions(parent=owner, depends_on=[owner]),
+            GuestFirewallArgs(**firewall_inputs(env.host.node, kind, vmid, fw, guest_instance)),
+            api_target=api_target(env.host),
+            opts=pulumi.ResourceOptions(parent=owner, depends_on=[owner]),
         )
     ]
 
@@ -154,9 +154,10 @@ class LxcGuest(pulumi.ComponentResource):
         if spec.features:
             self.features = GuestFeatures(
                 f"{name}-features",
-                container_feature_inputs(env, spec, self.guest.instance),
-                target,
-                pulumi.ResourceOptions(parent=self, depends_on=[self.guest]),
+                # container_feature_inputs' keys are GuestFeaturesArgs' fields (plan.py reads the same dict).
+                GuestFeaturesArgs(**container_feature_inputs(env, spec, self.guest.instance)),  # type: ignore[arg-type]
+                ssh_target=target,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.guest]),
             )
         self.endpoint = None
         self.service: VllmService | None = None

@@ -22,17 +22,22 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from providers.base import as_int
+import pulumi
+from pulumi.dynamic import CheckFailure, CheckResult, DiffResult
+
+from providers.base import VERSION_KEY, DynamicResource, HostProvider, as_int, diff_inputs, with_defaults
 from providers.channels.command import CommandResult, Executor, display, write_file_argv
 from providers.channels.pve import PveClient, is_missing
+from providers.channels.targets import ApiTarget, SshTarget
 from providers.errors import NoTargetError, PhoenixError, PveError
 
 BASE_SNAPSHOT = "__base__"  # PVE's ZFS plugin names a template's snapshot this way
 CONF_MODE = 0o640  # /etc/pve/lxc/<vmid>.conf as pmxcfs shows it
 
 T = TypeVar("T")
+ArgsT = TypeVar("ArgsT")
 
 
 # ------------------------------------------------------------------ paths, volumes, linked clones
@@ -69,12 +74,6 @@ def check_linked(dataset: str, origin: str, parent_vmid: int | None, pool: str) 
     if origin.strip() != want:
         what = "a full copy (no origin)" if origin.strip() in ("", "-") else f"a clone of {origin.strip()}"
         raise LinkedCloneError(f"{dataset} is {what}, expected a linked clone of {want}")
-
-
-def args_props(args: object) -> dict[str, Any]:
-    """A resource's typed Args as the props it registers: each field by name, values untouched (they may
-    be ``pulumi.Output``s, so no deep copy as ``dataclasses.asdict`` would make)."""
-    return {f.name: getattr(args, f.name) for f in fields(args)}  # type: ignore[arg-type]
 
 
 def origin_argv(dataset: str) -> list[str]:
@@ -358,3 +357,73 @@ def stop_and_destroy(runner: StepRunner, path: str, *, what: str = "", purge: bo
         runner.run(destroy_steps(path, is_running(runner.api, path), what=what, purge=purge))
 
     unless_missing(destroy)
+
+
+# ------------------------------------------------------------------ the providers and resources
+
+
+@dataclass
+class GuestProvider(HostProvider):
+    """Base of the guest providers: the diff rules as data, ``check``'s defaults, a step runner.
+
+    A subclass sets :attr:`inputs_class` and the keys that replace (:attr:`replace_on`: another guest)
+    and update in place (:attr:`update_on`); no instance field is added, so stored providers unpickle.
+    """
+
+    inputs_class: ClassVar[type]
+    replace_on: ClassVar[tuple[str, ...]]
+    update_on: ClassVar[tuple[str, ...]]
+    delete_before_replace: ClassVar[bool] = False
+
+    def checked(self, news: dict[str, Any], failures: list[CheckFailure]) -> CheckResult:
+        """``check``'s answer: the inputs with every default filled in, so state holds them all."""
+        return CheckResult(with_defaults(news, self.inputs_class), failures)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        return diff_inputs(
+            olds,
+            news,
+            replace_on=self.replace_on,
+            update_on=self.update_on,
+            delete_before_replace=self.delete_before_replace,
+        )
+
+    def runner(self, timeout: float, *, ssh: bool = True) -> StepRunner:
+        """A runner over this host's PVE API, and its SSH unless ``ssh`` is False (API-only steps)."""
+        return StepRunner(self.pve(), self.ssh() if ssh else None, timeout=timeout)
+
+
+class GuestResource(DynamicResource, Generic[ArgsT]):
+    """Base of the guest resources: typed Args (a frozen dataclass) in, the provider made from the targets.
+
+    A subclass names its provider class and logic version and declares its outputs as ``pulumi.Output``
+    annotations (:class:`DynamicResource` registers them); the Args' fields become the props as they are
+    (they may be ``pulumi.Output``s, so no deep copy as ``dataclasses.asdict`` would make).
+    """
+
+    provider_class: ClassVar[type[HostProvider]]
+    provider_version: ClassVar[str]
+
+    def __init__(
+        self,
+        name: str,
+        args: ArgsT,
+        *,
+        ssh_target: SshTarget | None = None,
+        api_target: ApiTarget | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        provider = self.provider_class(ssh_target=ssh_target, api_target=api_target)
+        props = {f.name: getattr(args, f.name) for f in fields(args)}  # type: ignore[arg-type]
+        super().__init__(provider, name, {**props, VERSION_KEY: self.provider_version}, opts)
+
+
+class LinkedCloneResource(GuestResource[ArgsT]):
+    """A guest resource whose root volume is a verified ZFS linked clone (:class:`LinkedCheck`'s answer)."""
+
+    vmid: pulumi.Output[int]
+    volume: pulumi.Output[str]
+    """The PVE volume id of the root disk, e.g. ``local-zfs:basevol-9000-disk-0/subvol-201-disk-0``."""
+    dataset: pulumi.Output[str]
+    origin: pulumi.Output[str]
+    """The dataset's ZFS origin: the parent template's ``@__base__`` (``-`` for a first layer)."""

@@ -30,27 +30,23 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, UpdateResult
 
 from providers.base import (
-    DynamicResource,
-    HostProvider,
     Inputs,
     convert,
-    diff_inputs,
     has_unknowns,
     require,
-    with_defaults,
 )
 from providers.channels.command import Executor, sha256_text, write_file_argv
 from providers.channels.pct import exec_argv
-from providers.channels.targets import SshTarget
 from providers.errors import HostError, RemoteCommandError, tail
-from providers.guests.common import HostCommand
+from providers.guests.common import GuestProvider, GuestResource, HostCommand
 
 PROVIDER_VERSION = "1"
 STATE_DIR = "/var/lib/phoenix/features"  # the scripts as run and their hash markers
@@ -235,7 +231,13 @@ def drifted(inputs: GuestFeaturesInputs, recorded: dict[str, str | None]) -> lis
 
 
 @dataclass
-class GuestFeaturesProvider(HostProvider):
+class GuestFeaturesProvider(GuestProvider):
+    inputs_class = GuestFeaturesInputs
+    # Everything a run depends on is an update (run again in the same container); only another node or
+    # vmid is another guest. The timeout and the guest's name do not change what runs.
+    replace_on = ("node", "vmid")
+    update_on = ("features", "files", "guest_instance")
+
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = require(news, ["node", "vmid", "features"])
         if not has_unknowns(news) and not failures:
@@ -251,14 +253,7 @@ class GuestFeaturesProvider(HostProvider):
                     failures.append(CheckFailure("files", f"{path!r} is not an absolute path without .."))
                 if not MODE.match(mode):
                     failures.append(CheckFailure("files", f"mode {mode!r} of {path} is not octal like 0644"))
-        return CheckResult(with_defaults(news, GuestFeaturesInputs), failures)
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        # Everything a run depends on is an update (run again in the same container); only another node or
-        # vmid is another guest. The timeout and the guest's name do not change what runs.
-        return diff_inputs(
-            olds, news, replace_on=["node", "vmid"], update_on=["features", "files", "guest_instance"]
-        )
+        return self.checked(news, failures)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         inputs = GuestFeaturesInputs.from_props(props)
@@ -325,17 +320,25 @@ class GuestFeaturesProvider(HostProvider):
         is replaced) through its own resource. The logs and markers stay with the guest."""
 
 
-class GuestFeatures(DynamicResource, module="phoenix", name="GuestFeatures"):
+@dataclass(frozen=True)
+class GuestFeaturesArgs:
+    """A guest's features as :class:`GuestFeaturesInputs` documents each field."""
+
+    node: pulumi.Input[str]
+    vmid: pulumi.Input[int]
+    features: pulumi.Input[Sequence[Mapping[str, Any]]]
+    """``{"name", "script", "env"}`` per feature, run in this order."""
+    files: pulumi.Input[Sequence[Mapping[str, Any]]] = ()
+    """``{"path", "content", "mode"}`` per file, written before the first feature runs."""
+    guest_instance: pulumi.Input[str] | None = None
+    guest_name: pulumi.Input[str] = ""
+    feature_timeout_s: pulumi.Input[int] = 3600
+
+
+class GuestFeatures(GuestResource[GuestFeaturesArgs], module="phoenix", name="GuestFeatures"):
     """A guest's feature scripts, run in it. Token ``pulumi-python:dynamic/phoenix:GuestFeatures``."""
 
     applied: pulumi.Output[dict[str, str]]
 
-    def __init__(
-        self,
-        name: str,
-        inputs: dict[str, Any],
-        ssh_target: SshTarget,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        provider = GuestFeaturesProvider(ssh_target=ssh_target)
-        super().__init__(provider, name, {**inputs, "version": PROVIDER_VERSION, "applied": None}, opts)
+    provider_class = GuestFeaturesProvider
+    provider_version = PROVIDER_VERSION

@@ -18,16 +18,15 @@ resource that the container is a new one whose firewall must be written again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
 
-from providers.base import DynamicResource, HostProvider, Inputs, convert, diff_inputs, require, with_defaults
-from providers.channels.targets import ApiTarget
-from providers.guests.common import ApiCall, StepRunner, guest_path, unless_missing
+from providers.base import Inputs, convert, require
+from providers.guests.common import ApiCall, GuestProvider, GuestResource, guest_path, unless_missing
 
 PROVIDER_VERSION = "1"
 TASK_TIMEOUT_S = 600  # the firewall API answers at once; no call of this provider starts a task
@@ -125,7 +124,11 @@ def observed(options: dict[str, Any], rules: list[dict[str, Any]]) -> dict[str, 
 
 
 @dataclass
-class GuestFirewallProvider(HostProvider):
+class GuestFirewallProvider(GuestProvider):
+    inputs_class = GuestFirewallInputs
+    replace_on = ("node", "kind", "vmid")
+    update_on = ("enabled", "policy_in", "policy_out", "rules", "guest_instance")
+
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = require(news, ["node", "vmid"])
         for key in ("policy_in", "policy_out"):
@@ -133,20 +136,15 @@ class GuestFirewallProvider(HostProvider):
                 failures.append(CheckFailure(key, f"one of {', '.join(POLICIES)}"))
         if news.get("kind", "lxc") not in ("lxc", "qemu"):
             failures.append(CheckFailure("kind", "lxc or qemu"))
-        return CheckResult(with_defaults(news, GuestFirewallInputs), failures)
+        return self.checked(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         olds = {**olds, "rules": [normalise_rule(r) for r in olds.get("rules") or []]}
         news = {**news, "rules": [normalise_rule(r) for r in news.get("rules") or []]}
-        return diff_inputs(
-            olds,
-            news,
-            replace_on=["node", "kind", "vmid"],
-            update_on=["enabled", "policy_in", "policy_out", "rules", "guest_instance"],
-        )
+        return super().diff(_id, olds, news)
 
     def _apply(self, inputs: GuestFirewallInputs) -> dict[str, Any]:
-        runner = StepRunner(self.pve(), None, timeout=TASK_TIMEOUT_S)
+        runner = self.runner(TASK_TIMEOUT_S, ssh=False)
         runner.run(apply_steps(inputs, runner.one(rules_step(inputs))))
         return inputs.to_props()
 
@@ -159,7 +157,7 @@ class GuestFirewallProvider(HostProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         inputs = GuestFirewallInputs.from_props(props)
-        runner = StepRunner(self.pve(), None, timeout=TASK_TIMEOUT_S)
+        runner = self.runner(TASK_TIMEOUT_S, ssh=False)
         found = unless_missing(lambda: (runner.one(options_step(inputs)), runner.one(rules_step(inputs))))
         if found is None:
             return ReadResult(None, {})
@@ -167,7 +165,7 @@ class GuestFirewallProvider(HostProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         inputs = GuestFirewallInputs.from_props(props)
-        runner = StepRunner(self.pve(), None, timeout=TASK_TIMEOUT_S)
+        runner = self.runner(TASK_TIMEOUT_S, ssh=False)
         current = unless_missing(lambda: runner.one(rules_step(inputs)))
         if current is not None:  # else the guest went first: its firewall went with it
             runner.run(delete_steps(inputs, len(current)))
@@ -179,18 +177,27 @@ def delete_steps(inputs: GuestFirewallInputs, current: int) -> list[ApiCall]:
     return [*rule_calls(off, current), options_call(off)]
 
 
-class GuestFirewall(DynamicResource, module="phoenix", name="GuestFirewall"):
+@dataclass(frozen=True)
+class GuestFirewallArgs:
+    """A guest's firewall as :class:`GuestFirewallInputs` documents each field."""
+
+    node: pulumi.Input[str]
+    vmid: pulumi.Input[int]
+    kind: pulumi.Input[str] = "lxc"
+    enabled: pulumi.Input[bool] = True
+    policy_in: pulumi.Input[str] = "DROP"
+    policy_out: pulumi.Input[str] = "ACCEPT"
+    rules: pulumi.Input[Sequence[Mapping[str, Any]]] = ()
+    """PVE's own rule fields (type, action, proto, dport, source, dest, comment), in order."""
+    guest_instance: pulumi.Input[str] = ""
+    """LxcGuest's instance: a new container (same vmid) gets its firewall written again."""
+
+
+class GuestFirewall(GuestResource[GuestFirewallArgs], module="phoenix", name="GuestFirewall"):
     """A guest's PVE firewall. Token ``pulumi-python:dynamic/phoenix:GuestFirewall``."""
 
     enabled: pulumi.Output[bool]
     rules: pulumi.Output[list[dict[str, str]]]
 
-    def __init__(
-        self,
-        name: str,
-        inputs: dict[str, Any],
-        api_target: ApiTarget,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        provider = GuestFirewallProvider(api_target=api_target)
-        super().__init__(provider, name, {**inputs, "version": PROVIDER_VERSION}, opts)
+    provider_class = GuestFirewallProvider
+    provider_version = PROVIDER_VERSION

@@ -31,35 +31,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import (
-    CheckFailure,
-    CheckResult,
-    CreateResult,
-    DiffResult,
-    ReadResult,
-    UpdateResult,
-)
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, UpdateResult
 
 from providers.base import (
-    DynamicResource,
-    HostProvider,
     Inputs,
     attach_cleanup,
     convert,
-    diff_inputs,
     require,
-    with_defaults,
 )
 from providers.channels.pve import parse_property_string
-from providers.channels.targets import ApiTarget, SshTarget
 from providers.errors import HostError, PhoenixError
 from providers.guests.common import (
     ApiCall,
+    GuestProvider,
     LinkedCheck,
+    LinkedCloneResource,
     RawLines,
     Step,
     StepRunner,
-    args_props,
     family,
     guest_path,
     is_running,
@@ -317,29 +306,22 @@ def created_outputs(inputs: LxcGuestInputs, linked: Mapping[str, Any]) -> dict[s
 
 
 @dataclass
-class LxcGuestProvider(HostProvider):
+class LxcGuestProvider(GuestProvider):
+    inputs_class = LxcGuestInputs
+    replace_on = ("node", "vmid", "template_vmid", "storage", "pool")
+    update_on = ("hostname", "params", "raw_lines", "disk_gib", "start", "pve_config_dir")
+    delete_before_replace = True  # the vmid is fixed: two guests cannot hold it at once
+
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = require(news, ["node", "vmid", "hostname", "template_vmid", "params", "storage", "pool"])
         params = news.get("params")
         if isinstance(params, dict) and "hostname" in params:
             failures.append(CheckFailure("params", "hostname is its own input, not a config param"))
-        return CheckResult(with_defaults(news, LxcGuestInputs), failures)
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return diff_inputs(
-            olds,
-            news,
-            replace_on=["node", "vmid", "template_vmid", "storage", "pool"],
-            update_on=["hostname", "params", "raw_lines", "disk_gib", "start", "pve_config_dir"],
-            delete_before_replace=True,  # the vmid is fixed: two guests cannot hold it at once
-        )
-
-    def _runner(self, inputs: LxcGuestInputs) -> StepRunner:
-        return StepRunner(self.pve(), self.ssh(), timeout=inputs.task_timeout_s)
+        return self.checked(news, failures)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         inputs = LxcGuestInputs.from_props(props)
-        runner = self._runner(inputs)
+        runner = self.runner(inputs.task_timeout_s)
         api = runner.api
         api.require_root_for(inputs.params)  # before the clone: nothing is made that cannot be finished
         runner.one(clone_step(inputs))
@@ -357,7 +339,7 @@ class LxcGuestProvider(HostProvider):
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         old, new = LxcGuestInputs.from_props(olds), LxcGuestInputs.from_props(news)
-        runner = self._runner(new)
+        runner = self.runner(new.task_timeout_s)
         api = runner.api
         change = changes(old, new, olds.get("mac"), api.host)
         api.require_root_for(change.sets)
@@ -400,16 +382,14 @@ class LxcGuestProvider(HostProvider):
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         inputs = LxcGuestInputs.from_props(props)
-        runner = StepRunner(self.pve(), None, timeout=inputs.task_timeout_s)
+        runner = self.runner(inputs.task_timeout_s, ssh=False)
         stop_and_destroy(runner, guest_path(inputs.node, id_), purge=True)
 
 
 @dataclass(frozen=True)
 class LxcGuestResourceArgs:
-    """What an :class:`LxcGuest` is made from; each field as :class:`LxcGuestInputs` documents it.
-
-    (``ResourceArgs``: ``phoenix_components.components.guests.LxcGuestArgs`` is the component's.)
-    """
+    """An :class:`LxcGuest`'s inputs. ``ResourceArgs``, since the component beside it
+    (``phoenix_components.components.guests.LxcGuest``) has the ``LxcGuestArgs``."""
 
     node: pulumi.Input[str]
     vmid: pulumi.Input[int]
@@ -429,25 +409,12 @@ class LxcGuestResourceArgs:
     task_timeout_s: pulumi.Input[int] = 600
 
 
-class LxcGuest(DynamicResource, module="phoenix", name="LxcGuest"):
+class LxcGuest(LinkedCloneResource[LxcGuestResourceArgs], module="phoenix", name="LxcGuest"):
     """A workload container (the module docstring). Token ``pulumi-python:dynamic/phoenix:LxcGuest``."""
 
-    vmid: pulumi.Output[int]
     mac: pulumi.Output[str]
-    volume: pulumi.Output[str]
-    dataset: pulumi.Output[str]
-    origin: pulumi.Output[str]
     instance: pulumi.Output[str]
     """New for every container ``create`` makes; a replaced guest keeps its vmid but not this."""
 
-    def __init__(
-        self,
-        name: str,
-        args: LxcGuestResourceArgs,
-        *,
-        ssh_target: SshTarget,
-        api_target: ApiTarget,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        provider = LxcGuestProvider(ssh_target=ssh_target, api_target=api_target)
-        super().__init__(provider, name, {**args_props(args), "version": PROVIDER_VERSION}, opts)
+    provider_class = LxcGuestProvider
+    provider_version = PROVIDER_VERSION

@@ -22,14 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, UpdateResult
 
-from providers.base import DynamicResource, HostProvider, Inputs, changed, diff_inputs, require, with_defaults
-from providers.channels.targets import ApiTarget
+from providers.base import Inputs, changed, require
 from providers.guests.common import (
     ApiCall,
-    StepRunner,
-    args_props,
+    GuestProvider,
+    GuestResource,
     family,
     guest_path,
     prune_steps,
@@ -109,7 +108,11 @@ def plan_steps(inputs: GuestSnapshotInputs) -> list[ApiCall]:
 
 
 @dataclass
-class GuestSnapshotProvider(HostProvider):
+class GuestSnapshotProvider(GuestProvider):
+    inputs_class = GuestSnapshotInputs
+    replace_on = ("node", "kind", "vmid", "prefix")
+    update_on = ("trigger", "retention", "description", "task_timeout_s")
+
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = require(news, ["node", "vmid", "prefix"])
         prefix = news.get("prefix")
@@ -122,22 +125,11 @@ class GuestSnapshotProvider(HostProvider):
             failures.append(CheckFailure("retention", "keep at least one snapshot"))
         if news.get("kind", "lxc") not in ("lxc", "qemu"):
             failures.append(CheckFailure("kind", "lxc or qemu"))
-        return CheckResult(with_defaults(news, GuestSnapshotInputs), failures)
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return diff_inputs(
-            olds,
-            news,
-            replace_on=["node", "kind", "vmid", "prefix"],
-            update_on=["trigger", "retention", "description", "task_timeout_s"],
-        )
-
-    def _runner(self, inputs: GuestSnapshotInputs) -> StepRunner:
-        return StepRunner(self.pve(), None, timeout=inputs.task_timeout_s)
+        return self.checked(news, failures)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         inputs = GuestSnapshotInputs.from_props(props)
-        runner = self._runner(inputs)
+        runner = self.runner(inputs.task_timeout_s, ssh=False)
         steps, snapshots = take_steps(inputs, runner.one(list_step(inputs)), time.time())
         runner.run(steps)
         return CreateResult(
@@ -146,7 +138,7 @@ class GuestSnapshotProvider(HostProvider):
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         inputs = GuestSnapshotInputs.from_props(news)
-        runner = self._runner(inputs)
+        runner = self.runner(inputs.task_timeout_s, ssh=False)
         trigger_changed = bool(changed(olds, news, ["trigger"]))
         steps, snapshots = update_steps(inputs, trigger_changed, runner.one(list_step(inputs)), time.time())
         runner.run(steps)
@@ -154,14 +146,14 @@ class GuestSnapshotProvider(HostProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         inputs = GuestSnapshotInputs.from_props(props)
-        runner = self._runner(inputs)
+        runner = self.runner(inputs.task_timeout_s, ssh=False)
         listed = unless_missing(lambda: runner.one(list_step(inputs)))  # None: the guest itself is gone
         snapshots = family(listed or [], inputs.prefix)
         return ReadResult(id_, {**props, "snapshots": snapshots}) if snapshots else ReadResult(None, {})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         inputs = GuestSnapshotInputs.from_props(props)
-        runner = self._runner(inputs)
+        runner = self.runner(inputs.task_timeout_s, ssh=False)
         listed = unless_missing(lambda: runner.one(list_step(inputs)))
         if listed is not None:
             runner.run(delete_steps(inputs, listed))
@@ -183,18 +175,10 @@ class GuestSnapshotArgs:
     task_timeout_s: pulumi.Input[int] = 600
 
 
-class GuestSnapshot(DynamicResource, module="phoenix", name="GuestSnapshot"):
+class GuestSnapshot(GuestResource[GuestSnapshotArgs], module="phoenix", name="GuestSnapshot"):
     """Rolling PVE snapshots of a guest. Token ``pulumi-python:dynamic/phoenix:GuestSnapshot``."""
 
     snapshots: pulumi.Output[list[str]]
 
-    def __init__(
-        self,
-        name: str,
-        args: GuestSnapshotArgs,
-        *,
-        api_target: ApiTarget,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        provider = GuestSnapshotProvider(api_target=api_target)
-        super().__init__(provider, name, {**args_props(args), "version": PROVIDER_VERSION}, opts)
+    provider_class = GuestSnapshotProvider
+    provider_version = PROVIDER_VERSION

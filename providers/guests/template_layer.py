@@ -19,37 +19,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import (
-    CheckFailure,
-    CheckResult,
-    CreateResult,
-    DiffResult,
-    ReadResult,
-    UpdateResult,
-)
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, UpdateResult
 
 from providers.base import (
-    DynamicResource,
-    HostProvider,
     Inputs,
     as_int,
     attach_cleanup,
     convert,
-    diff_inputs,
     has_unknowns,
     require,
-    with_defaults,
 )
 from providers.channels.pct import exec_argv, script_argv
-from providers.channels.targets import ApiTarget, SshTarget
 from providers.errors import HostError, PhoenixError
 from providers.guests.common import (
     ApiCall,
+    GuestProvider,
     HostCommand,
     LinkedCheck,
+    LinkedCloneResource,
     Step,
-    StepRunner,
-    args_props,
     guest_path,
     stop_and_destroy,
     unless_missing,
@@ -210,7 +198,11 @@ _ALLOCATE = threading.Lock()  # two layers built at once in one provider host mu
 
 
 @dataclass
-class TemplateLayerProvider(HostProvider):
+class TemplateLayerProvider(GuestProvider):
+    inputs_class = TemplateLayerInputs
+    replace_on = ("node", "key", "parent_vmid", "os_template", "storage", "pool")
+    update_on = ("hostname", "vmid_start", "vmid_end", "task_timeout_s", "feature_timeout_s")
+
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = require(news, ["node", "layer", "key", "features", "smoke_test", "storage", "pool"])
         if (
@@ -219,22 +211,11 @@ class TemplateLayerProvider(HostProvider):
             and (news.get("parent_vmid") is None) == (news.get("os_template") is None)
         ):
             failures.append(CheckFailure("parent_vmid", "exactly one of parent_vmid and os_template"))
-        return CheckResult(with_defaults(news, TemplateLayerInputs), failures)
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return diff_inputs(
-            olds,
-            news,
-            replace_on=["node", "key", "parent_vmid", "os_template", "storage", "pool"],
-            update_on=["hostname", "vmid_start", "vmid_end", "task_timeout_s", "feature_timeout_s"],
-        )
-
-    def _runner(self, inputs: TemplateLayerInputs) -> StepRunner:
-        return StepRunner(self.pve(), self.ssh(), timeout=inputs.task_timeout_s)
+        return self.checked(news, failures)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         inputs = TemplateLayerInputs.from_props(props)
-        runner = self._runner(inputs)
+        runner = self.runner(inputs.task_timeout_s)
         host = runner.api.host
         with _ALLOCATE:
             listed = runner.run(allocation_steps(inputs))
@@ -274,24 +255,25 @@ class TemplateLayerProvider(HostProvider):
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         inputs = TemplateLayerInputs.from_props(props)
-        runner = StepRunner(self.pve(), None, timeout=inputs.task_timeout_s)
+        runner = self.runner(inputs.task_timeout_s, ssh=False)
         stop_and_destroy(runner, guest_path(inputs.node, id_), what="layer")
 
 
 @dataclass(frozen=True)
 class TemplateLayerResourceArgs:
-    """What a :class:`TemplateLayer` is built from; each field as :class:`TemplateLayerInputs` documents it.
-
-    (``ResourceArgs``: ``phoenix_components.components.chain.TemplateLayerArgs`` is the component's.)
-    """
+    """The inputs of a :class:`TemplateLayer` (named ``ResourceArgs`` because
+    ``phoenix_components.components.chain.TemplateLayerArgs`` is the component's)."""
 
     node: pulumi.Input[str]
     layer: pulumi.Input[str]
     key: pulumi.Input[str]
+    """The layer's content key (``Environment.layer_key``): a new key is a new template."""
     hostname: pulumi.Input[str]
     vmid_start: pulumi.Input[int]
     vmid_end: pulumi.Input[int]
+    """The layer vmid range: the build takes its lowest free vmid."""
     storage: pulumi.Input[str]
+    """The zfspool storage id (``local-zfs``); ``pool`` is the dataset it points at (``rpool/data``)."""
     pool: pulumi.Input[str]
     features: pulumi.Input[Sequence[Mapping[str, Any]]]
     """``{"name", "script", "env"}`` per feature, run in this order."""
@@ -309,25 +291,12 @@ class TemplateLayerResourceArgs:
     feature_timeout_s: pulumi.Input[int] = 3600
 
 
-class TemplateLayer(DynamicResource, module="phoenix", name="TemplateLayer"):
+class TemplateLayer(LinkedCloneResource[TemplateLayerResourceArgs], module="phoenix", name="TemplateLayer"):
     """A layer's template (module docstring). Token ``pulumi-python:dynamic/phoenix:TemplateLayer``."""
 
-    vmid: pulumi.Output[int]
     key: pulumi.Output[str]
-    volume: pulumi.Output[str]
-    dataset: pulumi.Output[str]
-    origin: pulumi.Output[str]
     verified: pulumi.Output[bool]
     smoke_output: pulumi.Output[str]
 
-    def __init__(
-        self,
-        name: str,
-        args: TemplateLayerResourceArgs,
-        *,
-        ssh_target: SshTarget,
-        api_target: ApiTarget,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        provider = TemplateLayerProvider(ssh_target=ssh_target, api_target=api_target)
-        super().__init__(provider, name, {**args_props(args), "version": PROVIDER_VERSION}, opts)
+    provider_class = TemplateLayerProvider
+    provider_version = PROVIDER_VERSION
