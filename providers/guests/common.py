@@ -69,7 +69,7 @@ def expected_origin(pool: str, parent_vmid: int | str | None) -> str:
     return "-" if parent_vmid is None else f"{pool}/basevol-{parent_vmid}-disk-0@{BASE_SNAPSHOT}"
 
 
-def check_linked(dataset: str, origin: str, parent_vmid: int | None, pool: str) -> None:
+def check_linked(dataset: str, origin: str, parent_vmid: int | str | None, pool: str) -> None:
     want = expected_origin(pool, parent_vmid)
     if origin.strip() != want:
         what = "a full copy (no origin)" if origin.strip() in ("", "-") else f"a clone of {origin.strip()}"
@@ -223,7 +223,7 @@ class LinkedCheck:
 
     config_path: str
     pool: str
-    parent_vmid: int | None
+    parent_vmid: int | str | None  # a str only in a plan, naming a vmid allocated at build time
     expected_dataset: str = ""  # for the plan only: the real one is read from the config
 
     @property

@@ -169,10 +169,10 @@ def shutdown_step(inputs: LxcGuestInputs, step: str) -> ApiCall:
     return ApiCall("POST", f"{inputs.path}/status/shutdown", step=step, wait="task")
 
 
-def clone_step(inputs: LxcGuestInputs) -> ApiCall:
+def clone_step(inputs: LxcGuestInputs, template: int | str | None = None) -> ApiCall:
     return ApiCall(
         "POST",
-        f"{guest_path(inputs.node, inputs.template_vmid)}/clone",
+        f"{guest_path(inputs.node, inputs.template_vmid if template is None else template)}/clone",
         {"newid": inputs.vmid, "hostname": inputs.hostname, "full": 0},
         step="linked clone",
         wait="task",
@@ -189,7 +189,7 @@ def resize_step(inputs: LxcGuestInputs) -> ApiCall:
     )
 
 
-def create_steps(inputs: LxcGuestInputs) -> list[Step]:
+def create_steps(inputs: LxcGuestInputs, template: int | str | None = None) -> list[Step]:
     """After the clone: the config keys, the disk size, the raw lines (before the first start, so the
     guest never runs under the wrong AppArmor profile), the linked-clone check, the start."""
     steps: list[Step] = []
@@ -202,7 +202,7 @@ def create_steps(inputs: LxcGuestInputs) -> list[Step]:
         LinkedCheck(
             f"{inputs.path}/config",
             inputs.pool,
-            inputs.template_vmid,
+            inputs.template_vmid if template is None else template,
             f"{inputs.pool}/subvol-{inputs.vmid}-disk-0",
         )
     )
@@ -211,9 +211,10 @@ def create_steps(inputs: LxcGuestInputs) -> list[Step]:
     return steps
 
 
-def plan_steps(inputs: LxcGuestInputs) -> list[Step]:
-    """Every step of a first ``up``: the linked clone, then :func:`create_steps`."""
-    return [clone_step(inputs), *create_steps(inputs)]
+def plan_steps(inputs: LxcGuestInputs, template: int | str | None = None) -> list[Step]:
+    """Every step of a first ``up``: the linked clone, then :func:`create_steps`. ``template`` names the
+    layer's template where its vmid is not known yet (``phoenix plan``: ``$vmid(vllm)``)."""
+    return [clone_step(inputs, template), *create_steps(inputs, template)]
 
 
 @dataclass(frozen=True)

@@ -121,10 +121,10 @@ def allocation_steps(inputs: TemplateLayerInputs) -> list[ApiCall]:
     return [ApiCall("GET", f"nodes/{inputs.node}/{kind}", step=f"list {kind}") for kind in ("lxc", "qemu")]
 
 
-def create_step(inputs: TemplateLayerInputs, vmid: int | str) -> ApiCall:
+def create_step(inputs: TemplateLayerInputs, vmid: int | str, parent: int | str | None = None) -> ApiCall:
     """The build container: a linked clone of the parent's template, or a new CT from the OS template."""
-    node = inputs.node
-    if inputs.parent_vmid is None:
+    node, parent = inputs.node, inputs.parent_vmid if parent is None else parent
+    if parent is None:
         params: dict[str, Any] = {
             "vmid": vmid,
             "hostname": inputs.hostname,
@@ -137,14 +137,14 @@ def create_step(inputs: TemplateLayerInputs, vmid: int | str) -> ApiCall:
         return ApiCall("POST", f"nodes/{node}/lxc", params, step="create", wait="task")
     return ApiCall(
         "POST",
-        f"{guest_path(node, inputs.parent_vmid)}/clone",
+        f"{guest_path(node, parent)}/clone",
         {"newid": vmid, "hostname": inputs.hostname, "full": 0},
         step="linked clone",
         wait="task",
     )
 
 
-def build_steps(inputs: TemplateLayerInputs, vmid: int | str) -> list[Step]:
+def build_steps(inputs: TemplateLayerInputs, vmid: int | str, parent: int | str | None = None) -> list[Step]:
     """Everything after the container exists: configure, start, each feature, smoke test, stop, drop the
     build-only devices, make it a template, verify it is a linked clone of its parent."""
     path = guest_path(inputs.node, vmid)
@@ -171,14 +171,26 @@ def build_steps(inputs: TemplateLayerInputs, vmid: int | str) -> list[Step]:
         steps.append(ApiCall("PUT", f"{path}/config", {"delete": devices}, step="remove build devices"))
     steps.append(ApiCall("POST", f"{path}/template", step="template", wait="upid"))
     steps.append(
-        LinkedCheck(f"{path}/config", inputs.pool, inputs.parent_vmid, f"{inputs.pool}/basevol-{vmid}-disk-0")
+        LinkedCheck(
+            f"{path}/config",
+            inputs.pool,
+            inputs.parent_vmid if parent is None else parent,
+            f"{inputs.pool}/basevol-{vmid}-disk-0",
+        )
     )
     return steps
 
 
-def plan_steps(inputs: TemplateLayerInputs, vmid: int | str = PLAN_VMID) -> list[Step]:
-    """Every step of a first ``up`` in order, with the vmid the build will allocate named ``vmid``."""
-    return [*allocation_steps(inputs), create_step(inputs, vmid), *build_steps(inputs, vmid)]
+def plan_steps(
+    inputs: TemplateLayerInputs, vmid: int | str = PLAN_VMID, parent: int | str | None = None
+) -> list[Step]:
+    """Every step of a first ``up`` in order. ``vmid`` names the vmid the build will allocate, ``parent``
+    the parent's where it is not known yet (``phoenix plan``: ``$vmid(base)``; default: the input's)."""
+    return [
+        *allocation_steps(inputs),
+        create_step(inputs, vmid, parent),
+        *build_steps(inputs, vmid, parent),
+    ]
 
 
 def built_outputs(inputs: TemplateLayerInputs, vmid: int, answers: Mapping[str, Any]) -> dict[str, Any]:

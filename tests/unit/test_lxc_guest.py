@@ -377,3 +377,10 @@ def test_update_steps_are_pure_data_from_the_inputs_and_what_was_read() -> None:
     running = [s.label for s in update_steps(new, change, running=True)]
     assert stopped == ["configure", "start"]
     assert running == ["stop for update", "configure", "start"]
+
+
+def test_the_plan_can_name_the_layer_template_by_a_placeholder() -> None:
+    lines = plan_lines(plan_steps(LxcGuestInputs.from_props(PROPS), "$vmid(vllm)"))
+    assert lines[0] == ("api", "POST /nodes/pve/lxc/$vmid(vllm)/clone newid=201 hostname=vllm-a full=0")
+    assert ("ssh", "(must be rpool/data/basevol-$vmid(vllm)-disk-0@__base__)") in lines
+    assert lines[-1] == ("api", "POST /nodes/pve/lxc/201/status/start")

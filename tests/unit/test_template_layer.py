@@ -270,3 +270,14 @@ def test_delete_destroys_the_template_and_a_template_gone_is_no_error() -> None:
     provider.delete("9002", outs)
     assert pve.mutations == [("DELETE", "nodes/pve/lxc/9002")] and 9002 not in pve.guests
     provider.delete("9002", outs)
+
+
+def test_the_plan_can_name_vmids_that_are_only_allocated_at_build_time() -> None:
+    inputs = TemplateLayerInputs.from_props({**PROPS, "parent_vmid": None})
+    lines = plan_lines(plan_steps(inputs, "$vmid(gpu)", "$vmid(base)"))
+    assert (
+        "api",
+        "POST /nodes/pve/lxc/$vmid(base)/clone newid=$vmid(gpu) hostname=layer-gpu-abc123 full=0",
+    ) in lines
+    assert ("api", "POST /nodes/pve/lxc/$vmid(gpu)/status/stop") in lines
+    assert lines[-1] == ("ssh", "(must be rpool/data/basevol-$vmid(base)-disk-0@__base__)")
