@@ -9,7 +9,6 @@ at build time, so they appear as ``$vmid(layer)``.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 from phoenix_components.config.load import Environment
@@ -30,7 +29,7 @@ from phoenix_components.render.lxc import (
 )
 from phoenix_components.render.vllm import UNIT_PATH, engine_args
 from phoenix_components.render.vm import cloud_image_template_vmid
-from providers.channels.command import display, write_file_argv
+from providers.channels.command import display, sha256_text, write_file_argv
 from providers.guests.features import GuestFeaturesInputs, feature_steps
 from providers.guests.firewall import GuestFirewallInputs, plan_steps
 
@@ -83,10 +82,6 @@ def _ssh(*argv: str, stdin: str | None = None) -> Step:
     return Step("ssh", display(argv) + (f"  < {stdin}" if stdin else ""))
 
 
-def _short_sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 def build_plan(env: Environment) -> list[PlannedResource]:
     """Every resource the program declares for ``env``, parents before the resources that need them."""
     b = _Builder(env)
@@ -100,7 +95,7 @@ def build_plan(env: Environment) -> list[PlannedResource]:
             "AppArmorProfile",
             [],
             [
-                _ssh(*write_file_argv(path), stdin=f"apparmor/{name} (sha256 {_short_sha(text)})"),
+                _ssh(*write_file_argv(path), stdin=f"apparmor/{name} (sha256 {sha256_text(text)[:12]})"),
                 _ssh("apparmor_parser", "-r", "-W", path),
             ],
             "host",

@@ -7,7 +7,7 @@ call — have their own types in the layer that meets them (``render/errors.py``
 ``providers/errors.py``), so they are never reported as a config mistake.
 
 All of them derive from :class:`providers.errors.PhoenixError`, the root of every error Phoenix raises on
-purpose: dependencies point down (docs/architecture.md, "Layers and what each folder may import"), so
+purpose: dependencies point down (docs/architecture.md, "What each folder may import"), so
 one ``except PhoenixError`` catches them all.
 """
 

@@ -9,7 +9,6 @@ first — becomes one ``file: json.path: message`` line in a single
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import re
@@ -27,6 +26,7 @@ from phoenix_components.config.models import (
     ESCAPABLE_PROFILES,
     PATTERN_RULES,
     PVE_BUILTIN_PROFILES,
+    ROOT_USER,
     UNCONFINED,
     BindMount,
     Chain,
@@ -38,6 +38,7 @@ from phoenix_components.config.models import (
     Vm,
 )
 from phoenix_components.config.promotion import PromotionLock, check_lock, load_lock
+from providers.channels.command import sha256_text
 
 CHAIN_FILE = "chain.json"
 HOST_FILE = "host.json"
@@ -165,16 +166,13 @@ class Environment:
         material = {
             "origin": origin,
             "features": [
-                [f, _sha256(self.feature_scripts[f]), self.layer_feature_env(name, f)] for f in layer.features
+                [f, sha256_text(self.feature_scripts[f]), self.layer_feature_env(name, f)]
+                for f in layer.features
             ],
             "smoke_test": layer.smoke_test,
             "build": layer.build.model_dump(),
         }
-        return _sha256(json.dumps(material, sort_keys=True))[:16]
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+        return sha256_text(json.dumps(material, sort_keys=True))[:16]
 
 
 def environment_names(config_dir: Path) -> list[str]:
@@ -798,8 +796,10 @@ def _check_container(
             yield Problem(
                 f, f"{path}.mounts[{i}].dataset", f"no dataset {mount.dataset!r} in guests.datasets"
             )
-    if host.api.auth == "token" or host.api.user != "root@pam":
-        yield from _root_only(ct, path, f, host)
+    if not host.api.root_login:
+        suffix = f"PVE allows this only to {ROOT_USER}, not to {host.api.login}; use auth 'password'"
+        for at, what in ct.root_only_settings():
+            yield Problem(f, f"{path}.{at}", f"{what}: {suffix}")
 
 
 # Host directories a guest must not write to without an explicit, reasoned opt-out: the system itself,
@@ -836,19 +836,6 @@ def _canonical(path: str) -> str:
 def _host_system_path(path: str) -> bool:
     path = _canonical(path)
     return path == "/" or any(path == p or path.startswith(p + "/") for p in HOST_SYSTEM_PATHS)
-
-
-def _root_only(ct: Container, path: str, f: str, host: Host) -> Iterator[Problem]:
-    """PVE allows these only to root@pam with a password/ticket login, never to an API token."""
-    who = f"API token {host.api.token_id}" if host.api.auth == "token" else host.api.user
-    suffix = f"PVE allows this only to root@pam, not to {who}; use auth 'password'"
-    if ct.gpus:
-        yield Problem(f, f"{path}.gpus", f"GPU passthrough uses devN: {suffix}")
-    for i, mount in enumerate(ct.mounts):
-        if isinstance(mount, BindMount | DatasetCloneMount):
-            yield Problem(f, f"{path}.mounts[{i}]", f"a host bind mount: {suffix}")
-    for flag in ct.pve_features.root_only():
-        yield Problem(f, f"{path}.pve_features.{flag}", f"feature flag {flag}: {suffix}")
 
 
 def _check_gpu_sharing(host: Host, guests: Guests, files: _Files) -> Iterator[Problem]:

@@ -78,13 +78,22 @@ class Document(Model):
 
 # ---------------------------------------------------------------- host.json
 
+# PVE's root@pam rule (pve-container's check_ct_modify_config_perm): device passthrough (devN), bind mounts
+# and feature flags other than nesting (on a privileged container, any flag) are allowed only to root@pam
+# logged in with a password (a ticket), never to an API token, not even root@pam's own. It is written here
+# once for the config: Api.root_login says who may, Container.root_only_settings what needs it, and the
+# config checks refuse the rest before anything runs. providers/channels/pve.py keeps its own check of each
+# LXC request at run time, because providers never import phoenix_components.
+ROOT_USER = "root@pam"
+
 
 class Api(Model):
-    """The PVE API. ``password`` = root@pam ticket login (needed for devN, bind mounts, keyctl/fuse/mknod)."""
+    """The PVE API. ``password`` as root@pam is the login PVE's root@pam rule needs (devN, bind mounts,
+    keyctl/fuse/mknod); a token may do the rest."""
 
     endpoint: HttpsUrl
     auth: Literal["password", "token"] = "password"
-    user: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+$")] = "root@pam"
+    user: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+$")] = ROOT_USER
     token_id: (
         Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+![A-Za-z0-9._-]+$")] | None
     ) = None
@@ -97,6 +106,16 @@ class Api(Model):
         if self.auth == "password" and self.token_id is not None:
             raise ValueError("token_id is set but auth is 'password'; set auth to 'token' or drop token_id")
         return self
+
+    @property
+    def root_login(self) -> bool:
+        """Whether this login may do what PVE reserves for root@pam (see ROOT_USER)."""
+        return self.auth == "password" and self.user == ROOT_USER
+
+    @property
+    def login(self) -> str:
+        """Who PVE sees, as a person names it: ``API token root@pam!phoenix`` or ``root@pam``."""
+        return f"API token {self.token_id}" if self.auth == "token" else self.user
 
 
 class Ssh(Model):
@@ -541,9 +560,11 @@ class PveFeatures(Model):
     fuse: bool = False
     mknod: bool = False
 
-    def root_only(self) -> list[str]:
-        """Feature flags PVE lets only root@pam set (everything but nesting)."""
-        return [name for name in ("keyctl", "fuse", "mknod") if getattr(self, name)]
+    def root_only(self, privileged: bool = False) -> list[str]:
+        """Flags set here that PVE lets only root@pam set: all but nesting, and on a privileged container
+        every one (see ROOT_USER)."""
+        names = ("nesting", "keyctl", "fuse", "mknod") if privileged else ("keyctl", "fuse", "mknod")
+        return [name for name in names if getattr(self, name)]
 
 
 class SnapshotPolicy(Model):
@@ -645,6 +666,21 @@ class Container(Model):
         if twice:
             raise ValueError(f"files listed twice: {', '.join(twice)}")
         return value
+
+    def root_only_settings(self) -> list[tuple[str, str]]:
+        """``(json path in the container, what it is)`` for each setting PVE allows only to a root@pam
+        password login (see ROOT_USER): ``[("gpus", "GPU passthrough uses devN"), ...]``."""
+        found: list[tuple[str, str]] = []
+        if self.gpus:
+            found.append(("gpus", "GPU passthrough uses devN"))
+        for i, mount in enumerate(self.mounts):
+            if isinstance(mount, BindMount | DatasetCloneMount):
+                found.append((f"mounts[{i}]", "a host bind mount"))
+        privileged = not self.unprivileged
+        of = " of a privileged container" if privileged else ""
+        flags = self.pve_features.root_only(privileged)
+        found += [(f"pve_features.{flag}", f"feature flag {flag}{of}") for flag in flags]
+        return found
 
     @model_validator(mode="after")
     def _parameters_need_features(self) -> Container:
