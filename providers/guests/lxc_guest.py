@@ -231,6 +231,12 @@ class Changes:
         return bool(self.sets or self.deletes)
 
     @property
+    def restore_point(self) -> bool:
+        """Worth a snapshot first (when asked for): the config or the raw lines change; a bigger disk alone
+        loses nothing."""
+        return self.config or self.raw
+
+    @property
     def cold(self) -> bool:
         """Needs the guest stopped: raw lines are read at start, cold keys cannot change live."""
         return self.raw or any(COLD_KEYS.match(k) for k in [*self.sets, *self.deletes])
@@ -264,7 +270,7 @@ def update_steps(
     restore point's name and pruning; ``now``: the time the restore point is named after.
     """
     steps: list[Step] = []
-    if new.snapshot_before_update and (change.config or change.raw):
+    if new.snapshot_before_update and change.restore_point:
         taken, _family = take_snapshot_steps(
             new.path,
             family([dict(s) for s in snapshots], PRE_UPDATE),
@@ -345,8 +351,8 @@ class LxcGuestProvider(GuestProvider):
         change = changes(old, new, olds.get("mac"), api.host)
         api.require_root_for(change.sets)
         running = is_running(api, new.path)
-        wants_snapshot = new.snapshot_before_update and (change.config or change.raw)
-        snapshots = api.get(f"{new.path}/snapshot") if wants_snapshot else []
+        restore_point = new.snapshot_before_update and change.restore_point
+        snapshots = api.get(f"{new.path}/snapshot") if restore_point else []
         steps = update_steps(new, change, running=running, snapshots=snapshots, now=time.time())
         try:
             runner.run(steps)
