@@ -106,7 +106,7 @@ def test_a_state_from_before_the_move_refreshes_updates_and_destroys(
                 assert set(engine.preview()) == {"same"}, "the old code's stored inputs equal the program's"
 
                 write_compat_config(root, host, [compat_guest(greeting="hello again")])
-                changed = engine.up().changed
+                changed = {urn.rsplit("::", 1)[-1]: op for urn, op in engine.up().changed.items()}
                 assert changed == {"ct-801-features": "update"}, changed
                 assert (
                     host.pct("exec", "801", "--", "cat", "/etc/phoenix/compat-motd").stdout == "hello again\n"
@@ -115,7 +115,9 @@ def test_a_state_from_before_the_move_refreshes_updates_and_destroys(
                 assert "ct-801-container" in left_alone and "dataset-models" in left_alone
 
                 gone = engine.destroy()
-                assert gone.summary.get("delete", 0) == len(fixture_resources(fixture)), gone.summary
+                dynamic = dynamic_resources(fixture)
+                assert gone.provider_calls["Delete"] == len(dynamic), "each stored provider's delete ran"
+                assert set(gone.changed) >= set(dynamic) and set(gone.changed.values()) == {"delete"}
                 assert not engine.resources()
             assert not list(host.pve.client().get(f"nodes/{host.node}/lxc")), "no guest is left"
             assert set(lab_zpool.datasets()) <= before, "no dataset is left"
@@ -124,10 +126,8 @@ def test_a_state_from_before_the_move_refreshes_updates_and_destroys(
         lab_pve.reset()
 
 
-def fixture_resources(fixture: dict[str, Any]) -> list[str]:
-    """Every resource of the fixture except the stack and the default provider (destroy counts the rest)."""
+def dynamic_resources(fixture: dict[str, Any]) -> list[str]:
+    """The URNs of the fixture's dynamic resources (what a provider's delete removes)."""
     return [
-        r["urn"]
-        for r in fixture["deployment"]["resources"]
-        if r["type"] != "pulumi:pulumi:Stack" and not r["type"].startswith("pulumi:providers:")
+        r["urn"] for r in fixture["deployment"]["resources"] if r["type"].startswith("pulumi-python:dynamic")
     ]
