@@ -26,10 +26,20 @@ import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias
 
 import pulumi
-from pulumi.dynamic import CheckFailure, ConfigureRequest, DiffResult, Resource, ResourceProvider, dynamic
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    ConfigureRequest,
+    CreateResult,
+    DiffResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+    dynamic,
+)
 from pulumi.output import Unknown
 from pulumi.runtime import _serialization
 
@@ -42,6 +52,9 @@ if TYPE_CHECKING:
 
 PROVIDER_KEY = "__provider"
 VERSION_KEY = "version"
+
+Options: TypeAlias = "pulumi.ResourceOptions | None"
+"""A resource constructor's ``opts``."""
 
 
 def is_unknown(value: Any) -> bool:
@@ -352,3 +365,46 @@ class HostProvider(ResourceProvider):
         if self.api_target is None:
             raise NoTargetError(f"{type(self).__name__}: no api_target, so no PVE API client can be opened")
         return client_for(self.api_target, self.credentials)
+
+
+@dataclass
+class ConvergingProvider(HostProvider):
+    """A provider whose create and update are one idempotent step: bring the host to the inputs, return
+    every output (a file written, a service deployed, a driver installed).
+
+    A subclass names its inputs class and diff keys and defines :meth:`converge` and :meth:`resource_id`;
+    ``check`` (defaults filled in, ``required`` present, then :meth:`validate`), ``diff``, ``create`` and
+    ``update`` are the same for all of them. Only class attributes are added: the pickled fields are the
+    subclass's own.
+    """
+
+    inputs_type: ClassVar[type[Inputs]]
+    required: ClassVar[tuple[str, ...]] = ()
+    replace_on: ClassVar[tuple[str, ...]] = ()
+    update_on: ClassVar[tuple[str, ...]] = ()
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        return CheckResult(
+            with_defaults(news, self.inputs_type), [*require(news, self.required), *self.validate(news)]
+        )
+
+    def validate(self, _news: Mapping[str, Any]) -> list[CheckFailure]:
+        """Failures beyond a missing required input (unknown values must pass: they are known at up)."""
+        return []
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        return diff_inputs(olds, news, replace_on=self.replace_on, update_on=self.update_on)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        inputs = self.inputs_type.from_props(props)
+        return CreateResult(self.resource_id(inputs), self.converge(inputs))
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(self.converge(self.inputs_type.from_props(news)))
+
+    def resource_id(self, inputs: Any) -> str:
+        raise NotImplementedError
+
+    def converge(self, inputs: Any) -> dict[str, Any]:
+        """Bring the host to ``inputs`` (a no-op when it is there already); every output."""
+        raise NotImplementedError

@@ -36,14 +36,11 @@ import pulumi
 from pulumi.dynamic import (
     CheckFailure,
     CheckResult,
-    CreateResult,
-    DiffResult,
     ReadResult,
-    UpdateResult,
 )
 
-from providers.base import DynamicResource, HostProvider, Inputs, convert, diff_inputs, require, with_defaults
-from providers.channels.command import Executor
+from providers.base import ConvergingProvider, DynamicResource, Inputs, convert
+from providers.channels.command import Executor, sh_argv
 from providers.channels.targets import SshTarget
 from providers.errors import HostError, PhoenixError
 
@@ -290,15 +287,7 @@ done
 
 
 def read_argv(paths: NvidiaHostPaths) -> list[str]:
-    return [
-        "sh",
-        "-c",
-        READ_SCRIPT,
-        "phoenix-nvidia-read",
-        paths.nvidia_smi,
-        paths.proc_devices,
-        paths.proc_gpus,
-    ]
+    return sh_argv(READ_SCRIPT, "phoenix-nvidia-read", paths.nvidia_smi, paths.proc_devices, paths.proc_gpus)
 
 
 def _sections(text: str) -> list[tuple[str, str, str]]:
@@ -380,17 +369,9 @@ sh "$runfile" "$@" || {
 
 def install_argv(inputs: NvidiaHostDriverInputs, paths: NvidiaHostPaths) -> list[str]:
     """The one command that downloads, verifies and runs the pinned runfile with DKMS."""
-    return [
-        "sh",
-        "-c",
-        INSTALL_SCRIPT,
-        "phoenix-nvidia-install",
-        inputs.runfile_url,
-        inputs.sha256,
-        runfile_path(paths, inputs.driver_version),
-        paths.installer_log,
-        *INSTALL_ARGS,
-    ]
+    runfile = runfile_path(paths, inputs.driver_version)
+    values = [inputs.runfile_url, inputs.sha256, runfile, paths.installer_log, *INSTALL_ARGS]
+    return sh_argv(INSTALL_SCRIPT, "phoenix-nvidia-install", *values)
 
 
 UNINSTALL_SCRIPT = r"""
@@ -404,15 +385,10 @@ exec sh "$runfile" --uninstall --silent
 
 def uninstall_argv(driver_version: str, paths: NvidiaHostPaths) -> list[str]:
     """``nvidia-uninstall --silent`` (it matches whatever is installed), else the cached runfile's."""
-    return [
-        "sh",
-        "-c",
-        UNINSTALL_SCRIPT,
-        "phoenix-nvidia-uninstall",
-        paths.nvidia_smi,
-        paths.nvidia_uninstall,
-        runfile_path(paths, driver_version),
-    ]
+    runfile = runfile_path(paths, driver_version)
+    return sh_argv(
+        UNINSTALL_SCRIPT, "phoenix-nvidia-uninstall", paths.nvidia_smi, paths.nvidia_uninstall, runfile
+    )
 
 
 def driver_outputs(inputs: NvidiaHostDriverInputs, facts: DriverFacts) -> dict[str, Any]:
@@ -442,32 +418,28 @@ def _format_failures(news: Mapping[str, Any]) -> list[CheckFailure]:
 
 # -- 3. the provider -----------------------------------------------------------------------------------------
 
-_DRIVER_REPLACE_ON = ("host",)
-_DRIVER_UPDATE_ON = ("driver_version", "runfile_url", "sha256", "uninstall_on_delete")
-
 
 @dataclass
-class NvidiaHostDriverProvider(HostProvider):
+class NvidiaHostDriverProvider(ConvergingProvider):
     """Plain data only: the inherited SSH target and where the driver's files are."""
 
     paths: NvidiaHostPaths = field(default_factory=NvidiaHostPaths)
 
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        inputs = with_defaults(news, NvidiaHostDriverInputs)
-        if isinstance(inputs.get("sha256"), str):
-            inputs["sha256"] = inputs["sha256"].lower()
-        failures = require(inputs, ["host", "driver_version", "runfile_url", "sha256"])
-        return CheckResult(inputs, failures + _format_failures(inputs))
+    inputs_type = NvidiaHostDriverInputs
+    required = ("host", "driver_version", "runfile_url", "sha256")
+    replace_on = ("host",)
+    update_on = ("driver_version", "runfile_url", "sha256", "uninstall_on_delete")
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return diff_inputs(olds, news, replace_on=_DRIVER_REPLACE_ON, update_on=_DRIVER_UPDATE_ON)
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        if isinstance(news.get("sha256"), str):  # stored as sha256sum prints it
+            news = {**news, "sha256": news["sha256"].lower()}
+        return super().check(olds, news)
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        inputs = NvidiaHostDriverInputs.from_props(props)
-        return CreateResult(f"nvidia-driver@{inputs.host}", self._converge(inputs))
+    def validate(self, news: Mapping[str, Any]) -> list[CheckFailure]:
+        return _format_failures(news)
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(self._converge(NvidiaHostDriverInputs.from_props(news)))
+    def resource_id(self, inputs: NvidiaHostDriverInputs) -> str:
+        return f"nvidia-driver@{inputs.host}"
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         facts = self._read(self.ssh())
@@ -491,7 +463,7 @@ class NvidiaHostDriverProvider(HostProvider):
     def _read(self, ex: Executor) -> DriverFacts:
         return parse_read(ex.run(read_argv(self.paths), timeout=READ_TIMEOUT).stdout)
 
-    def _converge(self, inputs: NvidiaHostDriverInputs) -> dict[str, Any]:
+    def converge(self, inputs: NvidiaHostDriverInputs) -> dict[str, Any]:
         ex = self.ssh()
         facts = self._read(ex)
         if facts.driver_version != inputs.driver_version:

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
+from pulumi.dynamic import ReadResult
 
-from providers.base import DynamicResource, HostProvider, Inputs, diff_inputs, require, stored, with_defaults
-from providers.channels.command import Executor, sha256_text, write_file_argv
+from providers.base import ConvergingProvider, DynamicResource, Inputs, stored
+from providers.channels.command import Executor, sh_argv, sha256_text, write_file_argv
 from providers.channels.pct import exec_argv
 from providers.channels.targets import ApiTarget, SshTarget
 from providers.errors import HostError, RemoteCommandError, tail
@@ -89,10 +89,6 @@ class VllmNotReadyError(HostError):
 
 # --- 2. pure logic -------------------------------------------------------------------------------------
 
-REQUIRED = ["node", "vmid", "unit", "unit_path", "served_model_name", "port"]
-REPLACE_ON = ["node", "vmid"]
-UPDATE_ON = ["unit", "unit_path", "served_model_name", "port", "startup_timeout_s", "guest_instance"]
-
 
 def install_argv(inputs: VllmServiceInputs) -> list[str]:
     """Write the unit (stdin) atomically inside the guest, then enable and (re)start the service."""
@@ -100,7 +96,7 @@ def install_argv(inputs: VllmServiceInputs) -> list[str]:
 
 
 def probe_argv(inputs: VllmServiceInputs) -> list[str]:
-    return exec_argv(inputs.vmid, ["sh", "-c", PROBE, "phoenix-probe", PROBE_CODE, str(inputs.port)])
+    return exec_argv(inputs.vmid, sh_argv(PROBE, "phoenix-probe", PROBE_CODE, str(inputs.port)))
 
 
 def journal_argv(inputs: VllmServiceInputs) -> list[str]:
@@ -108,11 +104,11 @@ def journal_argv(inputs: VllmServiceInputs) -> list[str]:
 
 
 def status_argv(inputs: VllmServiceInputs) -> list[str]:
-    return exec_argv(inputs.vmid, ["sh", "-c", STATUS, "phoenix-status", inputs.unit_path, SERVICE])
+    return exec_argv(inputs.vmid, sh_argv(STATUS, "phoenix-status", inputs.unit_path, SERVICE))
 
 
 def remove_argv(inputs: VllmServiceInputs) -> list[str]:
-    return exec_argv(inputs.vmid, ["sh", "-c", REMOVE, "phoenix-vllm-rm", inputs.unit_path, SERVICE])
+    return exec_argv(inputs.vmid, sh_argv(REMOVE, "phoenix-vllm-rm", inputs.unit_path, SERVICE))
 
 
 def parse_probe(stdout: str) -> dict[str, Any]:
@@ -189,19 +185,14 @@ def probe_result(ok: bool, stdout: str, stderr: str) -> dict[str, Any]:
 
 
 @dataclass
-class VllmServiceProvider(HostProvider):
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        return CheckResult(with_defaults(news, VllmServiceInputs), require(news, REQUIRED))
+class VllmServiceProvider(ConvergingProvider):
+    inputs_type = VllmServiceInputs
+    required = ("node", "vmid", "unit", "unit_path", "served_model_name", "port")
+    replace_on = ("node", "vmid")
+    update_on = ("unit", "unit_path", "served_model_name", "port", "startup_timeout_s", "guest_instance")
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return diff_inputs(olds, news, replace_on=REPLACE_ON, update_on=UPDATE_ON)
-
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        inputs = VllmServiceInputs.from_props(props)
-        return CreateResult(f"{inputs.vmid}/{SERVICE}", self._deploy(inputs))
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(self._deploy(VllmServiceInputs.from_props(news)))
+    def resource_id(self, inputs: VllmServiceInputs) -> str:
+        return f"{inputs.vmid}/{SERVICE}"
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         result = self.ssh().run(status_argv(VllmServiceInputs.from_props(props)), check=False)
@@ -216,7 +207,8 @@ class VllmServiceProvider(HostProvider):
             if "does not exist" not in error.stderr_tail:  # the guest went first: nothing left to remove
                 raise
 
-    def _deploy(self, inputs: VllmServiceInputs) -> dict[str, Any]:
+    def converge(self, inputs: VllmServiceInputs) -> dict[str, Any]:
+        """Install the unit and (re)start the server, then wait until it serves the model."""
         ssh = self.ssh()
         installed = ssh.run(install_argv(inputs), stdin=inputs.unit, check=False)
         installed.check(f"install {SERVICE} in CT {inputs.vmid}")  # the error says which step failed

@@ -96,6 +96,12 @@ class Executor(Protocol):
         ...
 
 
+def sh_argv(script: str, name: str, *args: str) -> list[str]:
+    """``sh -c SCRIPT NAME ARGS...``: a shell script whose values arrive as ``$1``... (``$0`` is ``name``,
+    which ``ps`` and the tests see), so no value is ever spliced into shell text."""
+    return ["sh", "-c", script, name, *args]
+
+
 _WRITE_FILE = 'set -e; tmp=$(mktemp "$1.XXXXXX"); cat > "$tmp"; chmod "$2" "$tmp"; mv -f "$tmp" "$1"'
 
 
@@ -107,4 +113,4 @@ def write_file_argv(path: str, mode: int = 0o644, *, then: str = "", args: Seque
     in place (``set -e``), with ``args`` as ``$3``...: ``then='systemctl restart "$3"', args=[unit]``.
     """
     script = f"{_WRITE_FILE}; {then}" if then else _WRITE_FILE
-    return ["sh", "-c", script, "phoenix-write", path, format(mode, "o"), *args]
+    return sh_argv(script, "phoenix-write", path, format(mode, "o"), *args)

@@ -56,7 +56,7 @@ from providers.base import (
     require,
     stored,
 )
-from providers.channels.command import CommandResult, Executor, sha256_text, write_file_argv
+from providers.channels.command import CommandResult, Executor, sh_argv, sha256_text, write_file_argv
 from providers.channels.targets import SshTarget
 from providers.errors import RemoteCommandError
 
@@ -228,7 +228,7 @@ fi
 
 def read_argv(path: str, name: str, profiles: str = KERNEL_PROFILES) -> list[str]:
     """One command printing the file's sha256 (or ``missing``) and the kernel's lines for the profile."""
-    return ["sh", "-c", _READ_SCRIPT, "phoenix-apparmor-read", path, name, profiles]
+    return sh_argv(_READ_SCRIPT, "phoenix-apparmor-read", path, name, profiles)
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
+from pulumi.dynamic import CheckFailure, ReadResult
 
-from providers.base import DynamicResource, HostProvider, Inputs, diff_inputs, is_unknown, require, stored
-from providers.channels.command import sha256_text, write_file_argv
+from providers.base import ConvergingProvider, DynamicResource, Inputs, is_unknown, stored
+from providers.channels.command import sh_argv, sha256_text, write_file_argv
 from providers.channels.targets import SshTarget
 
 PROVIDER_VERSION = "1"
@@ -54,15 +54,6 @@ def path_problem(path: object) -> str | None:
     return None
 
 
-def validate(news: Mapping[str, Any]) -> list[CheckFailure]:
-    """Failures for the known inputs; a path still unknown at preview passes."""
-    failures = require(news, ["path", "content"])
-    path = news.get("path")
-    if path is not None and not is_unknown(path) and (problem := path_problem(path)):
-        failures.append(CheckFailure("path", problem))
-    return failures
-
-
 def write_argv(inputs: HostFileInputs) -> list[str]:
     """The atomic write of the file (its content goes on stdin)."""
     return write_file_argv(inputs.path, inputs.mode)
@@ -70,7 +61,7 @@ def write_argv(inputs: HostFileInputs) -> list[str]:
 
 def read_argv(path: str) -> list[str]:
     """One session: the file's sha256, or ``missing``."""
-    return ["sh", "-c", 'if [ -f "$1" ]; then sha256sum "$1"; else echo missing; fi', "phoenix-read", path]
+    return sh_argv('if [ -f "$1" ]; then sha256sum "$1"; else echo missing; fi', "phoenix-read", path)
 
 
 def parse_read(stdout: str) -> str:
@@ -104,19 +95,23 @@ def observed(props: Mapping[str, Any], found: str) -> dict[str, Any] | None:
 
 
 @dataclass
-class HostFileProvider(HostProvider):
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        return CheckResult({**HostFileInputs.defaults(), **news}, validate(news))
+class HostFileProvider(ConvergingProvider):
+    inputs_type = HostFileInputs
+    required = ("path", "content")
+    replace_on = ("path",)
+    update_on = ("content", "mode")
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return diff_inputs(olds, news, replace_on=["path"], update_on=["content", "mode"])
+    def validate(self, news: Mapping[str, Any]) -> list[CheckFailure]:
+        path = news.get("path")
+        problem = path_problem(path) if path is not None and not is_unknown(path) else None
+        return [CheckFailure("path", problem)] if problem else []
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        inputs = HostFileInputs.from_props(props)
-        return CreateResult(inputs.path, self._write(inputs))
+    def resource_id(self, inputs: HostFileInputs) -> str:
+        return inputs.path
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(self._write(HostFileInputs.from_props(news)))
+    def converge(self, inputs: HostFileInputs) -> dict[str, Any]:
+        self.ssh().run(write_argv(inputs), stdin=inputs.content)
+        return outputs(inputs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         path = HostFileInputs.from_props(props).path
@@ -126,10 +121,6 @@ class HostFileProvider(HostProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         self.ssh().run(delete_argv(HostFileInputs.from_props(props).path))
-
-    def _write(self, inputs: HostFileInputs) -> dict[str, Any]:
-        self.ssh().run(write_argv(inputs), stdin=inputs.content)
-        return outputs(inputs)
 
 
 # --- 4. the resource -----------------------------------------------------------------------------------

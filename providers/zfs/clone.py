@@ -28,12 +28,11 @@ from typing import Any, ClassVar
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult
 
-from providers.base import VERSION_KEY, DynamicResource, attach_cleanup, is_unknown, require
-from providers.channels.targets import SshTarget
+from providers.base import attach_cleanup, is_unknown, require
 from providers.errors import HostError
 from providers.zfs.common import (
-    BUSY_TIMEOUT,
     DatasetFacts,
+    ZfsResource,
     clone_argv,
     destroy,
     pool_of,
@@ -144,8 +143,11 @@ class ZfsCloneArgs:
     """ZFS properties to manage on the clone, e.g. ``{"mountpoint": "/srv/models", "readonly": "on"}``."""
 
 
-class ZfsClone(DynamicResource, module="zfs", name="Clone"):
+class ZfsClone(ZfsResource[ZfsCloneArgs], module="zfs", name="Clone"):
     """A ZFS clone of a snapshot (see the module docstring)."""
+
+    provider_type = ZfsCloneProvider
+    logic_version = PROVIDER_VERSION
 
     origin: pulumi.Output[str]
     """The origin as ZFS reports it."""
@@ -154,16 +156,3 @@ class ZfsClone(DynamicResource, module="zfs", name="Clone"):
     version: pulumi.Output[str]
     mountpoint: pulumi.Output[str]
     guid: pulumi.Output[str]
-
-    def __init__(
-        self,
-        resource_name: str,
-        args: ZfsCloneArgs,
-        *,
-        ssh_target: SshTarget,
-        busy_timeout: float = BUSY_TIMEOUT,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        provider = ZfsCloneProvider(ssh_target=ssh_target, busy_timeout=busy_timeout)
-        props = {**vars(args), VERSION_KEY: PROVIDER_VERSION}
-        super().__init__(provider, resource_name, props, opts)

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
-from providers.base import is_unknown
-from providers.channels.command import CommandResult, Executor
+from pulumi.dynamic import ResourceProvider
+
+from providers.base import VERSION_KEY, DynamicResource, Options, is_unknown
+from providers.channels.command import CommandResult, Executor, sh_argv
+from providers.channels.targets import SshTarget
 from providers.errors import HostError, RemoteCommandError
 
 # --- names -----------------------------------------------------------------------------------------------
@@ -337,7 +340,7 @@ def apply_argv(name: str, steps: Sequence[tuple[str, str]], read_props: Iterable
             raise ValueError(f"unexpected zfs verb {verb!r}")
     flat = [part for step in steps for part in step]
     props = ",".join(dict.fromkeys(read_props))
-    return ["sh", "-c", _APPLY_SCRIPT, "phoenix-zfs-apply", name, props, *flat]
+    return sh_argv(_APPLY_SCRIPT, "phoenix-zfs-apply", name, props, *flat)
 
 
 # --- parsing ---------------------------------------------------------------------------------------------
@@ -633,3 +636,28 @@ def destroy(
     if isinstance(outcome, DatasetNotFoundError):
         return None
     return outcome if isinstance(outcome, ZfsError) else None
+
+
+# --- the resources' shared constructor -------------------------------------------------------------------
+
+ArgsT = TypeVar("ArgsT")
+
+
+class ZfsResource(DynamicResource, Generic[ArgsT]):
+    """What the three ZFS resources share: typed args (a dataclass whose fields are the inputs), the host's
+    SSH target and the busy-retry budget. A subclass names its provider class and logic version."""
+
+    provider_type: ClassVar[Callable[..., ResourceProvider]]
+    logic_version: ClassVar[str]
+
+    def __init__(
+        self,
+        resource_name: str,
+        args: ArgsT,
+        *,
+        ssh_target: SshTarget,
+        busy_timeout: float = BUSY_TIMEOUT,
+        opts: Options = None,
+    ) -> None:
+        provider = self.provider_type(ssh_target=ssh_target, busy_timeout=busy_timeout)
+        super().__init__(provider, resource_name, {**vars(args), VERSION_KEY: self.logic_version}, opts)

@@ -36,7 +36,6 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 
 from providers.base import (
     VERSION_KEY,
-    DynamicResource,
     HostProvider,
     Inputs,
     convert,
@@ -46,12 +45,12 @@ from providers.base import (
     stored,
 )
 from providers.channels.command import Executor
-from providers.channels.targets import SshTarget
 from providers.zfs.common import (
     BUSY_TIMEOUT,
     DatasetExistsError,
     DatasetFacts,
     ZfsError,
+    ZfsResource,
     apply_properties,
     canonical_properties,
     create_argv,
@@ -245,25 +244,17 @@ class ZfsDatasetArgs:
     """ZFS properties to manage, e.g. ``{"quota": "100G", "compression": "on", "atime": False}``."""
 
 
-class ZfsDataset(DynamicResource, module="zfs", name="Dataset"):
+class ZfsDataset(ZfsResource[ZfsDatasetArgs], module="zfs", name="Dataset"):
     """A ZFS filesystem (see the module docstring)."""
+
+    provider_type = ZfsDatasetProvider
+    logic_version = PROVIDER_VERSION
 
     name: pulumi.Output[str]
     properties: pulumi.Output[dict[str, str]]
     """Declared properties with their live values, in ``zfs get -p`` form."""
     version: pulumi.Output[str]
     mountpoint: pulumi.Output[str]
+    """Where ZFS mounts it (as ``zfs get`` reports it)."""
     guid: pulumi.Output[str]
-
-    def __init__(
-        self,
-        resource_name: str,
-        args: ZfsDatasetArgs,
-        *,
-        ssh_target: SshTarget,
-        busy_timeout: float = BUSY_TIMEOUT,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        provider = ZfsDatasetProvider(ssh_target=ssh_target, busy_timeout=busy_timeout)
-        props = {"name": args.name, "properties": args.properties, VERSION_KEY: PROVIDER_VERSION}
-        super().__init__(provider, resource_name, props, opts)
+    """This instance of the name: delete destroys only the dataset with this guid."""

@@ -31,7 +31,6 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 
 from providers.base import (
     VERSION_KEY,
-    DynamicResource,
     HostProvider,
     Inputs,
     diff_inputs,
@@ -40,7 +39,6 @@ from providers.base import (
     stored,
 )
 from providers.channels.command import Executor
-from providers.channels.targets import SshTarget
 from providers.zfs.common import (
     BUSY_TIMEOUT,
     COMMAND_TIMEOUT,
@@ -48,6 +46,7 @@ from providers.zfs.common import (
     DatasetFacts,
     DependentClonesError,
     ZfsError,
+    ZfsResource,
     dataset_name_problem,
     destroy,
     get_argv,
@@ -212,8 +211,11 @@ class ZfsSnapshotArgs:
     """Snapshot every descendant too (``zfs snapshot -r``)."""
 
 
-class ZfsSnapshot(DynamicResource, module="zfs", name="Snapshot"):
+class ZfsSnapshot(ZfsResource[ZfsSnapshotArgs], module="zfs", name="Snapshot"):
     """A ZFS snapshot (see the module docstring). ``name`` is what a :class:`ZfsClone` takes as origin."""
+
+    provider_type = ZfsSnapshotProvider
+    logic_version = PROVIDER_VERSION
 
     dataset: pulumi.Output[str]
     snapshot: pulumi.Output[str]
@@ -223,16 +225,3 @@ class ZfsSnapshot(DynamicResource, module="zfs", name="Snapshot"):
     """``dataset@snapshot``."""
     guid: pulumi.Output[str]
     creation: pulumi.Output[str]
-
-    def __init__(
-        self,
-        resource_name: str,
-        args: ZfsSnapshotArgs,
-        *,
-        ssh_target: SshTarget,
-        busy_timeout: float = BUSY_TIMEOUT,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        provider = ZfsSnapshotProvider(ssh_target=ssh_target, busy_timeout=busy_timeout)
-        props = {**vars(args), VERSION_KEY: PROVIDER_VERSION}
-        super().__init__(provider, resource_name, props, opts)

@@ -64,7 +64,8 @@ def keygen(path: Path, comment: str) -> None:
 
 
 def key_fingerprint(public_key: Path) -> str:
-    """``SHA256:...`` exactly as ``ssh-keygen -lf`` prints it (an oracle independent of providers.channels.ssh)."""
+    """``SHA256:...`` exactly as ``ssh-keygen -lf`` prints it (an oracle independent of
+    providers.channels.ssh)."""
     out = subprocess.run(["ssh-keygen", "-lf", str(public_key)], check=True, capture_output=True, text=True)
     return out.stdout.split()[1]
 

@@ -1,9 +1,9 @@
 """The lab host's glue: guest operations through the PVE API act on the real ZFS pool as PVE's ZFS plugin does
 it.
 
-Everything is driven through Phoenix's own API client (providers/channels/pve.py) and checked on the pool itself (zfs
-list/get, the files in the dataset), in the fake's guest config, and, for a linked clone, inside the running
-container through the lab's ``pct`` shim.
+Everything is driven through Phoenix's own API client (providers/channels/pve.py) and checked on the pool
+itself (zfs list/get, the files in the dataset), in the fake's guest config, and, for a linked clone, inside
+the running container through the lab's ``pct`` shim.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Resource ``pulumi-python:dynamic/example:Note``: the file ``<root>/<filename>`` 
   delete-before-create when ``exclusive`` is set (as a fixed CTID would need).
 - ``body``, ``token`` (a secret input), ``version`` and ``fail_on`` change in place (update).
 - ``fail_on`` = ``"create"`` / ``"update"`` / ``"delete"`` makes that method raise :class:`NoteFailure`.
-- The credential comes from ``configure()`` through :class:`providers.channels.targets.HostProvider` (stack config
+- The credential comes from ``configure()`` through :class:`providers.base.HostProvider` (stack config
   ``phoenix:sshPrivateKey`` or ``PHOENIX_SSH_PRIVATE_KEY``); only its fingerprint is written to the file,
   never to state.
 - State (outputs): every input plus ``path`` and ``sha`` (sha256 of ``body``).
