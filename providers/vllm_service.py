@@ -23,10 +23,10 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import ReadResult
 
-from providers.base import ConvergingProvider, DynamicResource, Inputs, stored
+from providers.base import VERSION_KEY, ConvergingProvider, DynamicResource, Inputs, Options, stored
 from providers.channels.command import Executor, sh_argv, sha256_text, write_file_argv
 from providers.channels.pct import exec_argv
-from providers.channels.targets import ApiTarget, SshTarget
+from providers.channels.targets import SshTarget
 from providers.errors import HostError, RemoteCommandError, tail
 
 PROVIDER_VERSION = "1"
@@ -240,12 +240,16 @@ class VllmServiceProvider(ConvergingProvider):
 class VllmServiceArgs:
     node: pulumi.Input[str]
     vmid: pulumi.Input[int]
+    """The container the server runs in (``LxcGuest.vmid``: the data edge orders this after it)."""
     unit: pulumi.Input[str]
     """The systemd unit's text (``phoenix_components.render.vllm.render_unit``)."""
     unit_path: pulumi.Input[str]
+    """Where the unit goes inside the guest, e.g. ``/etc/systemd/system/vllm.service``."""
     served_model_name: pulumi.Input[str]
+    """The name ``/v1/models`` must list before the deploy counts as done."""
     port: pulumi.Input[int]
     startup_timeout_s: pulumi.Input[int] = 900
+    """Seconds the server may take to load the model and answer."""
     guest_instance: pulumi.Input[str] | None = None
     """The LxcGuest's ``instance`` output: a replaced guest gets the service deployed again."""
     guest_name: str = ""
@@ -257,18 +261,13 @@ class VllmService(DynamicResource, module="phoenix", name="VllmService"):
     (unchanged from when the class was VllmServiceResource, so stored states keep their resources)."""
 
     unit_sha256: pulumi.Output[str]
+    """The unit file's sha256 in the guest (a different one on refresh: edited there)."""
     active: pulumi.Output[bool]
     models: pulumi.Output[list[str]]
+    """What ``/v1/models`` served when the deploy finished."""
 
     def __init__(
-        self,
-        name: str,
-        args: VllmServiceArgs,
-        *,
-        ssh_target: SshTarget,
-        api_target: ApiTarget | None = None,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: VllmServiceArgs, *, ssh_target: SshTarget, opts: Options = None
     ) -> None:
-        provider = VllmServiceProvider(ssh_target=ssh_target, api_target=api_target)
-        props = {**vars(args), "version": PROVIDER_VERSION}
-        super().__init__(provider, name, props, opts)
+        props = {**vars(args), VERSION_KEY: PROVIDER_VERSION}
+        super().__init__(VllmServiceProvider(ssh_target=ssh_target), name, props, opts)

@@ -424,9 +424,13 @@ class AppArmorProfile(DynamicResource, module="phoenix", name="AppArmorProfile")
     content: pulumi.Output[str]
     version: pulumi.Output[str]
     path: pulumi.Output[str]
+    """``/etc/apparmor.d/<name>``."""
     sha256: pulumi.Output[str]
+    """The profile file's sha256 on the host (refresh: a different one means it was edited there)."""
     loaded: pulumi.Output[bool]
+    """The kernel has the profile (refresh reads the kernel's list)."""
     load_simulated: pulumi.Output[bool]
+    """``compile-only`` mode: the profile was compiled, not loaded (a host or CI without the LSM)."""
 
     def __init__(
         self,

@@ -26,7 +26,15 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckFailure, ReadResult
 
-from providers.base import ConvergingProvider, DynamicResource, Inputs, is_unknown, stored
+from providers.base import (
+    VERSION_KEY,
+    ConvergingProvider,
+    DynamicResource,
+    Inputs,
+    Options,
+    is_unknown,
+    stored,
+)
 from providers.channels.command import sh_argv, sha256_text, write_file_argv
 from providers.channels.targets import SshTarget
 
@@ -139,17 +147,10 @@ class HostFile(DynamicResource, module="phoenix", name="HostFile"):
 
     path: pulumi.Output[str]
     content: pulumi.Output[str]
-    mode: pulumi.Output[int]
-    version: pulumi.Output[str]
+    """The declared content, or a line naming the host's sha256 when the file was edited there."""
     sha256: pulumi.Output[str]
+    """The file's sha256 as ``sha256sum`` reads it on the host."""
 
-    def __init__(
-        self,
-        name: str,
-        args: HostFileArgs,
-        *,
-        ssh_target: SshTarget,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        props = {"path": args.path, "content": args.content, "mode": args.mode, "version": PROVIDER_VERSION}
+    def __init__(self, name: str, args: HostFileArgs, *, ssh_target: SshTarget, opts: Options = None) -> None:
+        props = {**vars(args), VERSION_KEY: PROVIDER_VERSION}
         super().__init__(HostFileProvider(ssh_target=ssh_target), name, props, opts)
