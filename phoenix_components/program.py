@@ -20,6 +20,7 @@ from phoenix_components.components.guests import (
     LxcGuestArgs,
     VmGuest,
     VmGuestArgs,
+    host_download,
 )
 from phoenix_components.config.cloud import CloudEnvironment, is_cloud_environment, load_cloud_environment
 from phoenix_components.config.errors import ConfigError
@@ -74,19 +75,13 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
     host = env.host
     # Only an environment with VMs or OS templates to download has anything for pulumi-proxmoxve; the
     # rest needs no plugin besides the Python SDK (the lab stack runs with the Go-built CLI alone).
-    downloads = {key: t for key, t in host.os_templates.items() if t.url is not None}
+    downloads = {key: (t.url, t.file) for key, t in host.os_templates.items() if t.url is not None}
     provider = proxmox_provider(env) if downloads or env.guests.vms else None
     os_templates: dict[str, pulumi.Resource] = {
-        key: proxmox.download.File(
-            f"os-template-{key}",
-            node_name=host.node,
-            datastore_id=host.storage.templates,
-            content_type="vztmpl",
-            url=template.url,
-            file_name=template.file,
-            opts=pulumi.ResourceOptions(provider=provider),
+        key: host_download(
+            f"os-template-{key}", host, "vztmpl", url, file, pulumi.ResourceOptions(provider=provider)
         )
-        for key, template in downloads.items()
+        for key, (url, file) in downloads.items()
     }
     baseline = HostBaseline(f"host-{host.node}", HostBaselineArgs(environment=env))
     chain = TemplateChain(

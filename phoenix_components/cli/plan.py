@@ -9,6 +9,7 @@ at build time, so they appear as ``$vmid(layer)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from phoenix_components.config.load import Environment
@@ -82,6 +83,14 @@ def _ssh(*argv: str, stdin: str | None = None) -> Step:
     return Step("ssh", display(argv) + (f"  < {stdin}" if stdin else ""))
 
 
+def _download(b: _Builder, name: str, content: str, file: str, url: str | None) -> str:
+    """A ``download.File`` (components.guests.host_download): PVE fetches ``url`` to template storage."""
+    host = b.env.host
+    path = f"nodes/{host.node}/storage/{host.storage.templates}/download-url"
+    steps = [_api("POST", path, content=content, filename=file, url=url)]
+    return b.add(name, "download.File", [], steps, "host", file)
+
+
 def build_plan(env: Environment) -> list[PlannedResource]:
     """Every resource the program declares for ``env``, parents before the resources that need them."""
     b = _Builder(env)
@@ -126,22 +135,7 @@ def build_plan(env: Environment) -> list[PlannedResource]:
 
     templates: dict[str, str] = {}
     for key, tmpl in host.os_templates.items():
-        templates[key] = b.add(
-            f"os-template-{key}",
-            "download.File",
-            [],
-            [
-                _api(
-                    "POST",
-                    f"nodes/{node}/storage/{host.storage.templates}/download-url",
-                    content="vztmpl",
-                    filename=tmpl.file,
-                    url=tmpl.url,
-                )
-            ],
-            "host",
-            tmpl.file,
-        )
+        templates[key] = _download(b, f"os-template-{key}", "vztmpl", tmpl.file, tmpl.url)
 
     datasets: dict[str, str] = {}
     for key, data in env.guests.datasets.items():
@@ -178,22 +172,7 @@ def build_plan(env: Environment) -> list[PlannedResource]:
     for vm in env.guests.vms:
         if vm.image not in images:
             image = host.cloud_images[vm.image]
-            download = b.add(
-                f"cloud-image-{vm.image}-download",
-                "download.File",
-                [],
-                [
-                    _api(
-                        "POST",
-                        f"nodes/{node}/storage/{host.storage.templates}/download-url",
-                        content="import",
-                        filename=image.file,
-                        url=image.url,
-                    )
-                ],
-                "host",
-                image.file,
-            )
+            download = _download(b, f"cloud-image-{vm.image}-download", "import", image.file, image.url)
             template_vmid = cloud_image_template_vmid(env, vm.image)
             images[vm.image] = b.add(
                 f"cloud-image-{vm.image}-template",
@@ -494,28 +473,57 @@ def _node_id(name: str) -> str:
     return name.replace("-", "_").replace(".", "_")
 
 
-def render_mermaid(resources: list[PlannedResource]) -> str:
-    lines = ["flowchart LR"]
-    for group, title in (("host", "host"), ("chain", "template chain"), ("guests", "guests")):
+GROUPS = {"host": "host", "chain": "template chain", "guests": "guests"}
+
+
+def _groups(resources: list[PlannedResource]) -> Iterator[tuple[str, list[PlannedResource]]]:
+    """Each group of the graph that has members, in GROUPS order, with them."""
+    for group in GROUPS:
         members = [r for r in resources if r.group == group]
-        if not members:
-            continue
-        lines.append(f'  subgraph {group}["{title}"]')
-        lines += [f'    {_node_id(r.name)}["{r.kind}<br/>{r.label}"]' for r in members]
-        lines.append("  end")
-    for r in resources:
-        lines += [f"  {_node_id(d)} --> {_node_id(r.name)}" for d in r.depends_on]
-    return "\n".join(lines) + "\n"
+        if members:
+            yield group, members
+
+
+def _edges(resources: list[PlannedResource]) -> list[tuple[str, str]]:
+    return [(dependency, r.name) for r in resources for dependency in r.depends_on]
+
+
+def _render_graph(
+    resources: list[PlannedResource],
+    *,
+    head: list[str],
+    group: Callable[[str], str],
+    node: Callable[[PlannedResource], str],
+    end: str,
+    edge: Callable[[str, str], str],
+    tail: str = "",
+) -> str:
+    """The one graph walk (groups in GROUPS order, then the edges), in the syntax the callables write."""
+    lines = list(head)
+    for name, members in _groups(resources):
+        lines += [group(name), *(node(r) for r in members), end]
+    lines += [edge(a, b) for a, b in _edges(resources)]
+    return "\n".join(lines) + "\n" + tail
+
+
+def render_mermaid(resources: list[PlannedResource]) -> str:
+    return _render_graph(
+        resources,
+        head=["flowchart LR"],
+        group=lambda g: f'  subgraph {g}["{GROUPS[g]}"]',
+        node=lambda r: f'    {_node_id(r.name)}["{r.kind}<br/>{r.label}"]',
+        end="  end",
+        edge=lambda a, b: f"  {_node_id(a)} --> {_node_id(b)}",
+    )
 
 
 def render_dot(resources: list[PlannedResource]) -> str:
-    lines = ["digraph phoenix {", "  rankdir=LR;", "  node [shape=box];"]
-    for group in ("host", "chain", "guests"):
-        members = [r for r in resources if r.group == group]
-        if members:
-            lines.append(f'  subgraph cluster_{group} {{ label="{group}";')
-            lines += [f'    "{r.name}" [label="{r.kind}\\n{r.label}"];' for r in members]
-            lines.append("  }")
-    for r in resources:
-        lines += [f'  "{d}" -> "{r.name}";' for d in r.depends_on]
-    return "\n".join(lines) + "\n}\n"
+    return _render_graph(
+        resources,
+        head=["digraph phoenix {", "  rankdir=LR;", "  node [shape=box];"],
+        group=lambda g: f'  subgraph cluster_{g} {{ label="{g}";',
+        node=lambda r: f'    "{r.name}" [label="{r.kind}\\n{r.label}"];',
+        end="  }",
+        edge=lambda a, b: f'  "{a}" -> "{b}";',
+        tail="}\n",
+    )

@@ -24,7 +24,7 @@ from providers.guests.template_layer import TemplateLayerResourceArgs
 class TemplateLayerArgs:
     environment: Environment
     name: str
-    parent: TemplateLayer | PromotedLayer | None = None
+    parent: ChainLayer | None = None
     depends_on: tuple[pulumi.Resource, ...] = ()  # host prerequisites: OS template, driver
     gpu_minors: pulumi.Input[GpuMinors] | None = None  # HostBaseline.gpu_minors, for builds with GPUs
 
@@ -73,17 +73,30 @@ def layer_inputs(env: Environment, name: str, gpu_minors: GpuMinors | None = Non
     return inputs
 
 
-class TemplateLayer(pulumi.ComponentResource):
+class ChainLayer(pulumi.ComponentResource):
+    """What the chain, its children and the guests read of a layer, built here or promoted: its name,
+    content key, template vmid, and whether its smoke test passed."""
+
+    layer: str
     key: pulumi.Output[str]
     vmid: pulumi.Output[int]
     verified: pulumi.Output[bool]
 
     def __init__(
+        self, kind: str, name: str, args: TemplateLayerArgs, opts: pulumi.ResourceOptions | None
+    ) -> None:
+        super().__init__(f"phoenix:chain:{kind}", name, None, opts)
+        self.layer = args.name
+
+
+class TemplateLayer(ChainLayer):
+    """A layer built on this host: the TemplateLayer resource, a linked clone of its parent's template."""
+
+    def __init__(
         self, name: str, args: TemplateLayerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("phoenix:chain:TemplateLayer", name, None, opts)
+        super().__init__("TemplateLayer", name, args, opts)
         env = args.environment
-        self.layer = args.name
         inputs = layer_inputs(env, args.name)
         if env.chain.layers[args.name].build.gpus:
             inputs["build_devices"] = pulumi.Output.from_input(args.gpu_minors or {}).apply(
@@ -113,21 +126,16 @@ class TemplateLayer(pulumi.ComponentResource):
         )
 
 
-class PromotedLayer(pulumi.ComponentResource):
+class PromotedLayer(ChainLayer):
     """A layer verified in the environment below, on this same node: its template is reused, not rebuilt."""
-
-    key: pulumi.Output[str]
-    vmid: pulumi.Output[int]
-    verified: pulumi.Output[bool]
 
     def __init__(
         self, name: str, args: TemplateLayerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("phoenix:chain:PromotedLayer", name, None, opts)
+        super().__init__("PromotedLayer", name, args, opts)
         env = args.environment
         assert env.promotion is not None  # the chain only makes promoted layers from a lock
         promoted = env.promotion.layers[args.name]
-        self.layer = args.name
         self.key = pulumi.Output.from_input(promoted.key)
         self.vmid = pulumi.Output.from_input(promoted.vmid)
         self.verified = pulumi.Output.from_input(promoted.verified)
@@ -157,7 +165,7 @@ class TemplateChain(pulumi.ComponentResource):
     ) -> None:
         super().__init__("phoenix:chain:TemplateChain", name, None, opts)
         env = args.environment
-        self.layers: dict[str, TemplateLayer | PromotedLayer] = {}
+        self.layers: dict[str, ChainLayer] = {}
         reuse = env.reuses_promoted_templates()
         for layer_name in env.layer_order():
             layer = env.chain.layers[layer_name]

@@ -22,7 +22,7 @@ import pulumi_proxmoxve as proxmox
 
 from phoenix_components.components.targets import api_target, ssh_target
 from phoenix_components.config.load import Environment
-from phoenix_components.config.models import Container, DatasetCloneMount, Firewall, Vm
+from phoenix_components.config.models import Container, DatasetCloneMount, Firewall, Host, Vm
 from phoenix_components.render.features import container_feature_inputs
 from phoenix_components.render.firewall import firewall_inputs
 from phoenix_components.render.lxc import GpuMinors, clone_dataset, container_params, raw_lines
@@ -265,6 +265,30 @@ class VmGuest(pulumi.ComponentResource):
         self.register_outputs({"vmid": vm.vmid, "name": vm.name, "ip": net.ip, "snippet": snippet_id})
 
 
+def host_download(
+    name: str,
+    host: Host,
+    content_type: str,
+    url: str,
+    file_name: str,
+    opts: pulumi.ResourceOptions,
+    sha256: str | None = None,
+) -> proxmox.download.File:
+    """PVE downloads ``url`` to the host's template storage itself (``content_type`` ``vztmpl`` for an OS
+    template, ``import`` for a cloud image); with ``sha256`` it checks the file, else it trusts the URL."""
+    return proxmox.download.File(
+        name,
+        node_name=host.node,
+        datastore_id=host.storage.templates,
+        content_type=content_type,
+        url=url,
+        file_name=file_name,
+        checksum=sha256,
+        checksum_algorithm="sha256" if sha256 else None,
+        opts=opts,
+    )
+
+
 @dataclass(frozen=True)
 class CloudImageTemplateArgs:
     environment: Environment
@@ -282,16 +306,8 @@ class CloudImageTemplate(pulumi.ComponentResource):
         env, host = args.environment, args.environment.host
         image = host.cloud_images[args.image]
         child = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        self.download = proxmox.download.File(
-            f"{name}-download",
-            node_name=host.node,
-            datastore_id=host.storage.templates,
-            content_type="import",
-            url=image.url,
-            file_name=image.file,
-            checksum=image.checksum,
-            checksum_algorithm="sha256" if image.checksum else None,
-            opts=child,
+        self.download = host_download(
+            f"{name}-download", host, "import", image.url, image.file, child, sha256=image.checksum
         )
         self.template = proxmox.VmLegacy(
             f"{name}-template",

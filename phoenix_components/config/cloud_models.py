@@ -14,7 +14,17 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from phoenix_components.config.models import PATTERN_RULES, Document, Model, Name, NvidiaDriver, VllmEngine
+from phoenix_components.config.models import (
+    PATTERN_RULES,
+    Document,
+    Ipv4Cidr,
+    Model,
+    Name,
+    NvidiaDriver,
+    VllmEngine,
+    ipv4_network,
+    once_each,
+)
 
 Region = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]{1,2}$")]
 InstanceType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
@@ -38,14 +48,6 @@ def instance_architecture(instance_type: str) -> Architecture:
     return "arm64" if _GRAVITON.match(instance_type.split(".", 1)[0]) else "x86_64"
 
 
-def _cidr(value: str) -> str:
-    try:
-        ipaddress.IPv4Network(value, strict=True)
-    except ValueError as exc:
-        raise ValueError(f"not an IPv4 network in CIDR form: {exc}") from None
-    return value
-
-
 class AmiCriteria(Model):
     """Which AMI to boot: the newest available image of ``owner`` whose name matches, for the right CPU."""
 
@@ -61,8 +63,8 @@ class CloudNetwork(Model):
     ``default``: the account's default VPC and its default subnet (no network resources created)."""
 
     mode: Literal["create", "default"] = "create"
-    vpc_cidr: str = "10.42.0.0/16"
-    subnet_cidr: str = "10.42.1.0/24"
+    vpc_cidr: Ipv4Cidr = "10.42.0.0/16"
+    subnet_cidr: Ipv4Cidr = "10.42.1.0/24"
     availability_zone: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+[a-z]$")] | None = Field(
         default=None, description="GPU types are not in every zone; pin one when the default has none"
     )
@@ -70,20 +72,13 @@ class CloudNetwork(Model):
         description="CIDRs that may reach SSH and the vLLM port, e.g. 203.0.113.7/32"
     )
 
-    @field_validator("vpc_cidr", "subnet_cidr")
-    @classmethod
-    def _network(cls, value: str) -> str:
-        return _cidr(value)
-
     @field_validator("allowed_ingress")
     @classmethod
     def _ingress(cls, value: list[str]) -> list[str]:
         for cidr in value:
-            if ipaddress.IPv4Network(_cidr(cidr)).prefixlen == 0:
+            if ipaddress.IPv4Network(ipv4_network(cidr)).prefixlen == 0:
                 raise ValueError(f"{cidr} opens SSH and vLLM to the whole internet; list your own networks")
-        if len(set(value)) != len(value):
-            raise ValueError(f"a CIDR is listed twice: {value}")
-        return value
+        return once_each(value, "a CIDR is")
 
     @model_validator(mode="after")
     def _subnet_in_vpc(self) -> CloudNetwork:
@@ -144,9 +139,7 @@ class Cloud(Document):
     @field_validator("features")
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"a feature is listed twice: {value}")
-        return value
+        return once_each(value, "a feature is")
 
 
 PATTERN_RULES.update(

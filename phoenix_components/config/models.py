@@ -16,9 +16,19 @@ ignored.
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+T = TypeVar("T")
 
 # Names Phoenix itself makes up (layers, features, datasets, keys) end up in shell commands, ZFS dataset
 # names and Pulumi URNs: a strict alphabet means none of them ever needs more than the single quoting
@@ -220,20 +230,31 @@ class CloudImage(Model):
     checksum: Sha256 | None = Field(default=None, description="sha256 of the image")
 
 
+def once_each(value: list[T], what: str) -> list[T]:
+    """``value`` when no item repeats, else ValueError ``"<what> listed twice: [...]"``."""
+    if len(set(value)) != len(value):
+        raise ValueError(f"{what} listed twice: {value}")
+    return value
+
+
+def ipv4_network(value: str) -> str:
+    """``10.0.0.0/24`` passes; a host address with a prefix (``10.0.0.1/24``) or no network is refused."""
+    try:
+        ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"not an IPv4 network in CIDR form: {exc}") from None
+    return value
+
+
+# A subnet (a bridge's, a VPC's): one rule for host.json and cloud.json.
+Ipv4Cidr = Annotated[str, AfterValidator(ipv4_network)]
+
+
 class Bridge(Model):
     name: BridgeName
-    cidr: str = Field(description="the bridge's subnet, e.g. 10.0.0.0/24")
+    cidr: Ipv4Cidr = Field(description="the bridge's subnet, e.g. 10.0.0.0/24")
     gateway: str | None = None
     vlan_aware: bool = False
-
-    @field_validator("cidr")
-    @classmethod
-    def _cidr(cls, value: str) -> str:
-        try:
-            ipaddress.IPv4Network(value, strict=True)
-        except ValueError as exc:
-            raise ValueError(f"not an IPv4 network in CIDR form: {exc}") from None
-        return value
 
 
 class Host(Document):
@@ -646,9 +667,7 @@ class Container(Model):
     @field_validator("gpus")
     @classmethod
     def _unique_gpus(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"GPU indices listed twice: {value}")
-        return value
+        return once_each(value, "GPU indices")
 
     @field_validator("feature_env")
     @classmethod
