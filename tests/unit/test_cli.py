@@ -12,7 +12,7 @@ import pytest
 
 from phoenix_components.cli.main import main
 from phoenix_components.render.errors import GpuMinorError
-from providers.errors import HostError, PhoenixError
+from providers.errors import HostError, MissingCredentialsError, PhoenixError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,8 +92,9 @@ def test_a_config_mistake_is_printed_as_invalid_config_with_each_problem(
     [
         GpuMinorError("GPU 0 is /dev/nvidia1 on the host, host.json gpus declares minor 0"),
         HostError("pve1", "ssh: connection refused"),
+        MissingCredentialsError("phoenix:pvePassword: missing; the root@pam login to pve1 needs it"),
     ],
-    ids=["render", "host"],
+    ids=["render", "host", "secret"],
 )
 def test_a_runtime_problem_is_not_called_invalid_config(
     error: PhoenixError, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
