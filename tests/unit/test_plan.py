@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from phoenix_components.cli.plan import build_plan, render_dot, render_mermaid, render_plan
@@ -93,3 +95,15 @@ def test_graph_renders_every_edge() -> None:
         assert f"{dep.replace('-', '_')} --> {name.replace('-', '_')}" in mermaid
         assert f'"{dep}" -> "{name}";' in dot
     assert "nothing is executed" in render_plan(env, plan)
+
+
+def test_the_offline_plan_loads_no_component_and_no_pulumi_proxmoxve() -> None:
+    """`phoenix plan` needs config, render and the providers' step functions only: importing the
+    components would load pulumi_proxmoxve and every provider for nothing (a fresh interpreter shows it)."""
+    probe = (
+        "import sys, phoenix_components.cli.main\n"
+        "print(sorted(m for m in sys.modules if m == 'pulumi_proxmoxve'"
+        " or m.startswith('phoenix_components.components')))"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
