@@ -6,8 +6,6 @@ masked), the exit code and the tail of stderr, or PVE's own message and the task
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 TAIL_LINES = 10
 
 
@@ -21,22 +19,11 @@ class PhoenixError(Exception):
     """Base of every error Phoenix raises on purpose."""
 
 
-class ConfigError(PhoenixError):
-    """The declarative config is invalid. ``problems`` holds one ``file: json.path: message`` per mistake.
-
-    Kept here only for code not yet moved to ``phoenix_components.config.errors.ConfigError`` (the config
-    layer's own); nothing under ``providers/`` raises it: a provider meets runtime problems, below.
-    """
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("invalid config:\n" + "\n".join(f"  {p}" for p in self.problems))
-
-
 class ChannelError(PhoenixError):
     """A channel to a host (SSH, the PVE API) cannot be opened with what this provider process was given.
 
-    Met at run time, inside the provider host: the CLI reports it as what it is, never as "invalid config".
+    Met at run time, inside the provider host: the CLI reports it as what it is, never as "invalid config"
+    (a mistake in the config files is ``phoenix_components.config.errors.ConfigError``, that layer's own).
     """
 
 
