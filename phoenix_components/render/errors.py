@@ -20,3 +20,9 @@ class AmiNotFoundError(PhoenixError):
 
 class UserDataError(PhoenixError):
     """cloud-init user-data cannot be rendered: a name that cannot go into its comment, or too large."""
+
+
+class UnsafeValueError(PhoenixError, ValueError):
+    """A value that would change the meaning of the text it is written into: a line break in a raw LXC
+    config line, a control character in a systemd unit. The models refuse these first; this is the last
+    guard before the host. A ValueError too, for callers that treat it as a bad value."""

@@ -18,7 +18,7 @@ from phoenix_components.config.models import (
     Network,
     VolumeMount,
 )
-from phoenix_components.render.errors import GpuMinorError
+from phoenix_components.render.errors import GpuMinorError, UnsafeValueError
 from providers.nvidia_driver import NvidiaOutputError, normalize_bus_id
 
 # Device nodes a CUDA process needs besides /dev/nvidiaN (present once the host driver is loaded).
@@ -150,7 +150,7 @@ def raw_lines(ct: Container) -> list[str]:
     lines = [f"lxc.apparmor.profile: {ct.apparmor_profile}"]
     for line in lines:
         if any(ord(c) < 0x20 or c == "\x7f" for c in line) or line != line.strip():
-            raise ValueError(
+            raise UnsafeValueError(
                 f"CT {ct.vmid} ({ct.hostname}): a raw config line must be one plain line: {line!r}"
             )
     return lines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from phoenix_components.config.models import VllmEngine
+from phoenix_components.render.errors import UnsafeValueError
 
 VLLM_BIN = "/opt/vllm/bin/vllm"  # where features/vllm.sh installs it
 
@@ -39,7 +40,7 @@ def systemd_quote(arg: str, *, variables: bool = True) -> str:
     ``variables=False`` is for ``Environment=``, where systemd expands specifiers but takes ``$`` literally
     (``$$`` would reach the process as two dollars)."""
     if any(ord(c) < 0x20 or c == "\x7f" for c in arg):
-        raise ValueError(f"a control character in a systemd unit argument: {arg!r}")
+        raise UnsafeValueError(f"a control character in a systemd unit argument: {arg!r}")
     escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
     if variables:
         escaped = escaped.replace("$", "$$")
@@ -51,7 +52,7 @@ def systemd_text(text: str) -> str:
     (systemd ends a line at ``\\n`` and ``\\r``) or a trailing backslash (it continues the line onto the
     next one) would change what the unit says, so both are refused."""
     if any(ord(c) < 0x20 or c == "\x7f" for c in text) or text.endswith("\\"):
-        raise ValueError(f"a control character or trailing backslash in a systemd unit value: {text!r}")
+        raise UnsafeValueError(f"a control character or trailing backslash in a systemd unit value: {text!r}")
     return text.replace("%", "%%")
 
 
