@@ -20,9 +20,9 @@ PVE's floor: a linked clone of a CT holds its source template's lock for the who
 Clones of one template therefore run one at a time on the host whatever k is: N × one clone's time (as
 measured alone, the client's polling included). What runs k-wide is each guest's own work (its start, its
 config, later tasks). The floor printed is max(⌈N/k⌉ × job time, N × clone time); wall / floor is what the
-client adds. The client queues clones of one template itself (``providers.channels.pve.clone_source_lock``) instead
-of bouncing off that lock; the k bound lives in ``PveClient.run_task`` (``providers.channels.pve.task_slots``), per
-host, process-wide.
+client adds. The client queues clones of one template itself
+(``providers.channels.pve.clone_source_lock``) instead of bouncing off that lock; the k bound lives in
+``PveClient.run_task`` (``providers.channels.pve.task_slots``), per host, process-wide.
 """
 
 from __future__ import annotations
