@@ -6,9 +6,10 @@ Every provider file (one per resource noun) follows the same shape:
    gRPC; ``to_props``; ``defaults``); the ``version`` input is the provider's logic version, bumped when
    its behaviour changes.
 2. pure logic: functions that render argv commands and parse their output (unit-tested without SSH);
-3. the provider (a :class:`providers.channels.targets.HostProvider`: plain data only, pickled into state) with
-   ``check`` tolerant of unknowns at preview, an exact ``diff`` via :func:`diff_inputs`, ``update``
-   returning every output, ``read`` for ``pulumi refresh`` and ``delete`` from stored outputs alone;
+3. the provider (a :class:`HostProvider`, or a :class:`ConvergingProvider` when create and update are
+   one step: plain data only, pickled into state) with ``check`` tolerant of unknowns at preview, an exact
+   ``diff`` via :func:`diff_inputs`, ``update`` returning every output, ``read`` for ``pulumi refresh``
+   and ``delete`` from stored outputs alone;
 4. the resource (a :class:`DynamicResource`, named by the plain noun) with typed ``Args`` and its outputs
    declared once, as ``pulumi.Output[...]`` annotations.
 
