@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias
 
 import pulumi
+from pulumi import _types as sdk_types
 from pulumi.dynamic import (
     CheckFailure,
     CheckResult,
@@ -264,7 +265,7 @@ def declared_outputs(resource_class: type) -> tuple[str, ...]:
 class DynamicResource(Resource):
     """``pulumi.dynamic.Resource`` that scales to programs with thousands of dynamic resources.
 
-    Two things in the SDK's constructor (pulumi 3.272) cost a large program dearly, both found by
+    Three things the SDK does per resource (pulumi 3.272) cost a large program dearly, all found by
     bench/eval_scale:
 
     - ``serialize_provider`` dill-pickles the provider for every resource (≈3 ms each), although a
@@ -273,6 +274,10 @@ class DynamicResource(Resource):
     - it wraps ``pickle._Pickler._batch_setitems`` in a sorting shim on every call and never restores
       it, so each pickle adds a stack frame to every later one; about 980 pickles into a program it hits
       the recursion limit (cf. pulumi/pulumi#17803). The method is put back after each pickle.
+    - resolving the outputs re-reads the output types from the class's annotations for every resource
+      (``pulumi._types.resource_types``: ``get_type_hints`` over the merged globals of every module in
+      the MRO), about 6 % of a 500-guest program. A class's annotations do not change, so for a subclass
+      of this one they are read once (:func:`_resource_types`).
 
     Everything else is what ``pulumi.dynamic.Resource.__init__`` does: the ``__provider`` input, secret
     when the provider asks for it, and the ``pulumi-python:dynamic/<module>:<name>`` type token.
@@ -317,6 +322,25 @@ class DynamicResource(Resource):
                 pickle._Pickler._batch_setitems = original  # type: ignore[attr-defined]
             cls._serialized[key] = cached
         return cached
+
+
+_sdk_resource_types = sdk_types.resource_types
+_declared_types: dict[type, dict[str, type]] = {}
+
+
+def _resource_types(resource_cls: type) -> dict[str, type]:
+    """The SDK's ``resource_types``, read once per :class:`DynamicResource` subclass (see there); any
+    other class goes to the SDK each time, as before. A fresh dict each call, as the SDK hands out."""
+    if not issubclass(resource_cls, DynamicResource):
+        return _sdk_resource_types(resource_cls)
+    found = _declared_types.get(resource_cls)
+    if found is None:
+        found = _declared_types[resource_cls] = _sdk_resource_types(resource_cls)
+    return dict(found)
+
+
+# rpc.resolve_outputs, its one caller, looks it up on the module at every call.
+sdk_types.resource_types = _resource_types
 
 
 @dataclass
