@@ -16,7 +16,6 @@ from phoenix_components.config.load import Environment
 from phoenix_components.config.models import (
     Container,
     DatasetCloneMount,
-    Firewall,
     Vm,
 )
 from phoenix_components.render.features import container_feature_inputs, exec_argv
@@ -276,12 +275,13 @@ def _plan_layers(
 
 
 def _plan_firewall(
-    b: _Builder, env: Environment, owner: str, kind: str, vmid: int, fw: Firewall, group: str
+    b: _Builder, env: Environment, owner: str, kind: str, guest: Container | Vm, group: str
 ) -> None:
     """GuestFirewall's own steps (providers.guests.firewall.plan_steps), computed from the same inputs."""
-    if not fw.enabled:
+    if not guest.firewall.enabled:
         return
-    inputs = GuestFirewallInputs.from_props(firewall_inputs(env.host.node, kind, vmid, fw))
+    props = firewall_inputs(env.host.node, kind, guest.vmid, guest.firewall, ports=guest.ports)
+    inputs = GuestFirewallInputs.from_props(props)
     steps = [_api(call.method, call.path, **call.params) for call in plan_steps(inputs)]
     b.add(f"{owner}-firewall", "GuestFirewall", [owner], steps, group)
 
@@ -352,7 +352,7 @@ def _plan_container(
         )
     steps.append(_api("POST", f"nodes/{node}/lxc/{ct.vmid}/status/start"))
     b.add(name, "LxcGuest", deps + clones, steps, "guests", f"{ct.hostname} ({ct.vmid})")
-    _plan_firewall(b, env, name, "lxc", ct.vmid, ct.firewall, "guests")
+    _plan_firewall(b, env, name, "lxc", ct, "guests")
     features = _plan_features(b, env, ct, name)
     if ct.snapshots is not None:
         policy = ct.snapshots
@@ -453,7 +453,7 @@ def _plan_vm(b: _Builder, env: Environment, vm: Vm, image: str) -> None:
         "guests",
         f"{vm.name} ({vm.vmid})",
     )
-    _plan_firewall(b, env, name, "qemu", vm.vmid, vm.firewall, "guests")
+    _plan_firewall(b, env, name, "qemu", vm, "guests")
 
 
 def render_plan(env: Environment, resources: list[PlannedResource]) -> str:

@@ -15,6 +15,7 @@ nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -22,7 +23,7 @@ import pulumi_proxmoxve as proxmox
 
 from phoenix_components.components.targets import api_target, ssh_target
 from phoenix_components.config.load import Environment
-from phoenix_components.config.models import Container, DatasetCloneMount, Firewall, Host, Vm
+from phoenix_components.config.models import Container, DatasetCloneMount, Firewall, Host, ServicePort, Vm
 from phoenix_components.render.features import container_feature_inputs
 from phoenix_components.render.firewall import firewall_inputs
 from phoenix_components.render.lxc import GpuMinors, clone_dataset, container_params, raw_lines
@@ -48,14 +49,16 @@ def _firewall(
     kind: str,
     vmid: pulumi.Input[int],
     guest_instance: pulumi.Input[str] = "",
+    ports: Sequence[ServicePort] = (),
 ) -> list[pulumi.Resource]:
-    """PVE guest firewall (options and the ordered rules), a child of ``owner`` made after it."""
+    """PVE guest firewall (options, the ordered rules, one more per service port), a child of ``owner``
+    made after it."""
     if not fw.enabled:
         return []
     return [
         GuestFirewall(
             f"{name}-firewall",
-            GuestFirewallArgs(**firewall_inputs(env.host.node, kind, vmid, fw, guest_instance)),
+            GuestFirewallArgs(**firewall_inputs(env.host.node, kind, vmid, fw, guest_instance, ports)),
             api_target=api_target(env.host),
             opts=pulumi.ResourceOptions(parent=owner, depends_on=[owner]),
         )
@@ -134,6 +137,7 @@ class LxcGuest(pulumi.ComponentResource):
             kind="lxc",
             vmid=self.guest.vmid,
             guest_instance=self.guest.instance,
+            ports=spec.ports,
         )
         self.snapshots: GuestSnapshot | None = None
         if spec.snapshots is not None:
@@ -261,7 +265,7 @@ class VmGuest(pulumi.ComponentResource):
                 parent=self, provider=args.provider, depends_on=[snippet, args.template]
             ),
         )
-        self.firewall = _firewall(name, env, vm.firewall, self.vm, kind="qemu", vmid=vm.vmid)
+        self.firewall = _firewall(name, env, vm.firewall, self.vm, kind="qemu", vmid=vm.vmid, ports=vm.ports)
         self.register_outputs({"vmid": vm.vmid, "name": vm.name, "ip": net.ip, "snippet": snippet_id})
 
 

@@ -663,22 +663,28 @@ def _check_network(
 
 
 def _check_firewall(guest: Container | Vm, path: str, f: str) -> Iterator[Problem]:
-    """Rules that PVE would store and never apply are refused rather than silently doing nothing."""
+    """Rules that PVE would store and never apply are refused rather than silently doing nothing; a
+    service port (``ports[]``) is such a rule too: it opens that port inbound."""
     fw = guest.firewall
-    if not fw.rules:
+    if fw.rules:
+        where, what = f"{path}.firewall.rules", f"{len(fw.rules)} rule(s)"
+        remove, has = "the rules", "firewall rules"
+    elif guest.ports:
+        where, what = f"{path}.ports", f"{len(guest.ports)} port(s), each an inbound ACCEPT rule,"
+        remove, has = "the ports", "ports to open"
+    else:
         return
     if not fw.enabled:
         yield Problem(
             f,
-            f"{path}.firewall.rules",
-            f"{len(fw.rules)} rule(s) with firewall.enabled false are never applied; enable the firewall "
-            "or remove the rules",
+            where,
+            f"{what} with firewall.enabled false are never applied; enable the firewall or remove {remove}",
         )
     elif not guest.network.firewall:
         yield Problem(
             f,
             f"{path}.network.firewall",
-            "the guest has firewall rules but its NIC has no firewall flag, so PVE applies none of them; "
+            f"the guest has {has} but its NIC has no firewall flag, so PVE applies none of them; "
             "set network.firewall true",
         )
 
@@ -701,12 +707,6 @@ def _check_container(
     f = files.guests
     if ct.layer not in chain.layers:
         yield Problem(f, f"{path}.layer", f"no layer named {ct.layer!r} in {files.chain}")
-    if not ct.unprivileged and ct.insecure.privileged is None:
-        yield Problem(
-            f,
-            f"{path}.unprivileged",
-            'a privileged container needs the explicit opt-out insecure.privileged: "<reason>"',
-        )
     profile = ct.apparmor_profile
     if profile == UNCONFINED:
         if ct.insecure.unconfined_apparmor is None:

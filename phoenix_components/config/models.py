@@ -174,7 +174,6 @@ class HostGpu(Model):
     """A GPU of the host as host.json declares it (the NVIDIA driver resource reads its own inventory)."""
 
     index: Annotated[int, Field(ge=0, le=15)] = Field(description="nvidia-smi's index of the GPU")
-    model: str
     memory_mib: Annotated[int, Field(gt=0)]
     # The kernel driver numbers /dev/nvidiaN by its own probe order, which NVIDIA does not promise to be
     # nvidia-smi's index order: so there is no default. With a managed driver the minors come from the
@@ -250,10 +249,22 @@ def ipv4_network(value: str) -> str:
 Ipv4Cidr = Annotated[str, AfterValidator(ipv4_network)]
 
 
+def ipv4_address(value: str) -> str:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError as exc:
+        raise ValueError(f"not an IPv4 address: {exc}") from None
+    return value
+
+
+# A gateway (a bridge's, a guest's): a plain IPv4 address.
+Ipv4Address = Annotated[str, AfterValidator(ipv4_address)]
+
+
 class Bridge(Model):
     name: BridgeName
     cidr: Ipv4Cidr = Field(description="the bridge's subnet, e.g. 10.0.0.0/24")
-    gateway: str | None = None
+    gateway: Ipv4Address | None = None
     vlan_aware: bool = False
 
 
@@ -321,7 +332,7 @@ class Chain(Document):
 class Network(Model):
     bridge: BridgeName = "vmbr0"
     ip: str = Field(description="`dhcp`, `manual` or an address in CIDR form, e.g. 10.0.0.21/24")
-    gateway: str | None = None
+    gateway: Ipv4Address | None = None
     mac: Mac | None = Field(default=None, description="fixed MAC; PVE generates one when absent")
     vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
     firewall: bool = True
@@ -342,16 +353,6 @@ class Network(Model):
             raise ValueError("give the prefix length too, e.g. 10.0.0.21/24")
         if interface.network.prefixlen < 8:
             raise ValueError(f"PVE takes prefix lengths 8 to 32, not /{interface.network.prefixlen}")
-        return value
-
-    @field_validator("gateway")
-    @classmethod
-    def _gateway(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ipaddress.IPv4Address(value)
-            except ValueError as exc:
-                raise ValueError(f"not an IPv4 address: {exc}") from None
         return value
 
     @model_validator(mode="after")
@@ -567,7 +568,6 @@ class VllmEngine(Model):
 class Insecure(Model):
     """Named, reasoned opt-outs from Phoenix's safe defaults. Each value is the reason, kept in the config."""
 
-    privileged: Annotated[str, StringConstraints(min_length=10)] | None = None
     unconfined_apparmor: Annotated[str, StringConstraints(min_length=10)] | None = None
     writable_host_system_mount: Annotated[str, StringConstraints(min_length=10)] | None = Field(
         default=None,
@@ -581,11 +581,10 @@ class PveFeatures(Model):
     fuse: bool = False
     mknod: bool = False
 
-    def root_only(self, privileged: bool = False) -> list[str]:
-        """Flags set here that PVE lets only root@pam set: all but nesting, and on a privileged container
-        every one (see ROOT_USER)."""
-        names = ("nesting", "keyctl", "fuse", "mknod") if privileged else ("keyctl", "fuse", "mknod")
-        return [name for name in names if getattr(self, name)]
+    def root_only(self) -> list[str]:
+        """Flags set here that PVE lets only root@pam set on an unprivileged container: all but nesting
+        (see ROOT_USER; Phoenix's containers are all unprivileged)."""
+        return [name for name in ("keyctl", "fuse", "mknod") if getattr(self, name)]
 
 
 class SnapshotPolicy(Model):
@@ -638,7 +637,10 @@ class Container(Model):
     disk_gib: Annotated[int, Field(ge=1, le=65536)] | None = Field(
         default=None, description="grow the cloned rootfs to this size; absent = the layer's size"
     )
-    unprivileged: bool = True
+    unprivileged: bool = Field(
+        default=True,
+        description="always true: a linked clone keeps its layer's flag, and layers are unprivileged",
+    )
     pve_features: PveFeatures = PveFeatures()
     network: Network
     gpus: list[Annotated[int, Field(ge=0, le=15)]] = []
@@ -669,6 +671,18 @@ class Container(Model):
     def _unique_gpus(cls, value: list[int]) -> list[int]:
         return once_each(value, "GPU indices")
 
+    @field_validator("unprivileged")
+    @classmethod
+    def _unprivileged(cls, value: bool) -> bool:
+        # PVE's clone takes no `unprivileged` (a linked clone shares its template's uid mapping), and every
+        # Phoenix layer is built unprivileged: false could only validate and then do nothing.
+        if not value:
+            raise ValueError(
+                "privileged containers are not supported: a linked clone keeps its layer's unprivileged "
+                "flag, and Phoenix builds every layer unprivileged"
+            )
+        return value
+
     @field_validator("feature_env")
     @classmethod
     def _not_phoenix_variables(cls, value: dict[str, str]) -> dict[str, str]:
@@ -695,10 +709,7 @@ class Container(Model):
         for i, mount in enumerate(self.mounts):
             if isinstance(mount, BindMount | DatasetCloneMount):
                 found.append((f"mounts[{i}]", "a host bind mount"))
-        privileged = not self.unprivileged
-        of = " of a privileged container" if privileged else ""
-        flags = self.pve_features.root_only(privileged)
-        found += [(f"pve_features.{flag}", f"feature flag {flag}{of}") for flag in flags]
+        found += [(f"pve_features.{flag}", f"feature flag {flag}") for flag in self.pve_features.root_only()]
         return found
 
     @model_validator(mode="after")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from phoenix_components.config.models import Firewall, FirewallRule
+from phoenix_components.config.models import Firewall, FirewallRule, ServicePort
 
 
 def firewall_rule(rule: FirewallRule) -> dict[str, str]:
@@ -21,11 +22,32 @@ def firewall_rule(rule: FirewallRule) -> dict[str, str]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def port_rule(port: ServicePort) -> dict[str, str]:
+    """The inbound ACCEPT rule a declared service port opens (``ports[]``), named after the port."""
+    return {
+        "type": "in",
+        "action": "ACCEPT",
+        "proto": port.proto,
+        "dport": str(port.port),
+        "comment": f"port {port.name}",
+    }
+
+
+def guest_rules(fw: Firewall, ports: Sequence[ServicePort] = ()) -> list[dict[str, str]]:
+    """The declared rules, then one per service port that no declared rule already accepts (same
+    direction, protocol and port), so a port listed in both places is one rule in PVE."""
+    rules = [firewall_rule(rule) for rule in fw.rules]
+    accepted = {(r["type"], r.get("proto"), r.get("dport")) for r in rules if r["action"] == "ACCEPT"}
+    rules += [r for p in ports if ((r := port_rule(p))["type"], r["proto"], r["dport"]) not in accepted]
+    return rules
+
+
 def firewall_inputs(
-    node: str, kind: str, vmid: Any, fw: Firewall, guest_instance: Any = ""
+    node: str, kind: str, vmid: Any, fw: Firewall, guest_instance: Any = "", ports: Sequence[ServicePort] = ()
 ) -> dict[str, Any]:
     """GuestFirewall's inputs for a guest whose ``firewall`` is enabled (``guest_instance``: the LXC
-    guest's container token, so a replaced container gets its firewall written again)."""
+    guest's container token, so a replaced container gets its firewall written again; ``ports``: the
+    guest's service ports, each opened inbound)."""
     return {
         "guest_instance": guest_instance,
         "node": node,
@@ -34,5 +56,5 @@ def firewall_inputs(
         "enabled": fw.enabled,
         "policy_in": fw.policy_in,
         "policy_out": fw.policy_out,
-        "rules": [firewall_rule(rule) for rule in fw.rules],
+        "rules": guest_rules(fw, ports),
     }

@@ -91,8 +91,8 @@ def lab_host_json(host: LabHost, nvidia_version: str) -> dict[str, Any]:
         "bridges": [{"name": "vmbr0", "cidr": "10.99.0.0/24", "gateway": "10.99.0.1", "vlan_aware": True}],
         # No driver to read minors from (nvidia.manage is false), so host.json declares them.
         "gpus": [
-            {"index": 0, "minor": 0, "model": "Phoenix lab stand-in GPU", "memory_mib": 16384},
-            {"index": 1, "minor": 1, "model": "Phoenix lab stand-in GPU", "memory_mib": 16384},
+            {"index": 0, "minor": 0, "memory_mib": 16384},
+            {"index": 1, "minor": 1, "memory_mib": 16384},
         ],
         "nvidia": {
             "version": nvidia_version,
