@@ -624,6 +624,33 @@ class FeatureFile(Model):
         return value
 
 
+def _no_phoenix_variables(value: dict[str, str]) -> dict[str, str]:
+    reserved = sorted(name for name in value if name.upper().startswith("PHOENIX_"))
+    if reserved:
+        raise ValueError(f"{', '.join(reserved)}: PHOENIX_* variables are Phoenix's own (target, pins)")
+    return value
+
+
+def _unique_paths(value: list[FeatureFile]) -> list[FeatureFile]:
+    paths = [f.path for f in value]
+    twice = sorted({p for p in paths if paths.count(p) > 1})
+    if twice:
+        raise ValueError(f"files listed twice: {', '.join(twice)}")
+    return value
+
+
+# A guest's parameters for its own feature scripts, the same for a container (GuestFeatures, `pct exec`)
+# and a VM (cloud-init): environment values, and files written before the scripts run.
+FeatureEnv = Annotated[dict[FeatureEnvName, FeatureEnvValue], AfterValidator(_no_phoenix_variables)]
+FeatureFiles = Annotated[list[FeatureFile], AfterValidator(_unique_paths)]
+
+
+def _parameters_need_features(guest: Container | Vm) -> None:
+    """Feature parameters without features would validate and then reach nothing."""
+    if (guest.feature_env or guest.feature_files) and not guest.features:
+        raise ValueError("feature_env and feature_files are only for a guest that has features")
+
+
 class Container(Model):
     """A workload LXC container: a linked clone of a template layer."""
 
@@ -647,10 +674,10 @@ class Container(Model):
     features: list[Name] = Field(
         default=[], description="feature scripts run in this guest once started (GuestFeatures), in order"
     )
-    feature_env: dict[FeatureEnvName, FeatureEnvValue] = Field(
+    feature_env: FeatureEnv = Field(
         default={}, description="environment values every one of this guest's feature scripts gets"
     )
-    feature_files: list[FeatureFile] = Field(
+    feature_files: FeatureFiles = Field(
         default=[], description="files written into the guest before its feature scripts run"
     )
     apparmor_profile: Name = "lxc-container-default-cgns"
@@ -683,23 +710,6 @@ class Container(Model):
             )
         return value
 
-    @field_validator("feature_env")
-    @classmethod
-    def _not_phoenix_variables(cls, value: dict[str, str]) -> dict[str, str]:
-        reserved = sorted(name for name in value if name.upper().startswith("PHOENIX_"))
-        if reserved:
-            raise ValueError(f"{', '.join(reserved)}: PHOENIX_* variables are Phoenix's own (target, pins)")
-        return value
-
-    @field_validator("feature_files")
-    @classmethod
-    def _unique_files(cls, value: list[FeatureFile]) -> list[FeatureFile]:
-        paths = [f.path for f in value]
-        twice = sorted({p for p in paths if paths.count(p) > 1})
-        if twice:
-            raise ValueError(f"files listed twice: {', '.join(twice)}")
-        return value
-
     def root_only_settings(self) -> list[tuple[str, str]]:
         """``(json path in the container, what it is)`` for each setting PVE allows only to a root@pam
         password login (see ROOT_USER): ``[("gpus", "GPU passthrough uses devN"), ...]``."""
@@ -714,9 +724,7 @@ class Container(Model):
 
     @model_validator(mode="after")
     def _parameters_need_features(self) -> Container:
-        """Feature parameters without features would validate and then reach nothing."""
-        if (self.feature_env or self.feature_files) and not self.features:
-            raise ValueError("feature_env and feature_files are only for a guest that has features")
+        _parameters_need_features(self)
         return self
 
 
@@ -750,11 +758,24 @@ class Vm(Model):
     gpus: list[Annotated[int, Field(ge=0, le=15)]] = Field(
         default=[], description="PCI passthrough (hostpci)"
     )
-    features: list[Name] = []
+    features: list[Name] = Field(
+        default=[], description="feature scripts cloud-init runs in this VM at first boot, in order"
+    )
+    feature_env: FeatureEnv = Field(
+        default={}, description="environment values every one of this VM's feature scripts gets"
+    )
+    feature_files: FeatureFiles = Field(
+        default=[], description="files cloud-init writes into the VM before its feature scripts run"
+    )
     firewall: Firewall = Firewall()
     ports: list[ServicePort] = []
     cloud_init: CloudInit = CloudInit()
     start_on_boot: bool = True
+
+    @model_validator(mode="after")
+    def _parameters_need_features(self) -> Vm:
+        _parameters_need_features(self)
+        return self
 
 
 class DataDataset(Model):

@@ -16,17 +16,20 @@ VM_RUNNER = "/var/lib/phoenix/run-features.sh"
 
 
 def vm_user_data(env: Environment, vm: Vm) -> str:
-    """cloud-init user-data that writes the VM's feature scripts and runs them in order, fail-fast, and
-    adds the VM's user with its SSH keys (:mod:`phoenix_components.render.cloud_init`)."""
+    """cloud-init user-data that writes the VM's ``feature_files`` and feature scripts and runs the scripts
+    in order, fail-fast, each with its pins and the VM's ``feature_env``, and adds the VM's user with its
+    SSH keys (:mod:`phoenix_components.render.cloud_init`)."""
     user: dict[str, object] = {"name": vm.cloud_init.user, "sudo": "ALL=(ALL) NOPASSWD:ALL"}
     if vm.cloud_init.ssh_authorized_keys:
         user["ssh_authorized_keys"] = list(vm.cloud_init.ssh_authorized_keys)
     return cloud_init.cloud_config(
         features=vm.features,
         scripts=env.feature_scripts,
-        variables={f: chain_feature_env(env, [f], "vm") for f in vm.features},
+        # The guest's own values after the chain's pins, as a container's GuestFeatures gets them.
+        variables={f: {**chain_feature_env(env, [f], "vm"), **vm.feature_env} for f in vm.features},
         features_dir=VM_FEATURES_DIR,
         runner_path=VM_RUNNER,
+        files=[cloud_init.WriteFile(f.path, f.content, f.mode) for f in vm.feature_files],
         users=["default", user],
     )
 

@@ -78,6 +78,8 @@ ENRICH = (
     guests("containers", 0, "feature_files", value=[{"path": "/etc/phoenix/app.conf", "content": "a=1\n"}]),
     guests("containers", 0, "snapshots", value={"prefix": "nightly", "retention": 3, "trigger": "r1"}),
     guests("containers", 0, "ports", value=[{"name": "metrics", "port": 9100}]),
+    guests("vms", 0, "feature_env", value={"STACK": "apps"}),
+    guests("vms", 0, "feature_files", value=[{"path": "/etc/phoenix/stack.env", "content": "A=1\n"}]),
 )
 GPU_MINORS = (host("gpus", 0, "minor", value=0), host("gpus", 1, "minor", value=1))
 # Contexts a field only acts in, applied to both sides of its comparison.
@@ -243,6 +245,8 @@ VALUES: dict[str, list[Any]] = {
         )
     ],
     "Vm.description": ["changed description"],
+    "Vm.feature_env": [{"STACK": "apps-2"}],
+    "Vm.feature_files": [[{"path": "/etc/phoenix/stack.env", "content": "A=2\n"}]],
     "Vm.gpus": [[1]],
     "CloudInit.user": ["ops"],
     "CloudInit.ssh_authorized_keys": [["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGQ2 ops@example"]],
