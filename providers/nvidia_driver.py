@@ -41,6 +41,7 @@ from pulumi.dynamic import (
 
 from providers.base import ConvergingProvider, DynamicResource, Inputs, convert
 from providers.channels.command import Executor, sh_argv
+from providers.channels.steps import HostCommand
 from providers.channels.targets import SshTarget
 from providers.errors import HostError, PhoenixError
 
@@ -391,6 +392,28 @@ def uninstall_argv(driver_version: str, paths: NvidiaHostPaths) -> list[str]:
     )
 
 
+def read_step(paths: NvidiaHostPaths) -> HostCommand:
+    """The batched read every operation starts with (and an install is verified by)."""
+    return HostCommand("read the NVIDIA driver and GPUs", read_argv(paths), timeout_s=READ_TIMEOUT)
+
+
+def install_steps(inputs: NvidiaHostDriverInputs, paths: NvidiaHostPaths) -> list[HostCommand]:
+    """What runs when the host does not run the pinned version: the install, then the read again."""
+    install = HostCommand(
+        f"install NVIDIA {inputs.driver_version}",
+        install_argv(inputs, paths),
+        timeout_s=INSTALL_TIMEOUT,
+        when=f"the host does not run {inputs.driver_version}",
+    )
+    return [install, read_step(paths)]
+
+
+def plan_steps(inputs: NvidiaHostDriverInputs, paths: NvidiaHostPaths) -> list[HostCommand]:
+    """A first ``up`` on a host without the pinned driver: read, install, read. ``phoenix plan`` renders
+    these; ``converge`` runs the read, and the rest when the version read is not the pinned one."""
+    return [read_step(paths), *install_steps(inputs, paths)]
+
+
 def driver_outputs(inputs: NvidiaHostDriverInputs, facts: DriverFacts) -> dict[str, Any]:
     """Every input, with ``driver_version`` as the host reports it, plus the inventory."""
     return {
@@ -460,15 +483,17 @@ class NvidiaHostDriverProvider(ConvergingProvider):
             raise NvidiaDriverError(ex.host, f"cannot uninstall the driver: {result.stderr.strip()}")
         result.check("uninstall the NVIDIA driver")
 
-    def _read(self, ex: Executor) -> DriverFacts:
-        return parse_read(ex.run(read_argv(self.paths), timeout=READ_TIMEOUT).stdout)
+    def _read(self, ex: Executor, step: HostCommand | None = None) -> DriverFacts:
+        step = step or read_step(self.paths)
+        return parse_read(ex.run(step.argv, timeout=step.timeout_s).stdout)
 
     def converge(self, inputs: NvidiaHostDriverInputs) -> dict[str, Any]:
         ex = self.ssh()
         facts = self._read(ex)
         if facts.driver_version != inputs.driver_version:
-            self._install(ex, inputs)
-            facts = self._read(ex)
+            install, verify = install_steps(inputs, self.paths)
+            self._install(ex, inputs, install)
+            facts = self._read(ex, verify)
             if facts.driver_version != inputs.driver_version:
                 raise NvidiaDriverError(
                     ex.host,
@@ -477,8 +502,8 @@ class NvidiaHostDriverProvider(ConvergingProvider):
                 )
         return driver_outputs(inputs, facts)
 
-    def _install(self, ex: Executor, inputs: NvidiaHostDriverInputs) -> None:
-        result = ex.run(install_argv(inputs, self.paths), check=False, timeout=INSTALL_TIMEOUT)
+    def _install(self, ex: Executor, inputs: NvidiaHostDriverInputs, step: HostCommand) -> None:
+        result = ex.run(step.argv, check=False, timeout=step.timeout_s)
         if result.exit_status == EXIT_CHECKSUM:
             actual = result.stderr.strip().rpartition("sha256 mismatch: ")[2].split()[:1]
             raise ChecksumMismatchError(ex.host, inputs.runfile_url, inputs.sha256, "".join(actual))

@@ -26,6 +26,7 @@ from pulumi.dynamic import ReadResult
 from providers.base import VERSION_KEY, ConvergingProvider, DynamicResource, Inputs, Options, stored
 from providers.channels.command import Executor, sh_argv, sha256_text, write_file_argv
 from providers.channels.pct import exec_argv
+from providers.channels.steps import HostCommand
 from providers.channels.targets import SshTarget
 from providers.errors import HostError, RemoteCommandError, tail
 
@@ -109,6 +110,23 @@ def status_argv(inputs: VllmServiceInputs) -> list[str]:
 
 def remove_argv(inputs: VllmServiceInputs) -> list[str]:
     return exec_argv(inputs.vmid, sh_argv(REMOVE, "phoenix-vllm-rm", inputs.unit_path, SERVICE))
+
+
+def deploy_steps(inputs: VllmServiceInputs) -> list[HostCommand]:
+    """Create and update alike: the unit written and the service (re)started in one session, then the
+    probe, repeated until the server serves the model (or the deadline). ``phoenix plan`` renders these;
+    ``converge`` runs them."""
+    install = HostCommand(
+        f"install {SERVICE} in CT {inputs.vmid}",
+        install_argv(inputs),
+        inputs.unit,
+        f"the unit (sha256 {sha256_text(inputs.unit)[:12]})",
+    )
+    until = (
+        f"/health is 200 and /v1/models lists {inputs.served_model_name}, at most {inputs.startup_timeout_s}s"
+    )
+    probe = HostCommand(f"probe vLLM in CT {inputs.vmid}", probe_argv(inputs), timeout_s=30, until=until)
+    return [install, probe]
 
 
 def parse_probe(stdout: str) -> dict[str, Any]:
@@ -210,10 +228,11 @@ class VllmServiceProvider(ConvergingProvider):
     def converge(self, inputs: VllmServiceInputs) -> dict[str, Any]:
         """Install the unit and (re)start the server, then wait until it serves the model."""
         ssh = self.ssh()
-        installed = ssh.run(install_argv(inputs), stdin=inputs.unit, check=False)
-        installed.check(f"install {SERVICE} in CT {inputs.vmid}")  # the error says which step failed
+        install, probe = deploy_steps(inputs)
+        installed = ssh.run(install.argv, stdin=install.stdin, check=False)
+        installed.check(install.what)  # the error says which step failed
         ok, last = wait_until_ready(
-            lambda: self._probe(ssh, inputs), inputs.served_model_name, inputs.startup_timeout_s
+            lambda: self._probe(ssh, probe), inputs.served_model_name, inputs.startup_timeout_s
         )
         if not ok:
             journal = ssh.run(journal_argv(inputs), check=False)
@@ -228,8 +247,8 @@ class VllmServiceProvider(ConvergingProvider):
             )
         return deployed(inputs, last)
 
-    def _probe(self, ssh: Executor, inputs: VllmServiceInputs) -> dict[str, Any]:
-        result = ssh.run(probe_argv(inputs), check=False, timeout=30)
+    def _probe(self, ssh: Executor, probe: HostCommand) -> dict[str, Any]:
+        result = ssh.run(probe.argv, check=False, timeout=probe.timeout_s)
         return probe_result(result.ok, result.stdout, result.stderr)
 
 

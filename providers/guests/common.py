@@ -9,6 +9,8 @@ Four kinds of step:
 
 - :class:`ApiCall`: one PVE API request, optionally a task that is waited for;
 - :class:`HostCommand`: one argv command over SSH;
+
+(these two are every provider's, from ``providers/channels/steps.py``; re-exported here)
 - :class:`RawLines`: put Phoenix's raw ``lxc.*`` lines into a guest's config file (read, merge, write);
 - :class:`LinkedCheck`: verify that a guest's root volume is a ZFS linked clone of the expected base.
 
@@ -21,8 +23,8 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Generic, TypeVar
 
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, DiffResult
@@ -30,6 +32,8 @@ from pulumi.dynamic import CheckFailure, CheckResult, DiffResult
 from providers.base import VERSION_KEY, DynamicResource, HostProvider, as_int, diff_inputs, with_defaults
 from providers.channels.command import CommandResult, Executor, display, write_file_argv
 from providers.channels.pve import PveClient, is_missing
+from providers.channels.steps import ApiCall, HostCommand
+from providers.channels.steps import plan_lines as plan_lines  # re-exported for the guests and tests
 from providers.channels.targets import ApiTarget, SshTarget
 from providers.errors import NoTargetError, PhoenixError, PveError
 
@@ -144,55 +148,6 @@ def prune_steps(path: str, names: list[str], keep: int, *, step: str = "prune") 
 
 # ------------------------------------------------------------------ steps, as data
 
-Wait = Literal["none", "task", "upid"]
-
-
-@dataclass(frozen=True)
-class ApiCall:
-    """One PVE API request a step makes: what ``phoenix plan`` prints and what the provider sends.
-
-    ``wait``: ``task`` — the call starts a task that must succeed (:meth:`PveClient.run_task`: lock
-    retries, bounded concurrency); ``upid`` — PVE answers some calls at once and others with a task
-    (resize, template), so a UPID answer is waited for; ``none`` — the answer is the data.
-    """
-
-    method: Literal["GET", "POST", "PUT", "DELETE"]
-    path: str
-    params: dict[str, Any] = field(default_factory=dict)
-    step: str = ""  # names the call in errors (a task's step) and in the answers
-    wait: Wait = "none"
-
-    @property
-    def label(self) -> str:
-        return self.step or f"{self.method} {self.path}"
-
-    def render(self) -> str:
-        args = " ".join(f"{k}={v}" for k, v in self.params.items())
-        return f"{self.method} /{self.path}" + (f" {args}" if args else "")
-
-    def plan_lines(self) -> list[tuple[str, str]]:
-        return [("api", self.render())]
-
-
-@dataclass(frozen=True)
-class HostCommand:
-    """One command over SSH: ``argv`` with ``stdin``; ``what`` names it in errors, plans and answers."""
-
-    what: str
-    argv: list[str]
-    stdin: str = ""
-    stdin_label: str = ""  # what the plan shows instead of the whole stdin
-    log: str = ""  # where the command's output is kept inside the guest (features only)
-    timeout_s: float | None = None
-
-    @property
-    def label(self) -> str:
-        return self.what
-
-    def plan_lines(self) -> list[tuple[str, str]]:
-        shown = self.stdin_label or ("<stdin>" if self.stdin else "")
-        return [("ssh", display(self.argv) + (f"  < {shown}" if shown else ""))]
-
 
 @dataclass(frozen=True)
 class RawLines:
@@ -240,11 +195,6 @@ class LinkedCheck:
 
 
 Step = ApiCall | HostCommand | RawLines | LinkedCheck
-
-
-def plan_lines(steps: Sequence[Step]) -> list[tuple[str, str]]:
-    """``(channel, line)`` for each request and command ``steps`` make: what ``phoenix plan`` prints."""
-    return [line for step in steps for line in step.plan_lines()]
 
 
 def merge_raw_lines(conf: str, lines: list[str]) -> str:

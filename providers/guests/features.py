@@ -45,8 +45,12 @@ from providers.base import (
 )
 from providers.channels.command import Executor, sha256_text, write_file_argv
 from providers.channels.pct import exec_argv
+from providers.channels.steps import HostCommand
 from providers.errors import HostError, RemoteCommandError, tail
-from providers.guests.common import GuestProvider, GuestResource, HostCommand
+from providers.guests.common import (
+    GuestProvider,
+    GuestResource,
+)
 
 PROVIDER_VERSION = "1"
 STATE_DIR = "/var/lib/phoenix/features"  # the scripts as run and their hash markers

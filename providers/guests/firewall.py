@@ -26,7 +26,13 @@ import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
 
 from providers.base import Inputs, convert, require
-from providers.guests.common import ApiCall, GuestProvider, GuestResource, guest_path, unless_missing
+from providers.channels.steps import ApiCall
+from providers.guests.common import (
+    GuestProvider,
+    GuestResource,
+    guest_path,
+    unless_missing,
+)
 
 PROVIDER_VERSION = "1"
 TASK_TIMEOUT_S = 600  # the firewall API answers at once; no call of this provider starts a task

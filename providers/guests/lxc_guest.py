@@ -40,9 +40,9 @@ from providers.base import (
     require,
 )
 from providers.channels.pve import parse_property_string
+from providers.channels.steps import ApiCall
 from providers.errors import HostError, PhoenixError
 from providers.guests.common import (
-    ApiCall,
     GuestProvider,
     LinkedCheck,
     LinkedCloneResource,

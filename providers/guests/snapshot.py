@@ -25,8 +25,8 @@ import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, UpdateResult
 
 from providers.base import Inputs, changed, require
+from providers.channels.steps import ApiCall
 from providers.guests.common import (
-    ApiCall,
     GuestProvider,
     GuestResource,
     family,

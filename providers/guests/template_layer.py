@@ -30,11 +30,10 @@ from providers.base import (
     require,
 )
 from providers.channels.pct import exec_argv, script_argv
+from providers.channels.steps import ApiCall, HostCommand
 from providers.errors import HostError, PhoenixError
 from providers.guests.common import (
-    ApiCall,
     GuestProvider,
-    HostCommand,
     LinkedCheck,
     LinkedCloneResource,
     Step,

@@ -57,6 +57,7 @@ from providers.base import (
     stored,
 )
 from providers.channels.command import CommandResult, Executor, sh_argv, sha256_text, write_file_argv
+from providers.channels.steps import HostCommand
 from providers.channels.targets import SshTarget
 from providers.errors import RemoteCommandError
 
@@ -204,6 +205,18 @@ def load_argv(path: str, mode: LoadMode) -> list[str]:
     if mode == "kernel":
         return ["apparmor_parser", "-r", "-W", path]
     return ["apparmor_parser", "-Q", "-K", "-T", path]
+
+
+def install_steps(want: AppArmorProfileInputs, mode: LoadMode) -> list[HostCommand]:
+    """Create and update alike: the atomic upload (mode 0644, the text on stdin), then the load (or, in
+    compile-only mode, the compile). ``phoenix plan`` renders these; the provider runs them."""
+    label = f"the profile text (sha256 {want.sha256[:12]})"
+    return [
+        HostCommand(f"uploading {want.path}", write_file_argv(want.path, 0o644), want.content, label),
+        HostCommand(
+            f"loading AppArmor profile {want.name}", load_argv(want.path, mode), timeout_s=PARSER_TIMEOUT
+        ),
+    ]
 
 
 UNLOAD_ARGV = ["apparmor_parser", "-R"]
@@ -384,8 +397,9 @@ class AppArmorProfileProvider(HostProvider):
         ex.run(remove_argv(path))
 
     def _install(self, ex: Executor, want: AppArmorProfileInputs, rollback: Callable[[], object]) -> None:
-        ex.run(write_file_argv(want.path, 0o644), stdin=want.content)
-        result = ex.run(load_argv(want.path, self.load_mode), check=False, timeout=PARSER_TIMEOUT)
+        upload, load = install_steps(want, self.load_mode)
+        ex.run(upload.argv, stdin=upload.stdin)
+        result = ex.run(load.argv, check=False, timeout=load.timeout_s)
         if result.ok:
             return
         what = f"loading AppArmor profile {want.name}"

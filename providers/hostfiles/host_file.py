@@ -36,6 +36,7 @@ from providers.base import (
     stored,
 )
 from providers.channels.command import sh_argv, sha256_text, write_file_argv
+from providers.channels.steps import HostCommand
 from providers.channels.targets import SshTarget
 
 PROVIDER_VERSION = "1"
@@ -65,6 +66,13 @@ def path_problem(path: object) -> str | None:
 def write_argv(inputs: HostFileInputs) -> list[str]:
     """The atomic write of the file (its content goes on stdin)."""
     return write_file_argv(inputs.path, inputs.mode)
+
+
+def create_steps(inputs: HostFileInputs) -> list[HostCommand]:
+    """Create and update alike: the one atomic write, the content on stdin. ``phoenix plan`` renders
+    it; ``converge`` runs it."""
+    label = f"{len(inputs.content)} bytes (sha256 {sha256_text(inputs.content)[:12]})"
+    return [HostCommand(f"writing {inputs.path}", write_argv(inputs), inputs.content, label)]
 
 
 def read_argv(path: str) -> list[str]:
@@ -118,7 +126,9 @@ class HostFileProvider(ConvergingProvider):
         return inputs.path
 
     def converge(self, inputs: HostFileInputs) -> dict[str, Any]:
-        self.ssh().run(write_argv(inputs), stdin=inputs.content)
+        ssh = self.ssh()
+        for step in create_steps(inputs):
+            ssh.run(step.argv, stdin=step.stdin)
         return outputs(inputs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:

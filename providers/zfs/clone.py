@@ -29,13 +29,16 @@ import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult
 
 from providers.base import attach_cleanup, is_unknown, require
+from providers.channels.steps import HostCommand
 from providers.errors import HostError
 from providers.zfs.common import (
     DatasetFacts,
     ZfsResource,
     clone_argv,
     destroy,
+    filesystem_props,
     pool_of,
+    read_step,
     snapshot_name_problem,
 )
 from providers.zfs.dataset import (
@@ -81,6 +84,22 @@ def validate_clone(props: Mapping[str, Any]) -> list[CheckFailure]:
     return failures
 
 
+def create_steps(want: ZfsCloneInputs) -> list[HostCommand]:
+    """A first ``up``: ``zfs clone -o k=v ... origin name``, then the read-back (which must report
+    ``origin``). ``phoenix plan`` renders these; ``create`` runs them."""
+    return [
+        HostCommand(
+            f"cloning {want.origin} to {want.name}", clone_argv(want.origin, want.name, want.properties)
+        ),
+        read_step([want.name], filesystem_props(want.properties)),
+    ]
+
+
+def plan_inputs(props: Mapping[str, Any]) -> ZfsCloneInputs:
+    """The inputs ``create`` gets for the program's ``props``, as ``check`` stores them."""
+    return ZfsCloneInputs.from_props(checked_filesystem(props, PROVIDER_VERSION))
+
+
 class CloneOriginError(HostError):
     """ZFS made the dataset but does not report it as a clone of the requested snapshot."""
 
@@ -105,8 +124,9 @@ class ZfsCloneProvider(ZfsDatasetProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         want = ZfsCloneInputs.from_props(props)
-        what = f"cloning {want.origin} to {want.name}"
-        facts = self._make(clone_argv(want.origin, want.name, want.properties), want, want.origin, what)
+        steps = create_steps(want)
+        what = steps[0].what
+        facts = self._make(steps, want, want.origin)
         if facts.origin != want.origin:
             # A clone that came out as a copy fails loudly. Adoption checks the origin, so this dataset is
             # the one just made: remove it rather than leave it unrecorded.

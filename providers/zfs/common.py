@@ -27,6 +27,7 @@ from pulumi.dynamic import ResourceProvider
 
 from providers.base import VERSION_KEY, DynamicResource, Options, is_unknown
 from providers.channels.command import CommandResult, Executor, sh_argv
+from providers.channels.steps import HostCommand
 from providers.channels.targets import SshTarget
 from providers.errors import HostError, RemoteCommandError
 
@@ -554,18 +555,28 @@ def run_zfs(
         pause = min(pause * 2, 1.0)
 
 
-def read_datasets(ex: Executor, names: Sequence[str], props: Iterable[str]) -> dict[str, DatasetFacts]:
-    """One ``zfs get`` for ``names``; a missing one is simply absent from the result.
+def read_step(names: Sequence[str], props: Iterable[str]) -> HostCommand:
+    """The one ``zfs get`` of ``props`` of ``names``, as a step (a create's read-back is one)."""
+    return HostCommand("reading " + ", ".join(names), get_argv(names, props))
+
+
+def run_read(ex: Executor, step: HostCommand) -> dict[str, DatasetFacts]:
+    """Run a :func:`read_step`; a dataset that does not exist is simply absent from the result.
 
     ZFS prints the rows of the datasets that exist and "dataset does not exist" for the others, exiting 1;
     any other failure raises the typed error.
     """
-    result = ex.run(get_argv(names, props), check=False, timeout=COMMAND_TIMEOUT)
+    result = ex.run(step.argv, check=False, timeout=COMMAND_TIMEOUT)
     if not result.ok:
-        error = classify(result, "reading " + ", ".join(names))
+        error = classify(result, step.what)
         if not isinstance(error, DatasetNotFoundError):
             raise error
     return parse_get(result.stdout)
+
+
+def read_datasets(ex: Executor, names: Sequence[str], props: Iterable[str]) -> dict[str, DatasetFacts]:
+    """One ``zfs get`` for ``names``; a missing one is simply absent from the result."""
+    return run_read(ex, read_step(names, props))
 
 
 def read_dataset(ex: Executor, name: str, props: Iterable[str]) -> DatasetFacts | None:

@@ -27,7 +27,7 @@ State (outputs): ``name``, ``properties`` (declared keys, live values), ``versio
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -45,6 +45,7 @@ from providers.base import (
     stored,
 )
 from providers.channels.command import Executor
+from providers.channels.steps import HostCommand
 from providers.zfs.common import (
     BUSY_TIMEOUT,
     DatasetExistsError,
@@ -62,6 +63,8 @@ from providers.zfs.common import (
     plan_properties,
     properties_problems,
     read_dataset,
+    read_step,
+    run_read,
     run_zfs,
 )
 
@@ -163,6 +166,21 @@ def converge_existing(
     return apply_properties(ex, facts.name, live, want, f"adopting {facts.name}")
 
 
+def create_steps(want: ZfsDatasetInputs) -> list[HostCommand]:
+    """A first ``up``: ``zfs create -o k=v ... name``, then the read-back of the declared properties and
+    the facts every filesystem reports. ``phoenix plan`` renders these; ``create`` runs them."""
+    return [
+        HostCommand(f"creating dataset {want.name}", create_argv(want.name, want.properties)),
+        read_step([want.name], filesystem_props(want.properties)),
+    ]
+
+
+def plan_inputs(props: Mapping[str, Any]) -> ZfsDatasetInputs:
+    """The inputs ``create`` gets for the program's ``props``: as ``check`` stores them (properties in
+    ``zfs get -p`` form, e.g. ``quota=1G`` -> ``1073741824``)."""
+    return ZfsDatasetInputs.from_props(checked_filesystem(props, PROVIDER_VERSION))
+
+
 # --- 3. the provider -----------------------------------------------------------------------------------
 
 
@@ -187,8 +205,7 @@ class ZfsDatasetProvider(HostProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         want = ZfsDatasetInputs.from_props(props)
-        what = f"creating dataset {want.name}"
-        facts = self._make(create_argv(want.name, want.properties), want, None, what)
+        facts = self._make(create_steps(want), want, None)
         return CreateResult(want.name, self._outputs(want, facts))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -211,13 +228,16 @@ class ZfsDatasetProvider(HostProvider):
         if error is not None:
             raise error
 
-    def _make(self, argv: list[str], want: ZfsDatasetInputs, origin: str | None, what: str) -> DatasetFacts:
-        """Run the create/clone command, then read back [2]; adopt what an earlier try made [3]."""
+    def _make(self, steps: Sequence[HostCommand], want: ZfsDatasetInputs, origin: str | None) -> DatasetFacts:
+        """Run the create/clone step, then its read-back [2] (:func:`create_steps`); adopt what an earlier
+        try made [3]."""
         ex = self.ssh()
-        outcome = run_zfs(ex, argv, what, busy_timeout=self.busy_timeout)
+        make, read = steps
+        what = make.what
+        outcome = run_zfs(ex, make.argv, what, busy_timeout=self.busy_timeout)
         if isinstance(outcome, ZfsError) and not isinstance(outcome, DatasetExistsError):
             raise outcome
-        facts = read_dataset(ex, want.name, filesystem_props(want.properties))
+        facts = run_read(ex, read).get(want.name)
         if isinstance(outcome, DatasetExistsError):
             return converge_existing(ex, outcome, facts, origin, want.properties)
         if facts is None:

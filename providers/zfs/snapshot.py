@@ -39,6 +39,7 @@ from providers.base import (
     stored,
 )
 from providers.channels.command import Executor
+from providers.channels.steps import HostCommand
 from providers.zfs.common import (
     BUSY_TIMEOUT,
     COMMAND_TIMEOUT,
@@ -53,6 +54,8 @@ from providers.zfs.common import (
     parse_get,
     pool_of,
     read_dataset,
+    read_step,
+    run_read,
     run_zfs,
     snapshot_argv,
     snapshot_short_name_problem,
@@ -131,6 +134,20 @@ def clones_of(facts: Mapping[str, DatasetFacts], snapshot: str, *, recursive: bo
     return sorted(name for name, f in facts.items() if matches(f.origin))
 
 
+def create_steps(want: ZfsSnapshotInputs) -> list[HostCommand]:
+    """A first ``up``: ``zfs snapshot [-r] dataset@snapshot``, then its read-back. ``phoenix plan``
+    renders these; ``create`` runs them."""
+    return [
+        HostCommand(f"snapshotting {want.name}", snapshot_argv(want.name, recursive=want.recursive)),
+        read_step([want.name], SNAPSHOT_FACTS),
+    ]
+
+
+def plan_inputs(props: Mapping[str, Any]) -> ZfsSnapshotInputs:
+    """The inputs ``create`` gets for the program's ``props`` (``recursive`` defaults to false)."""
+    return ZfsSnapshotInputs.from_props({"recursive": False, **props})
+
+
 # --- 3. the provider -----------------------------------------------------------------------------------
 
 
@@ -152,11 +169,12 @@ class ZfsSnapshotProvider(HostProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         want = ZfsSnapshotInputs.from_props(props)
         ex = self.ssh()
-        what = f"snapshotting {want.name}"
-        outcome = run_zfs(ex, snapshot_argv(want.name, recursive=want.recursive), what)
+        take, read = create_steps(want)
+        what = take.what
+        outcome = run_zfs(ex, take.argv, what)
         if isinstance(outcome, ZfsError) and not isinstance(outcome, DatasetExistsError):
             raise outcome
-        facts = read_dataset(ex, want.name, SNAPSHOT_FACTS)  # an existing one is adopted: see the docstring
+        facts = run_read(ex, read).get(want.name)  # an existing one is adopted: see the docstring
         if facts is None:
             raise outcome if isinstance(outcome, ZfsError) else ValueError(f"{what}: `zfs get` finds nothing")
         return CreateResult(want.name, self._outputs(want, facts))
