@@ -24,11 +24,12 @@ import pulumi_proxmoxve as proxmox
 from phoenix_components.components.targets import api_target, ssh_target
 from phoenix_components.config.load import Environment
 from phoenix_components.config.models import Container, DatasetCloneMount, Firewall, Host, ServicePort, Vm
-from phoenix_components.render.features import container_feature_inputs
+from phoenix_components.render.features import container_feature_inputs, fresh_guest_key
 from phoenix_components.render.firewall import firewall_inputs
 from phoenix_components.render.lxc import GpuMinors, clone_dataset, container_params, raw_lines
 from phoenix_components.render.vllm import UNIT_PATH, render_unit
 from phoenix_components.render.vm import cloud_image_template_vmid, vm_user_data
+from providers.channels.command import sha256_text
 from providers.guests.features import GuestFeatures, GuestFeaturesArgs
 from providers.guests.firewall import GuestFirewall, GuestFirewallArgs
 from providers.guests.lxc_guest import LxcGuest as LxcGuestResource
@@ -127,7 +128,14 @@ class LxcGuest(pulumi.ComponentResource):
             ),
             ssh_target=target,
             api_target=api_target(host),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *self.clones.values()]),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*args.depends_on, *self.clones.values()],
+                # A feature that needs a fresh guest replaces the container when it changes; the vmid is
+                # fixed, so the old container goes first. None (no such feature) never triggers.
+                replacement_trigger=fresh_guest_key(env, spec),
+                delete_before_replace=True,
+            ),
         )
         self.firewall = _firewall(
             name,
@@ -216,11 +224,10 @@ class VmGuest(pulumi.ComponentResource):
         self.vmid = vm.vmid
         # The snippet goes over Phoenix's pinned SSH (HostFile), not FileLegacy's own SSH client.
         file_name = f"phoenix-{vm.vmid}-user-data.yaml"
+        user_data = vm_user_data(env, vm)
         snippet = HostFile(
             f"{name}-cloud-init",
-            HostFileArgs(
-                path=f"{host.storage.snippets_path}/{file_name}", content=vm_user_data(env, vm), mode=0o640
-            ),
+            HostFileArgs(path=f"{host.storage.snippets_path}/{file_name}", content=user_data, mode=0o640),
             ssh_target=ssh_target(host),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -262,7 +269,13 @@ class VmGuest(pulumi.ComponentResource):
             on_boot=vm.start_on_boot,
             started=True,
             opts=pulumi.ResourceOptions(
-                parent=self, provider=args.provider, depends_on=[snippet, args.template]
+                parent=self,
+                provider=args.provider,
+                depends_on=[snippet, args.template],
+                # cloud-init runs a VM's features once, at its first boot: changed features (scripts,
+                # values, files) need a new VM to run in. Its vmid is fixed, so the old one goes first.
+                replacement_trigger=sha256_text(user_data),
+                delete_before_replace=True,
             ),
         )
         self.firewall = _firewall(name, env, vm.firewall, self.vm, kind="qemu", vmid=vm.vmid, ports=vm.ports)

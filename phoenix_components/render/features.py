@@ -7,13 +7,29 @@ layer that introduces the feature) and builds what the guests' resources take.
 
 from __future__ import annotations
 
+import json
+
 from phoenix_components.config.features import Target, feature_pins, version_variable
 from phoenix_components.config.features import feature_env as one_feature_env
 from phoenix_components.config.load import Environment
 from phoenix_components.config.models import Container
+from providers.channels.command import sha256_text
 from providers.channels.pct import script_argv
 
-__all__ = ["Target", "container_feature_inputs", "exec_argv", "chain_feature_env", "version_variable"]
+__all__ = [
+    "Target",
+    "chain_feature_env",
+    "container_feature_inputs",
+    "exec_argv",
+    "fresh_guest_key",
+    "needs_fresh_guest",
+    "version_variable",
+]
+
+FRESH_GUEST = "# phoenix: fresh-guest"
+"""The line a feature script carries in its leading comments when it must run in a new guest: its change
+replaces the container (say, a feature that partitions a disk or sets up a CA), instead of running again
+in the one that is there."""
 
 
 def chain_feature_env(env: Environment, features: list[str], target: Target) -> dict[str, str]:
@@ -28,6 +44,38 @@ def chain_feature_env(env: Environment, features: list[str], target: Target) -> 
     return dict(sorted(variables.items()))
 
 
+def needs_fresh_guest(script: str) -> bool:
+    """Whether ``script`` says :data:`FRESH_GUEST` among its leading comment lines (the shebang included)."""
+    for line in script.splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("#"):
+            return False
+        if stripped == FRESH_GUEST:
+            return True
+    return False
+
+
+def fresh_guest_key(env: Environment, spec: Container) -> str | None:
+    """What, changed, replaces the guest: the scripts, environment and files of the guest's features that
+    need a fresh guest (the files are theirs too: they are written before any feature runs); None when it
+    has no such feature, so a guest without one never changes this."""
+    fresh = [guest_feature(env, spec, f) for f in spec.features if needs_fresh_guest(env.feature_scripts[f])]
+    if not fresh:
+        return None
+    files = [file.model_dump() for file in spec.feature_files]
+    return sha256_text(json.dumps({"features": fresh, "files": files}, sort_keys=True))
+
+
+def guest_feature(env: Environment, spec: Container, feature: str) -> dict[str, object]:
+    """One of a guest's features as GuestFeatures takes it: its script and environment (the chain's pins of
+    it, as a VM gets them, then the guest's own ``feature_env``)."""
+    return {
+        "name": feature,
+        "script": env.feature_scripts[feature],
+        "env": {**chain_feature_env(env, [feature], "lxc"), **spec.feature_env},
+    }
+
+
 def exec_argv(vmid: int | str, variables: dict[str, str]) -> list[str]:
     """``pct exec`` of a script read from stdin, with its environment passed as argv (quoted once)."""
     return script_argv(vmid, variables)
@@ -36,8 +84,8 @@ def exec_argv(vmid: int | str, variables: dict[str, str]) -> list[str]:
 def container_feature_inputs(
     env: Environment, spec: Container, guest_instance: object = None
 ) -> dict[str, object]:
-    """GuestFeatures' inputs for a container: each feature's script with its environment (the chain's pins
-    of it, as a VM gets them, plus the guest's own ``feature_env``) and the guest's ``feature_files``.
+    """GuestFeatures' inputs for a container: each feature (:func:`guest_feature`) and the guest's
+    ``feature_files``.
 
     ``phoenix plan`` builds the provider's steps from these same inputs; the component adds the guest's
     ``instance`` (a Pulumi Output) as ``guest_instance``.
@@ -45,14 +93,7 @@ def container_feature_inputs(
     return {
         "node": env.host.node,
         "vmid": spec.vmid,
-        "features": [
-            {
-                "name": feature,
-                "script": env.feature_scripts[feature],
-                "env": {**chain_feature_env(env, [feature], "lxc"), **spec.feature_env},
-            }
-            for feature in spec.features
-        ],
+        "features": [guest_feature(env, spec, feature) for feature in spec.features],
         "files": [file.model_dump() for file in spec.feature_files],
         # A replaced guest keeps its vmid: this is what tells the features they must run in it again.
         "guest_instance": guest_instance,

@@ -10,6 +10,7 @@ the pool), not only on the provider's outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -124,3 +125,37 @@ def test_a_failing_feature_stops_the_deploy_naming_the_guest_and_the_feature(sta
     changed = {name: op for name, op in dynamic_ops(report).items() if op != "same"}
     assert changed == {"ct-801-features": "update"}
     assert in_guest(stack, "cat", MARKER) == f"greeting={GREETING} site=edge-1 revision=3 target=lxc\n"
+
+
+FRESH = "lab_fresh_disk"
+# TEST-ONLY feature that declares it needs a fresh guest (render.features.FRESH_GUEST).
+FRESH_SCRIPT = """#!/bin/bash
+# TEST-ONLY lab feature (tests/cli/test_lab_guest_features.py): stands in for one that must run once, in a
+# new guest (partitioning a disk, say); never shipped.
+# phoenix: fresh-guest
+set -euo pipefail
+REVISION=1
+install -d -m 0755 /etc/phoenix
+echo "fresh revision $REVISION" > /etc/phoenix/lab-fresh
+"""
+
+
+def test_a_feature_that_needs_a_fresh_guest_replaces_it_when_it_changes(stack: LabStack) -> None:
+    stack.ensure_up()
+    write_feature(stack.config, FRESH, FRESH_SCRIPT)
+    stack.set_guests([dataclasses.replace(guest(), features=(FEATURE, FRESH))])
+    stack.up()  # the feature arrives (in a fresh guest: it needs one)
+    assert in_guest(stack, "cat", "/etc/phoenix/lab-fresh") == "fresh revision 1\n"
+    before = outputs(stack, "ct-801-container")["instance"]
+
+    write_feature(stack.config, FRESH, FRESH_SCRIPT.replace("REVISION=1\n", "REVISION=2\n", 1))
+    report = stack.up()
+    changed = {name: op for name, op in dynamic_ops(report).items() if op != "same"}
+    print(f"\nchanged fresh-guest feature: {changed}")
+    assert changed["ct-801-container"] == "replace", changed
+    assert outputs(stack, "ct-801-container")["instance"] != before, "a new container"
+    # In the new guest every feature ran again, and its service is back.
+    assert in_guest(stack, "cat", "/etc/phoenix/lab-fresh") == "fresh revision 2\n"
+    assert in_guest(stack, "cat", MARKER).startswith(f"greeting={GREETING} site=edge-1 ")
+    assert_guest_serving(stack, stack.guests[0])
+    assert stack.up().changes == 0, "and the next up changes nothing"

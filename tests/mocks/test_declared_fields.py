@@ -415,7 +415,10 @@ def sent(config: Path) -> dict[str, dict[str, Any]]:
         return pulumi.Output.from_input(True)
 
     program()
-    return {r.urn: r.inputs for r in monitor.registrations}
+    # A replacement trigger is sent too: the engine replaces the resource when it changes.
+    return {
+        r.urn: {**r.inputs, "(replacement_trigger)": r.replacement_trigger} for r in monitor.registrations
+    }
 
 
 def changed_resources(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> list[str]:

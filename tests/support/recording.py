@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+from google.protobuf import json_format
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.mocks import MockMonitor
 
@@ -19,6 +20,9 @@ class Registration:
     dependencies: tuple[str, ...]
     custom: bool
     inputs: dict[str, Any] = field(repr=False)
+    delete_before_replace: bool = False
+    replacement_trigger: Any = None
+    """The ``replacement_trigger`` option's value (the engine replaces the resource when it changes)."""
 
 
 class EchoMocks(pulumi.runtime.Mocks):
@@ -80,6 +84,12 @@ class RecordingMonitor(MockMonitor):
                     dependencies=tuple(request.dependencies),
                     custom=bool(request.custom),
                     inputs=rpc.deserialize_properties(request.object),
+                    delete_before_replace=bool(request.deleteBeforeReplace),
+                    replacement_trigger=(
+                        json_format.MessageToDict(request.replacement_trigger)
+                        if request.HasField("replacement_trigger")
+                        else None
+                    ),
                 )
             )
         return response
