@@ -3,22 +3,27 @@
 The plan is derived from the validated :class:`~phoenix_components.config.load.Environment` alone — no
 credentials, no network. Each :class:`PlannedResource` has the stable name the Pulumi program gives it
 (from vmid, layer or profile name, never list order), its dependencies, and the API calls (``api``) and
-host commands (``ssh``) its provider makes on create. vmids of layers are allocated from the layer range
-at build time, so they appear as ``$vmid(layer)``.
+host commands (``ssh``) its provider makes on a first ``up``.
+
+For Phoenix's own providers those steps are not written here: each resource's inputs are built with the
+same render functions the components use, and the provider's own step function (``plan_steps``,
+``create_steps``, ...) computes the steps its ``create`` executes (:attr:`PlannedResource.calls`). What is
+known only at deploy time is a placeholder: a layer's vmid (allocated from the layer range at build time)
+is ``$vmid(<layer>)``, a data clone's mountpoint (read back from ZFS) ``$mountpoint(<dataset>)``, a GPU's
+device minor (read from a managed driver) ``<minor of GPU N>``. The pulumi-proxmoxve resources (downloads,
+VMs and their templates) are not Phoenix's providers: their lines summarise what that provider asks PVE.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from phoenix_components.config.load import Environment
-from phoenix_components.config.models import (
-    Container,
-    DatasetCloneMount,
-    Vm,
-)
-from phoenix_components.render.features import container_feature_inputs, exec_argv
+from phoenix_components.config.models import Container, DatasetCloneMount, Vm
+from phoenix_components.render.baseline import dataset_properties, driver_inputs
+from phoenix_components.render.chain import layer_inputs
+from phoenix_components.render.features import container_feature_inputs
 from phoenix_components.render.firewall import firewall_inputs
 from phoenix_components.render.lxc import (
     GpuMinors,
@@ -27,13 +32,21 @@ from phoenix_components.render.lxc import (
     declared_minors,
     raw_lines,
 )
-from phoenix_components.render.vllm import UNIT_PATH, engine_args
-from phoenix_components.render.vm import cloud_image_template_vmid
-from providers.channels.command import display, sha256_text, write_file_argv
+from phoenix_components.render.vllm import UNIT_PATH, render_unit
+from phoenix_components.render.vm import cloud_image_template_vmid, vm_user_data
+from providers.channels.steps import PlannedStep, plan_lines
+from providers.guests import firewall, lxc_guest, snapshot, template_layer
 from providers.guests.features import GuestFeaturesInputs, feature_steps
-from providers.guests.firewall import GuestFirewallInputs, plan_steps
+from providers.hostfiles import apparmor, host_file
+from providers.nvidia_driver import NvidiaHostDriverInputs, NvidiaHostPaths
+from providers.nvidia_driver import plan_steps as driver_steps
+from providers.vllm_service import VllmServiceInputs, deploy_steps
+from providers.zfs import clone, dataset
+from providers.zfs import snapshot as zfs_snapshot
 
 LAYER_VMID = "$vmid({})"
+MOUNTPOINT = "$mountpoint({})"
+TEMPLATE_VMID = 0  # LxcGuestInputs wants an int; the plan's steps name the layer's vmid as LAYER_VMID
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,9 @@ class PlannedResource:
     steps: tuple[Step, ...] = ()
     group: str = "host"
     label: str = ""
+    calls: tuple[PlannedStep, ...] = ()
+    """The provider's own steps (ApiCall, HostCommand, ...) that ``steps`` renders; empty for a resource
+    Phoenix's providers do not make (a pulumi-proxmoxve download or VM, a promoted layer)."""
 
     @property
     def title(self) -> str:
@@ -72,14 +88,27 @@ class _Builder:
         )
         return name
 
+    def provider(
+        self,
+        name: str,
+        kind: str,
+        depends_on: list[str],
+        calls: Sequence[PlannedStep],
+        group: str,
+        label: str = "",
+    ) -> str:
+        """A resource of one of Phoenix's providers: ``calls`` are its own steps, rendered."""
+        steps = tuple(Step(channel, line) for channel, line in plan_lines(calls, compact=True))
+        self.resources.append(
+            PlannedResource(name, kind, tuple(depends_on), steps, group, label or name, tuple(calls))
+        )
+        return name
+
 
 def _api(method: str, path: str, **params: object) -> Step:
+    """A summary line of a pulumi-proxmoxve resource (not a Phoenix provider: no steps of its own)."""
     args = " ".join(f"{k}={v}" for k, v in params.items() if v is not None)
-    return Step("api", f"{method} /api2/json/{path}" + (f" {args}" if args else ""))
-
-
-def _ssh(*argv: str, stdin: str | None = None) -> Step:
-    return Step("ssh", display(argv) + (f"  < {stdin}" if stdin else ""))
+    return Step("api", f"{method} /{path}" + (f" {args}" if args else ""))
 
 
 def _download(b: _Builder, name: str, content: str, file: str, url: str | None) -> str:
@@ -97,69 +126,43 @@ def build_plan(env: Environment) -> list[PlannedResource]:
 
     profiles: dict[str, str] = {}
     for name, text in env.apparmor_profiles.items():
-        path = f"/etc/apparmor.d/{name}"
-        profiles[name] = b.add(
+        profile = apparmor.AppArmorProfileInputs.from_props({"name": name, "content": text})
+        profiles[name] = b.provider(
             f"apparmor-{name}",
             "AppArmorProfile",
             [],
-            [
-                _ssh(*write_file_argv(path), stdin=f"apparmor/{name} (sha256 {sha256_text(text)[:12]})"),
-                _ssh("apparmor_parser", "-r", "-W", path),
-            ],
+            apparmor.install_steps(profile, host.apparmor_load),
             "host",
         )
 
     driver = None
-    if host.nvidia is not None:
+    if host.nvidia is not None and host.nvidia.manage:  # the baseline makes the resource only then
         nv = host.nvidia
-        runfile = f"/var/cache/phoenix/NVIDIA-Linux-x86_64-{nv.version}.run"
-        driver = b.add(
+        inputs = NvidiaHostDriverInputs.from_props({**driver_inputs(nv), "host": host.ssh.host})
+        driver = b.provider(
             f"nvidia-driver-{node}",
             "NvidiaHostDriver",
             [],
-            [
-                _ssh("nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"),
-                Step("ssh", f"(only when the driver is not {nv.version}:)"),
-                _ssh("curl", "-fsSL", "--retry", "3", "-o", runfile, nv.runfile_url),
-                _ssh("sha256sum", "-c", "-", stdin=f"'{nv.sha256}  {runfile}'"),
-                _ssh("sh", runfile, "--dkms", "--silent", "--no-questions", "--ui=none"),
-                _ssh("cat", "/proc/devices"),
-                _ssh(
-                    "nvidia-smi", "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"
-                ),
-            ],
+            driver_steps(inputs, NvidiaHostPaths()),
             "host",
             f"NVIDIA {nv.version}",
         )
 
     templates: dict[str, str] = {}
     for key, tmpl in host.os_templates.items():
-        templates[key] = _download(b, f"os-template-{key}", "vztmpl", tmpl.file, tmpl.url)
+        if tmpl.url is not None:  # the program downloads only what has a URL; the rest is on the host
+            templates[key] = _download(b, f"os-template-{key}", "vztmpl", tmpl.file, tmpl.url)
 
     datasets: dict[str, str] = {}
     for key, data in env.guests.datasets.items():
-        ds = b.add(
-            f"dataset-{key}",
-            "ZfsDataset",
-            [],
-            [
-                _ssh(
-                    "zfs",
-                    "create",
-                    "-p",
-                    "-o",
-                    f"compression={data.compression}",
-                    *(["-o", f"quota={data.quota_gib}G"] if data.quota_gib else []),
-                    data.dataset,
-                )
-            ],
-            "host",
-        )
-        datasets[key] = b.add(
+        made = dataset.plan_inputs({"name": data.dataset, "properties": dataset_properties(data)})
+        ds = b.provider(f"dataset-{key}", "ZfsDataset", [], dataset.create_steps(made), "host")
+        snap = zfs_snapshot.plan_inputs({"dataset": data.dataset, "snapshot": data.snapshot})
+        datasets[key] = b.provider(
             f"dataset-{key}-{data.snapshot}",
             "ZfsSnapshot",
             [ds],
-            [_ssh("zfs", "snapshot", f"{data.dataset}@{data.snapshot}")],
+            zfs_snapshot.create_steps(snap),
             "host",
             f"{data.dataset}@{data.snapshot}",
         )
@@ -198,8 +201,7 @@ def build_plan(env: Environment) -> list[PlannedResource]:
 def _plan_layers(
     b: _Builder, env: Environment, templates: dict[str, str], driver: str | None
 ) -> dict[str, str]:
-    host, node = env.host, env.host.node
-    pool = host.storage.zfs_pool
+    """Each layer's TemplateLayer steps (``template_layer.plan_steps``) from the chain's own inputs."""
     layers: dict[str, str] = {}
     if env.reuses_promoted_templates():
         assert env.promotion is not None
@@ -218,59 +220,18 @@ def _plan_layers(
         return layers
     for name in env.layer_order():
         layer = env.chain.layers[name]
-        key = env.layer_key(name)
-        vmid = LAYER_VMID.format(name)
         deps: list[str] = []
-        steps: list[Step] = []
-        if layer.parent is None:
-            assert layer.os_template is not None
+        if layer.os_template is not None and layer.os_template in templates:
             deps.append(templates[layer.os_template])
-            tmpl = host.os_templates[layer.os_template].file
-            steps.append(
-                _api(
-                    "POST",
-                    f"nodes/{node}/lxc",
-                    vmid=vmid,
-                    hostname=f"layer-{name}-{key[:8]}",
-                    ostemplate=f"{host.storage.templates}:vztmpl/{tmpl}",
-                    rootfs=f"{host.storage.rootfs}:{layer.build.disk_gib}",
-                    unprivileged=1,
-                )
-            )
-        else:
+        if layer.parent is not None:
             deps.append(layers[layer.parent])
-            parent_vmid = LAYER_VMID.format(layer.parent)
-            steps.append(
-                _api(
-                    "POST",
-                    f"nodes/{node}/lxc/{parent_vmid}/clone",
-                    newid=vmid,
-                    hostname=f"layer-{name}-{key[:8]}",
-                    full=0,
-                )
-            )
         if layer.build.gpus and driver is not None:
             deps.append(driver)
-        config: dict[str, object] = {"cores": layer.build.cores, "memory": layer.build.memory_mib}
-        if layer.build.nesting:
-            config["features"] = "nesting=1"
-        steps.append(_api("PUT", f"nodes/{node}/lxc/{vmid}/config", **config))
-        if layer.build.gpus:
-            steps.append(Step("api", "PUT .../config dev0..devN = /dev/nvidia* (root@pam) while building"))
-        steps.append(_api("POST", f"nodes/{node}/lxc/{vmid}/status/start"))
-        for feature in layer.features:
-            steps.append(
-                _ssh(*exec_argv(vmid, env.layer_feature_env(name, feature)), stdin=f"features/{feature}.sh")
-            )
-        steps.append(_ssh("pct", "exec", vmid, "--", *layer.smoke_test))
-        steps.append(_api("POST", f"nodes/{node}/lxc/{vmid}/status/shutdown"))
-        steps.append(_api("POST", f"nodes/{node}/lxc/{vmid}/template"))
-        if layer.parent is not None:
-            steps.append(_ssh("zfs", "get", "-H", "-o", "value", "origin", f"{pool}/basevol-{vmid}-disk-0"))
-            steps.append(
-                Step("ssh", f"(must be {pool}/basevol-{LAYER_VMID.format(layer.parent)}-disk-0@__base__)")
-            )
-        layers[name] = b.add(f"layer-{name}", "TemplateLayer", deps, steps, "chain", f"{name} ({key})")
+        inputs = template_layer.TemplateLayerInputs.from_props(layer_inputs(env, name, _gpu_minors(env)))
+        parent = LAYER_VMID.format(layer.parent) if layer.parent is not None else None
+        steps = template_layer.plan_steps(inputs, vmid=LAYER_VMID.format(name), parent=parent)
+        label = f"{name} ({env.layer_key(name)})"
+        layers[name] = b.provider(f"layer-{name}", "TemplateLayer", deps, steps, "chain", label)
     return layers
 
 
@@ -281,9 +242,8 @@ def _plan_firewall(
     if not guest.firewall.enabled:
         return
     props = firewall_inputs(env.host.node, kind, guest.vmid, guest.firewall, ports=guest.ports)
-    inputs = GuestFirewallInputs.from_props(props)
-    steps = [_api(call.method, call.path, **call.params) for call in plan_steps(inputs)]
-    b.add(f"{owner}-firewall", "GuestFirewall", [owner], steps, group)
+    inputs = firewall.GuestFirewallInputs.from_props(props)
+    b.provider(f"{owner}-firewall", "GuestFirewall", [owner], firewall.plan_steps(inputs), group)
 
 
 def _gpu_minors(env: Environment) -> GpuMinors:
@@ -295,6 +255,27 @@ def _gpu_minors(env: Environment) -> GpuMinors:
     return declared_minors(env.host.gpus)
 
 
+def container_inputs(env: Environment, ct: Container, mountpoints: dict[str, str]) -> dict[str, object]:
+    """The LxcGuest resource's inputs as ``components/guests.py`` passes them (from the same render
+    functions), with :data:`TEMPLATE_VMID` for the layer's vmid, known at deploy time."""
+    host = env.host
+    params = {k: v for k, v in container_params(ct, mountpoints, _gpu_minors(env)).items() if k != "hostname"}
+    return {
+        "node": host.node,
+        "vmid": ct.vmid,
+        "hostname": ct.hostname,
+        "template_vmid": TEMPLATE_VMID,
+        "params": params,
+        "raw_lines": raw_lines(ct),
+        "storage": host.storage.rootfs,
+        "pool": host.storage.zfs_pool,
+        "disk_gib": ct.disk_gib,
+        "start": True,
+        "snapshot_before_update": ct.snapshot_before_update,
+        "snapshot_retention": ct.snapshot_retention,
+    }
+
+
 def _plan_container(
     b: _Builder,
     env: Environment,
@@ -304,7 +285,6 @@ def _plan_container(
     datasets: dict[str, str],
     driver: str | None,
 ) -> None:
-    node, pool = env.host.node, env.host.storage.zfs_pool
     name = f"ct-{ct.vmid}"
     deps = [layers[ct.layer]]
     if ct.apparmor_profile in profiles:
@@ -317,81 +297,60 @@ def _plan_container(
         if isinstance(mount, DatasetCloneMount) and mount.dataset not in mountpoints:
             data = env.guests.datasets[mount.dataset]
             target = clone_dataset(data.dataset, ct.vmid)
-            mountpoints[mount.dataset] = (
-                f"/{target}"  # the default mountpoint; the clone reports the real one
-            )
+            mountpoints[mount.dataset] = MOUNTPOINT.format(target)  # the clone reads it back from ZFS
+            made = clone.plan_inputs({"origin": f"{data.dataset}@{data.snapshot}", "name": target})
             clones.append(
-                b.add(
+                b.provider(
                     f"{name}-{mount.dataset}",
                     "ZfsClone",
                     [datasets[mount.dataset]],
-                    [_ssh("zfs", "clone", f"{data.dataset}@{data.snapshot}", target)],
+                    clone.create_steps(made),
                     "guests",
                 )
             )
-    config = container_params(ct, mountpoints, _gpu_minors(env))
-    config.pop("hostname")  # set by the clone call
-    steps = [
-        _api(
-            "POST",
-            f"nodes/{node}/lxc/{LAYER_VMID.format(ct.layer)}/clone",
-            newid=ct.vmid,
-            hostname=ct.hostname,
-            full=0,
-        ),
-        _api("PUT", f"nodes/{node}/lxc/{ct.vmid}/config", **config),
-        _ssh(
-            *write_file_argv(f"/etc/pve/lxc/{ct.vmid}.conf"),
-            stdin=f"the config plus `{'`, `'.join(raw_lines(ct))}` (before the first start)",
-        ),
-        _ssh("zfs", "get", "-H", "-o", "value", "origin", f"{pool}/subvol-{ct.vmid}-disk-0"),
-    ]
-    if ct.disk_gib is not None:
-        steps.insert(
-            2, _api("PUT", f"nodes/{node}/lxc/{ct.vmid}/resize", disk="rootfs", size=f"{ct.disk_gib}G")
-        )
-    steps.append(_api("POST", f"nodes/{node}/lxc/{ct.vmid}/status/start"))
-    b.add(name, "LxcGuest", deps + clones, steps, "guests", f"{ct.hostname} ({ct.vmid})")
+    inputs = lxc_guest.LxcGuestInputs.from_props(container_inputs(env, ct, mountpoints))
+    steps = lxc_guest.plan_steps(inputs, template=LAYER_VMID.format(ct.layer))
+    b.provider(name, "LxcGuest", deps + clones, steps, "guests", f"{ct.hostname} ({ct.vmid})")
     _plan_firewall(b, env, name, "lxc", ct, "guests")
     features = _plan_features(b, env, ct, name)
     if ct.snapshots is not None:
         policy = ct.snapshots
-        b.add(
+        taken = snapshot.GuestSnapshotInputs.from_props(
+            {
+                "node": env.host.node,
+                "vmid": ct.vmid,
+                "prefix": policy.prefix,
+                "retention": policy.retention,
+                "trigger": policy.trigger,
+            }
+        )
+        b.provider(
             f"{name}-snapshots",
             "GuestSnapshot",
             [name],
-            [
-                _api("POST", f"nodes/{node}/lxc/{ct.vmid}/snapshot", snapname=f"{policy.prefix}-<UTC time>"),
-                Step(
-                    "api",
-                    f"DELETE .../snapshot/<older {policy.prefix}-*> beyond the newest {policy.retention}",
-                ),
-            ],
+            snapshot.plan_steps(taken),
             "guests",
             f"{policy.prefix}-* x{policy.retention}",
         )
     if ct.vllm is not None:
         server = ct.vllm.server
-        b.add(
+        service = VllmServiceInputs.from_props(
+            {
+                "node": env.host.node,
+                "vmid": ct.vmid,
+                "unit": render_unit(ct.vllm),
+                "unit_path": UNIT_PATH,
+                "served_model_name": server.served_model_name,
+                "port": server.port,
+                "startup_timeout_s": ct.vllm.startup_timeout_s,
+                "guest_name": ct.hostname,
+            }
+        )
+        b.provider(
             f"vllm-{ct.vmid}",
             "VllmService",
             [name, *features],
-            [
-                _ssh(
-                    "pct",
-                    "exec",
-                    str(ct.vmid),
-                    "--",
-                    *write_file_argv(UNIT_PATH),
-                    stdin="unit with ExecStart=" + display(engine_args(ct.vllm)),
-                ),
-                _ssh("pct", "exec", str(ct.vmid), "--", "systemctl", "enable", "--now", "vllm.service"),
-                Step(
-                    "ssh",
-                    f"wait ≤ {ct.vllm.startup_timeout_s}s: GET http://127.0.0.1:{server.port}/health = 200, "
-                    f"/v1/models lists {server.served_model_name}",
-                ),
-            ],
+            deploy_steps(service),
             "guests",
             server.served_model_name,
         )
@@ -402,25 +361,22 @@ def _plan_features(b: _Builder, env: Environment, ct: Container, owner: str) -> 
     if not ct.features:
         return []
     inputs = GuestFeaturesInputs.from_props(container_feature_inputs(env, ct))
-    steps = [_ssh(*step.argv, stdin=step.stdin_label) for step in feature_steps(inputs)]
     label = f"{', '.join(ct.features)} in {ct.hostname} ({ct.vmid})"
-    return [b.add(f"{owner}-features", "GuestFeatures", [owner], steps, "guests", label)]
+    return [b.provider(f"{owner}-features", "GuestFeatures", [owner], feature_steps(inputs), "guests", label)]
 
 
 def _plan_vm(b: _Builder, env: Environment, vm: Vm, image: str) -> None:
     node, storage = env.host.node, env.host.storage
     name = f"vm-{vm.vmid}"
     path = f"{storage.snippets_path}/phoenix-{vm.vmid}-user-data.yaml"
-    snippet = b.add(
+    user_data = host_file.HostFileInputs.from_props(
+        {"path": path, "content": vm_user_data(env, vm), "mode": 0o640}
+    )
+    snippet = b.provider(
         f"{name}-cloud-init",
         "HostFile",
         [],
-        [
-            _ssh(
-                *write_file_argv(path, 0o640),
-                stdin=f"cloud-init running {', '.join(vm.features) or 'nothing'}",
-            )
-        ],
+        host_file.create_steps(user_data),
         "guests",
         f"cloud-init running {', '.join(vm.features) or 'no features'}",
     )

@@ -14,6 +14,7 @@ import pulumi
 
 from phoenix_components.components.targets import ssh_target
 from phoenix_components.config.load import Environment
+from phoenix_components.render.baseline import dataset_properties, driver_inputs
 from phoenix_components.render.lxc import GpuMinors, declared_minors, inventory_minors
 from providers.hostfiles.apparmor import AppArmorProfile, AppArmorProfileArgs
 from providers.nvidia_driver import NvidiaHostDriver, NvidiaHostDriverArgs
@@ -51,12 +52,7 @@ class HostBaseline(pulumi.ComponentResource):
         if host.nvidia is not None and host.nvidia.manage:
             self.driver = NvidiaHostDriver(
                 f"nvidia-driver-{host.node}",
-                NvidiaHostDriverArgs(
-                    driver_version=host.nvidia.version,
-                    runfile_url=host.nvidia.runfile_url,
-                    sha256=host.nvidia.sha256,
-                    uninstall_on_delete=host.nvidia.uninstall_on_delete,
-                ),
+                NvidiaHostDriverArgs(**driver_inputs(host.nvidia)),  # type: ignore[arg-type]  # its fields
                 ssh_target=target,
                 opts=child,
             )
@@ -68,12 +64,9 @@ class HostBaseline(pulumi.ComponentResource):
         self.datasets: dict[str, ZfsDataset] = {}
         self.snapshots: dict[str, ZfsSnapshot] = {}
         for key, data in env.guests.datasets.items():
-            properties: dict[str, str] = {"compression": data.compression}
-            if data.quota_gib is not None:
-                properties["quota"] = f"{data.quota_gib}G"
             dataset = ZfsDataset(
                 f"dataset-{key}",
-                ZfsDatasetArgs(name=data.dataset, properties=properties),
+                ZfsDatasetArgs(name=data.dataset, properties=dataset_properties(data)),
                 ssh_target=target,
                 opts=child,
             )

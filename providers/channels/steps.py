@@ -9,7 +9,7 @@ linked-clone check) and the runner that executes guest steps are in ``providers/
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -41,7 +41,7 @@ class ApiCall:
         args = " ".join(f"{k}={v}" for k, v in self.params.items())
         return f"{self.method} /{self.path}" + (f" {args}" if args else "")
 
-    def plan_lines(self) -> list[tuple[str, str]]:
+    def plan_lines(self, compact: bool = False) -> list[tuple[str, str]]:
         return [("api", self.render())]
 
 
@@ -67,19 +67,35 @@ class HostCommand:
     def label(self) -> str:
         return self.what
 
-    def plan_lines(self) -> list[tuple[str, str]]:
+    def plan_lines(self, compact: bool = False) -> list[tuple[str, str]]:
         shown = self.stdin_label or ("<stdin>" if self.stdin else "")
-        line = display(self.argv) + (f"  < {shown}" if shown else "")
+        line = (shown_argv(self.argv) if compact else display(self.argv)) + (f"  < {shown}" if shown else "")
         line += f"  (repeated until {self.until})" if self.until else ""
         return [("ssh", line + (f"  (only when {self.when})" if self.when else ""))]
+
+
+def shown_argv(argv: Sequence[str]) -> str:
+    """:func:`display` of ``argv`` for a plan: a script Phoenix sends as ``sh -c SCRIPT phoenix-NAME ...``
+    (``sh_argv``, its values as ``$1``...) is named ``<phoenix-NAME script>`` instead of printed whole,
+    so a plan line stays one line; any other value with line breaks in it (code a script runs) is shown
+    as ``<N lines>``; the rest as they are."""
+    words = [
+        display([arg]) if "\n" not in arg else f"<{arg.strip().count(chr(10)) + 1} lines>" for arg in argv
+    ]
+    for i in range(1, len(argv) - 1):
+        if argv[i - 1] == "-c" and argv[i + 1].startswith("phoenix-"):
+            words[i] = f"<{argv[i + 1]} script>"
+    return " ".join(words)
 
 
 class PlannedStep(Protocol):
     """Anything ``phoenix plan`` can render: a step that says which requests and commands it makes."""
 
-    def plan_lines(self) -> list[tuple[str, str]]: ...
+    def plan_lines(self, compact: bool = False) -> list[tuple[str, str]]: ...
 
 
-def plan_lines(steps: Iterable[PlannedStep]) -> list[tuple[str, str]]:
-    """``(channel, line)`` for each request and command ``steps`` make: what ``phoenix plan`` prints."""
-    return [line for step in steps for line in step.plan_lines()]
+def plan_lines(steps: Iterable[PlannedStep], *, compact: bool = False) -> list[tuple[str, str]]:
+    """``(channel, line)`` for each request and command ``steps`` make. Exact by default (each command as
+    the host runs it); ``compact`` names long scripts instead (:func:`shown_argv`): what ``phoenix plan``
+    prints."""
+    return [line for step in steps for line in step.plan_lines(compact)]

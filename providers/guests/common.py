@@ -32,7 +32,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, DiffResult
 from providers.base import VERSION_KEY, DynamicResource, HostProvider, as_int, diff_inputs, with_defaults
 from providers.channels.command import CommandResult, Executor, display, write_file_argv
 from providers.channels.pve import PveClient, is_missing
-from providers.channels.steps import ApiCall, HostCommand
+from providers.channels.steps import ApiCall, HostCommand, shown_argv
 from providers.channels.steps import plan_lines as plan_lines  # re-exported for the guests and tests
 from providers.channels.targets import ApiTarget, SshTarget
 from providers.errors import NoTargetError, PhoenixError, PveError
@@ -162,11 +162,13 @@ class RawLines:
     def label(self) -> str:
         return "raw lines"
 
-    def plan_lines(self) -> list[tuple[str, str]]:
+    def plan_lines(self, compact: bool = False) -> list[tuple[str, str]]:
         shown = "`, `".join(self.lines)
+        argv = write_file_argv(self.path, CONF_MODE)
+        write = shown_argv(argv) if compact else display(argv)
         return [
             ("ssh", display(["cat", self.path])),
-            ("ssh", display(write_file_argv(self.path, CONF_MODE)) + f"  < the config plus `{shown}`"),
+            ("ssh", write + f"  < the config plus `{shown}`"),
         ]
 
 
@@ -185,7 +187,7 @@ class LinkedCheck:
     def label(self) -> str:
         return "verify linked clone"
 
-    def plan_lines(self) -> list[tuple[str, str]]:
+    def plan_lines(self, compact: bool = False) -> list[tuple[str, str]]:
         dataset = self.expected_dataset or "<dataset of rootfs>"
         return [
             ("api", f"GET /{self.config_path}"),

@@ -107,3 +107,60 @@ def test_the_offline_plan_loads_no_component_and_no_pulumi_proxmoxve() -> None:
     )
     run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]"
+
+
+def test_each_planned_resource_holds_its_providers_own_create_steps() -> None:
+    """The plan's steps are the providers' step functions fed the components' inputs (issue 12, point 5):
+    what a hand-written plan got wrong is now whatever the provider does."""
+    from providers.channels.steps import HostCommand
+    from providers.hostfiles.apparmor import load_argv
+    from providers.nvidia_driver import NvidiaHostDriverInputs, NvidiaHostPaths, install_argv, read_argv
+    from providers.zfs.common import create_argv
+
+    env = load_environment(ROOT / "config", "dev")
+    plan = {r.name: r for r in build_plan(env)}
+    for resource in plan.values():
+        if resource.kind in ("download.File", "VmLegacy", "PromotedLayer"):
+            assert resource.calls == (), "pulumi-proxmoxve resources have no Phoenix steps"
+        else:
+            assert resource.calls, f"{resource.name} has its provider's steps"
+            assert len(resource.steps) >= len(resource.calls)
+    # ZFS: no `zfs create -p` (the provider never creates parents); properties as check stores them.
+    data = env.guests.datasets["models"]
+    made = plan["dataset-models"].calls[0]
+    assert isinstance(made, HostCommand)
+    assert made.argv == create_argv(data.dataset, {"compression": data.compression, "quota": "536870912000"})
+    # A layer is stopped (status/stop) before it becomes a template, as the build does.
+    layer = [str(s) for s in plan["layer-base"].steps]
+    assert any(s.endswith("/status/stop") for s in layer) and not any("shutdown" in s for s in layer)
+    # AppArmor: what host.json's apparmor_load says.
+    profile = next(iter(env.apparmor_profiles))
+    load = plan[f"apparmor-{profile}"].calls[1]
+    assert isinstance(load, HostCommand)
+    assert load.argv == load_argv(f"/etc/apparmor.d/{profile}", env.host.apparmor_load)
+    # NVIDIA: the provider's batched read, the install, the read again.
+    nvidia = env.host.nvidia
+    assert nvidia is not None and nvidia.manage
+    driver = [c.argv for c in plan[f"nvidia-driver-{env.host.node}"].calls if isinstance(c, HostCommand)]
+    paths = NvidiaHostPaths()
+    assert driver[0] == read_argv(paths) == driver[2]
+    pinned = NvidiaHostDriverInputs(env.host.ssh.host, nvidia.version, nvidia.runfile_url, nvidia.sha256)
+    assert driver[1] == install_argv(pinned, paths)
+
+
+def test_an_unmanaged_driver_is_not_planned(tmp_path: Path) -> None:
+    """The baseline makes the driver resource only when ``nvidia.manage``; the plan agrees."""
+    import json
+    import shutil
+
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    shutil.copytree(ROOT / "apparmor", tmp_path / "apparmor")
+    host_file = tmp_path / "config/environments/dev/host.json"
+    host = json.loads(host_file.read_text())
+    host["nvidia"]["manage"] = False
+    host["gpus"] = [{**g, "minor": g["index"]} for g in host["gpus"]]
+    host_file.write_text(json.dumps(host))
+    env = load_environment(tmp_path / "config", "dev")
+    plan = build_plan(env)
+    assert not [r for r in plan if r.kind == "NvidiaHostDriver"]
+    assert not any("nvidia-driver" in dep for r in plan for dep in r.depends_on)

@@ -1,0 +1,29 @@
+"""The host baseline's resource inputs, rendered from the config: the data datasets' ZFS properties and
+the pinned NVIDIA driver.
+
+Pure (no Pulumi): the baseline component (``phoenix_components/components/baseline.py``) builds its
+resources from these, and ``phoenix plan`` asks the providers' own step functions what they run.
+"""
+
+from __future__ import annotations
+
+from phoenix_components.config.models import DataDataset, NvidiaDriver
+
+
+def dataset_properties(data: DataDataset) -> dict[str, str]:
+    """The ZfsDataset's declared properties (as declared: the provider's check brings them to the form
+    ``zfs get -p`` reports)."""
+    properties: dict[str, str] = {"compression": data.compression}
+    if data.quota_gib is not None:
+        properties["quota"] = f"{data.quota_gib}G"
+    return properties
+
+
+def driver_inputs(nvidia: NvidiaDriver) -> dict[str, object]:
+    """The NvidiaHostDriver's args (the resource adds the host it reaches over SSH)."""
+    return {
+        "driver_version": nvidia.version,
+        "runfile_url": nvidia.runfile_url,
+        "sha256": nvidia.sha256,
+        "uninstall_on_delete": nvidia.uninstall_on_delete,
+    }
