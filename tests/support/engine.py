@@ -328,7 +328,9 @@ class Engine:
         return events.report(result.summary.resource_changes, {}, result.stdout, calls())
 
     def export(self) -> dict[str, Any]:
-        """``pulumi stack export``: the deployment as stored (secrets sealed)."""
+        """The deployment, as the automation API's ``export_stack`` gives it: ``pulumi stack export
+        --show-secrets``, so secret values are shown in plaintext (:meth:`export_text` is the sealed form a
+        user would paste; never write this one anywhere that is kept)."""
         deployment: dict[str, Any] = self.stack.export_stack().deployment or {}
         return deployment
 
