@@ -37,6 +37,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.cli]
 LAYERS = ("base", "gpu", "docker", "vllm")
 DYNAMIC = "pulumi-python:dynamic"
 PROFILE_LINE = f"lxc.apparmor.profile: {PROFILE}"
+SESSION = "Starting session: "  # sshd's VERBOSE line for each session it runs
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -208,10 +209,12 @@ def test_second_up_changes_nothing_by_the_engines_count_fakepves_and_sshds(lab_s
     lab_stack.ensure_up()
     since = len(lab_stack.host.pve.requests())
     sshd_log = lab_stack.host.sshd.server.log
-    sessions_before = sshd_log.read_text().count("Starting session: command")
+    # Every command session, however sshd logs its kind: "command", or "forced-command" under the lab's
+    # TEST-ONLY recorder (tests/lab/sshd_record), which runs each command the client sent.
+    sessions_before = sshd_log.read_text().count(SESSION)
     report = lab_stack.up()
     api = lab_stack.api_mutations(since)
-    ssh_sessions = sshd_log.read_text().count("Starting session: command") - sessions_before
+    ssh_sessions = sshd_log.read_text().count(SESSION) - sessions_before
     print(
         f"\nsecond up: the engine's change count {report.changes} (summary {report.summary}); "
         f"{len(api)} mutating API calls (fakepve); {ssh_sessions} SSH commands of any kind (sshd log); "

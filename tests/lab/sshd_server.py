@@ -42,9 +42,13 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 PermitRootLogin prohibit-password
-SetEnv PATH={lab_bin}:{base_path} SHLVL=1
+SetEnv PATH={lab_bin}:{base_path} SHLVL=1 PHOENIX_LAB_SSH_RECORD={record}
+ForceCommand {recorder}
 LogLevel VERBOSE
 """
+# ForceCommand: the TEST-ONLY recorder runs every command as sshd would and, while a test has turned
+# recording on (SshdServer.recording), appends it to the record file: what the lab's host was sent.
+RECORDER = Path(__file__).resolve().parent / "sshd_record" / "record-command"
 
 
 def public(key: Path) -> Path:
@@ -120,6 +124,7 @@ class SshdServer:
         self.config = workdir / "sshd_config"
         self.pid_file = workdir / "sshd.pid"
         self.log = workdir / "sshd.log"
+        self.record = workdir / "commands.record"
         self.user_key = workdir / "id_ed25519"
         self.host_key = workdir / "host_ed25519_key"
         self.port = free_port()
@@ -152,6 +157,8 @@ class SshdServer:
                 pid_file=self.pid_file,
                 lab_bin=LAB_BIN,
                 base_path=BASE_PATH,
+                record=self.record,
+                recorder=RECORDER,
             )
         )
         self.pid_file.unlink(missing_ok=True)
@@ -170,6 +177,19 @@ class SshdServer:
             proc.wait()
             log = self.log.read_text() if self.log.exists() else ""
             raise LabError(f"sshd did not start on port {self.port}:\n{log[-2000:]}")
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[list[str]]:
+        """Inside the block every command a client sends is recorded (TEST-ONLY ForceCommand wrapper); the
+        list it yields is filled, in the order sshd started them, when the block ends."""
+        self.record.write_bytes(b"")
+        commands: list[str] = []
+        try:
+            yield commands
+        finally:
+            data = self.record.read_bytes()
+            self.record.unlink(missing_ok=True)
+            commands.extend(c.decode() for c in data.split(b"\0")[:-1])
 
     def stop(self) -> None:
         """SIGTERM the listener and every connection it serves; wait until they are gone."""
