@@ -333,27 +333,32 @@ def _plan_container(
             f"{policy.prefix}-* x{policy.retention}",
         )
     if ct.vllm is not None:
-        server = ct.vllm.server
-        service = VllmServiceInputs.from_props(
-            {
-                "node": env.host.node,
-                "vmid": ct.vmid,
-                "unit": render_unit(ct.vllm),
-                "unit_path": UNIT_PATH,
-                "served_model_name": server.served_model_name,
-                "port": server.port,
-                "startup_timeout_s": ct.vllm.startup_timeout_s,
-                "guest_name": ct.hostname,
-            }
-        )
+        service = VllmServiceInputs.from_props(service_inputs(env, ct))
         b.provider(
             f"vllm-{ct.vmid}",
             "VllmService",
             [name, *features],
             deploy_steps(service),
             "guests",
-            server.served_model_name,
+            ct.vllm.server.served_model_name,
         )
+
+
+def service_inputs(env: Environment, ct: Container) -> dict[str, object]:
+    """The VllmService resource's inputs as ``components/guests.py`` passes them, without the guest's
+    ``instance`` (known once the guest exists; it only tells a replaced guest from the old one)."""
+    assert ct.vllm is not None
+    server = ct.vllm.server
+    return {
+        "node": env.host.node,
+        "vmid": ct.vmid,
+        "unit": render_unit(ct.vllm),
+        "unit_path": UNIT_PATH,
+        "served_model_name": server.served_model_name,
+        "port": server.port,
+        "startup_timeout_s": ct.vllm.startup_timeout_s,
+        "guest_name": ct.hostname,
+    }
 
 
 def _plan_features(b: _Builder, env: Environment, ct: Container, owner: str) -> list[str]:
