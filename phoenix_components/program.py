@@ -24,7 +24,8 @@ from phoenix_components.components.guests import (
 )
 from phoenix_components.config.cloud import CloudEnvironment, is_cloud_environment, load_cloud_environment
 from phoenix_components.config.errors import ConfigError
-from phoenix_components.config.load import Environment, load_environment
+from phoenix_components.config.load import Environment, dependency_order, load_environment
+from phoenix_components.config.models import Container, Vm
 
 
 def load_stack_environment(config_dir: Path) -> Environment | CloudEnvironment:
@@ -90,25 +91,7 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
             environment=env, os_templates=os_templates, driver=baseline.driver, gpu_minors=baseline.gpu_minors
         ),
     )
-    containers: dict[int, LxcGuest] = {}
-    for ct in env.guests.containers:
-        needs: list[pulumi.Resource] = []
-        if ct.apparmor_profile in baseline.profiles:
-            needs.append(baseline.profiles[ct.apparmor_profile])
-        if ct.gpus and baseline.driver is not None:
-            needs.append(baseline.driver)
-        containers[ct.vmid] = LxcGuest(
-            f"ct-{ct.vmid}",
-            LxcGuestArgs(
-                environment=env,
-                spec=ct,
-                layer_vmid=chain.layers[ct.layer].vmid,
-                data_snapshots=baseline.snapshots,
-                depends_on=tuple(needs),
-                gpu_minors=baseline.gpu_minors,
-            ),
-        )
-    vms: dict[int, VmGuest] = {}
+    images: dict[str, CloudImageTemplate] = {}
     if provider is not None:  # always, when there are VMs
         images = {
             image: CloudImageTemplate(
@@ -117,13 +100,46 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
             )
             for image in sorted({vm.image for vm in env.guests.vms})
         }
-        vms = {
-            vm.vmid: VmGuest(
-                f"vm-{vm.vmid}",
-                VmGuestArgs(environment=env, spec=vm, template=images[vm.image].template, provider=provider),
+    containers: dict[int, LxcGuest] = {}
+    vms: dict[int, VmGuest] = {}
+    built: dict[int, pulumi.Resource] = {}
+    # Dependencies first (validation refused cycles): a guest waits for the components of the guests it
+    # is `after`, every child included — the container, its features and a vLLM service's health gate.
+    everyone: list[Container | Vm] = [*env.guests.containers, *env.guests.vms]
+    for guest in dependency_order(everyone):
+        after = tuple(built[vmid] for vmid in guest.after)
+        if isinstance(guest, Container):
+            ct = guest
+            needs: list[pulumi.Resource] = []
+            if ct.apparmor_profile in baseline.profiles:
+                needs.append(baseline.profiles[ct.apparmor_profile])
+            if ct.gpus and baseline.driver is not None:
+                needs.append(baseline.driver)
+            built[ct.vmid] = containers[ct.vmid] = LxcGuest(
+                f"ct-{ct.vmid}",
+                LxcGuestArgs(
+                    environment=env,
+                    spec=ct,
+                    layer_vmid=chain.layers[ct.layer].vmid,
+                    data_snapshots=baseline.snapshots,
+                    depends_on=(*needs, *after),
+                    gpu_minors=baseline.gpu_minors,
+                ),
             )
-            for vm in env.guests.vms
-        }
+        elif provider is not None:
+            built[guest.vmid] = vms[guest.vmid] = VmGuest(
+                f"vm-{guest.vmid}",
+                VmGuestArgs(
+                    environment=env,
+                    spec=guest,
+                    template=images[guest.image].template,
+                    provider=provider,
+                    after=after,
+                ),
+            )
+    # Exports in the file's order, whatever order the dependencies built them in.
+    containers = {ct.vmid: containers[ct.vmid] for ct in env.guests.containers}
+    vms = {vm.vmid: vms[vm.vmid] for vm in env.guests.vms if vm.vmid in vms}
     return {
         "environment": env.name,
         "node": host.node,

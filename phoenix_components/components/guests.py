@@ -215,6 +215,7 @@ class VmGuestArgs:
     spec: Vm
     template: proxmox.VmLegacy
     provider: proxmox.Provider
+    after: tuple[pulumi.Resource, ...] = ()  # the guests (components) it starts after (`after`)
 
 
 class VmGuest(pulumi.ComponentResource):
@@ -267,11 +268,18 @@ class VmGuest(pulumi.ComponentResource):
             ],
             agent=proxmox.VmLegacyAgentArgs(enabled=True),
             on_boot=vm.start_on_boot,
+            startup=(
+                proxmox.VmLegacyStartupArgs(
+                    order=vm.startup.order, up_delay=vm.startup.up, down_delay=vm.startup.down
+                )
+                if vm.startup is not None
+                else None
+            ),
             started=True,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=args.provider,
-                depends_on=[snippet, args.template],
+                depends_on=[snippet, args.template, *args.after],
                 # cloud-init runs a VM's features once, at its first boot: changed features (scripts,
                 # values, files) need a new VM to run in. Its vmid is fixed, so the old one goes first.
                 replacement_trigger=sha256_text(user_data),

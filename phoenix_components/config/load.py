@@ -35,6 +35,7 @@ from phoenix_components.config.models import (
     Guests,
     Host,
     Layer,
+    Startup,
     Vm,
 )
 from phoenix_components.config.promotion import PromotionLock, check_lock, load_lock
@@ -49,6 +50,7 @@ FEATURES_DIR = "features"
 APPARMOR_DIR = Path("..") / "apparmor"
 
 M = TypeVar("M", bound=BaseModel)
+G = TypeVar("G", Container, Vm)
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,8 @@ def load_environment(config_dir: Path | str, environment: str, *, promotion: boo
         config_dir=config_dir,
         host=host,
         chain=chain,
-        guests=guests,
+        # The boot order PVE gets for guests in a dependency that give none (see start_orders).
+        guests=with_start_orders(guests),
         feature_scripts=scripts,
         apparmor_profiles={name: profiles[name] for name in host.apparmor_profiles},
     )
@@ -405,6 +408,7 @@ def check_environment(
         *_check_chain(host, chain, scripts, files),
         *_check_guests(host, chain, guests, scripts, files),
         *_check_gpu_sharing(host, guests, files),
+        *_check_dependencies(guests, files),
     ]
 
 
@@ -641,6 +645,141 @@ def _check_guests(
 
 def _guest_name(guest: Container | Vm) -> str:
     return guest.hostname if isinstance(guest, Container) else guest.name
+
+
+def _guest_label(guest: Container | Vm) -> str:
+    """``CT 201 vllm-qwen``, ``VM 231 docker-vm``: how a person names a guest in a message."""
+    return f"{'CT' if isinstance(guest, Container) else 'VM'} {guest.vmid} {_guest_name(guest)}"
+
+
+def _dependency_cycles(by_vmid: Mapping[int, Container | Vm]) -> list[list[int]]:
+    """Each cycle of ``after`` edges once, as the vmids along it (the first repeated at the end)."""
+    cycles: list[list[int]] = []
+    done: set[int] = set()
+    for start in sorted(by_vmid):
+        stack: list[tuple[int, list[int]]] = [(start, [start])]
+        while stack:
+            vmid, trail = stack.pop()
+            for dep in by_vmid[vmid].after:
+                if dep not in by_vmid or dep == vmid:
+                    continue  # reported on its own: an unknown vmid, a guest after itself
+                if dep in trail:
+                    cycle = trail[trail.index(dep) :] + [dep]
+                    if not set(cycle) & done:
+                        cycles.append(cycle)
+                        done.update(cycle)
+                elif dep not in done:
+                    stack.append((dep, [*trail, dep]))
+        done.add(start)
+    return cycles
+
+
+def dependency_order(guests: Sequence[Container | Vm]) -> list[Container | Vm]:
+    """``guests`` with each one after every guest it is ``after`` (stable: file order otherwise).
+    The ``after`` graph is acyclic (validated)."""
+    by_vmid = {g.vmid: g for g in guests}
+    placed: dict[int, Container | Vm] = {}
+
+    def place(guest: Container | Vm) -> None:
+        if guest.vmid not in placed:
+            for dep in guest.after:
+                if dep in by_vmid:
+                    place(by_vmid[dep])
+            placed[guest.vmid] = guest
+
+    for guest in guests:
+        place(guest)
+    return list(placed.values())
+
+
+def start_orders(guests: Guests) -> dict[int, int]:
+    """vmid -> the PVE boot ``order`` of each guest that takes part in an ``after`` dependency.
+
+    The rule: a guest's own ``startup.order`` when it gives one; otherwise 0 for a guest that waits for
+    none, and one more than the highest order among the guests it is ``after`` (its dependency depth, when
+    no order is given anywhere). PVE starts lower orders first at boot, and guests without an order after
+    every guest with one, so a guest in no dependency keeps no order. Needs an acyclic ``after`` graph
+    (checked by :func:`check_environment` first).
+    """
+    everyone: list[Container | Vm] = [*guests.containers, *guests.vms]
+    by_vmid = {g.vmid: g for g in everyone}
+    involved = {g.vmid for g in by_vmid.values() if g.after} | {
+        dep for g in by_vmid.values() for dep in g.after
+    }
+    orders: dict[int, int] = {}
+
+    def order(vmid: int) -> int:
+        if vmid not in orders:
+            guest = by_vmid[vmid]
+            if guest.startup is not None and guest.startup.order is not None:
+                orders[vmid] = guest.startup.order
+            else:
+                orders[vmid] = max((order(dep) + 1 for dep in guest.after), default=0)
+        return orders[vmid]
+
+    return {vmid: order(vmid) for vmid in sorted(involved) if vmid in by_vmid}
+
+
+def with_start_orders(guests: Guests) -> Guests:
+    """``guests`` with the derived boot order (:func:`start_orders`) filled into the ``startup`` of each
+    guest in a dependency that gives none, so the guest resources and ``phoenix plan`` send it to PVE."""
+    orders = start_orders(guests)
+
+    def ordered(guest: G) -> G:
+        if guest.vmid not in orders or (guest.startup is not None and guest.startup.order is not None):
+            return guest
+        delays = guest.startup.model_dump(exclude={"order"}) if guest.startup is not None else {}
+        return guest.model_copy(update={"startup": Startup(order=orders[guest.vmid], **delays)})
+
+    return guests.model_copy(
+        update={
+            "containers": [ordered(c) for c in guests.containers],
+            "vms": [ordered(v) for v in guests.vms],
+        }
+    )
+
+
+def _check_dependencies(guests: Guests, files: _Files) -> Iterator[Problem]:
+    """``after``: every vmid names another guest of this file, no cycle, and a given boot order agrees."""
+    f = files.guests
+    entries: list[tuple[str, Container | Vm]] = [
+        *((f"containers[{i}]", c) for i, c in enumerate(guests.containers)),
+        *((f"vms[{i}]", v) for i, v in enumerate(guests.vms)),
+    ]
+    by_vmid = {g.vmid: g for _, g in entries}
+    if len(by_vmid) != len(entries):
+        return  # duplicate vmids are reported on their own; `after` would be ambiguous
+    broken = False
+    for path, guest in entries:
+        for i, dep in enumerate(guest.after):
+            if dep == guest.vmid:
+                broken = True
+                yield Problem(f, f"{path}.after[{i}]", "a guest cannot start after itself")
+            elif dep not in by_vmid:
+                broken = True
+                known = ", ".join(str(v) for v in sorted(by_vmid))
+                yield Problem(f, f"{path}.after[{i}]", f"no guest with vmid {dep} in {f} (vmids: {known})")
+    paths = {g.vmid: p for p, g in entries}
+    for cycle in _dependency_cycles(by_vmid):
+        broken = True
+        trail = " -> ".join(_guest_label(by_vmid[v]) for v in cycle)
+        yield Problem(f, f"{paths[cycle[0]]}.after", f"the guests' `after` lists form a cycle: {trail}")
+    if broken:
+        return
+    orders = start_orders(guests)
+    for path, guest in entries:
+        if guest.startup is None or guest.startup.order is None:
+            continue
+        for dep in guest.after:
+            if orders[dep] >= guest.startup.order:
+                # Equal orders would leave the sequence to PVE's tie-break, not to the dependency.
+                yield Problem(
+                    f,
+                    f"{path}.startup.order",
+                    f"{_guest_label(guest)} has order {guest.startup.order} but starts after "
+                    f"{_guest_label(by_vmid[dep])}, whose order is {orders[dep]}: PVE boots lower orders "
+                    "first, so give it a higher order (or none, and Phoenix derives one)",
+                )
 
 
 def _check_network(

@@ -651,6 +651,42 @@ def _parameters_need_features(guest: Container | Vm) -> None:
         raise ValueError("feature_env and feature_files are only for a guest that has features")
 
 
+def _vmids_once(value: list[int]) -> list[int]:
+    return once_each(value, "vmids")
+
+
+# The guests one waits for (a container or a VM): existence and cycles are checked in load.py.
+After = Annotated[
+    list[VmId],
+    AfterValidator(_vmids_once),
+    Field(
+        description="vmids of guests this one is created and started after, once they are healthy; "
+        "without a startup order, PVE's boot order is derived from these"
+    ),
+]
+
+
+class Startup(Model):
+    """PVE's ``startup`` property string, typed: ``order=N,up=N,down=N``.
+
+    PVE's rule (pve-common JSONSchema ``pve_parse_startup_order``): each part is optional and a
+    non-negative integer (``\\d+``, no upper bound); an empty string is refused. ``order`` sorts the guests
+    started at boot (lower first, guests without one after all that have one; shutdown is the reverse);
+    ``up``/``down`` are seconds PVE waits after starting/stopping this guest before the next one.
+    """
+
+    order: Annotated[int, Field(ge=0)] | None = None
+    up: Annotated[int, Field(ge=0)] | None = Field(default=None, description="seconds to wait after start")
+    down: Annotated[int, Field(ge=0)] | None = Field(default=None, description="seconds to wait after stop")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Startup:
+        # PVE refuses an empty startup string ("unable to parse startup options").
+        if self.order is None and self.up is None and self.down is None:
+            raise ValueError("give at least one of order, up, down (PVE refuses an empty startup)")
+        return self
+
+
 class Container(Model):
     """A workload LXC container: a linked clone of a template layer."""
 
@@ -685,7 +721,9 @@ class Container(Model):
     firewall: Firewall = Firewall()
     ports: list[ServicePort] = []
     vllm: VllmEngine | None = None
-    start_on_boot: bool = True
+    start_on_boot: bool = Field(default=True, description="PVE `onboot`: start the container at host boot")
+    startup: Startup | None = Field(default=None, description="PVE `startup`: boot order and delays")
+    after: After = []
     snapshot_before_update: bool = False
     snapshot_retention: Annotated[int, Field(ge=1, le=64)] = Field(
         default=3, description="pre-update snapshots kept (older ones are pruned)"
@@ -770,7 +808,9 @@ class Vm(Model):
     firewall: Firewall = Firewall()
     ports: list[ServicePort] = []
     cloud_init: CloudInit = CloudInit()
-    start_on_boot: bool = True
+    start_on_boot: bool = Field(default=True, description="PVE `onboot`: start the VM at host boot")
+    startup: Startup | None = Field(default=None, description="PVE `startup`: boot order and delays")
+    after: After = []
 
     @model_validator(mode="after")
     def _parameters_need_features(self) -> Vm:
@@ -815,6 +855,8 @@ PATTERN_RULES: dict[str, str] = {
     r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}(\.[0-7])?$": "a PCI address as `lspci -D` prints it, e.g. "
     "0000:41:00.0",
     r"^[0-9]{3}\.[0-9]{2,3}(\.[0-9]{2,3})?$": "an NVIDIA driver version like 580.76.05",
+    r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9]+)?-pve$": "a PVE kernel version as `uname -r` prints it, e.g. "
+    "6.8.12-4-pve",
     r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[^\s\x00-\x1f\x7f]*$": "an http(s):// URL with a path, no "
     "spaces or control characters",
     r"^[A-Za-z0-9._+-]+\.tar\.(gz|xz|zst)$": "a file name ending in .tar.gz, .tar.xz or .tar.zst",

@@ -16,6 +16,7 @@ from phoenix_components.config.models import (
     DatasetCloneMount,
     HostGpu,
     Network,
+    Startup,
     VolumeMount,
 )
 from phoenix_components.render.errors import GpuMinorError, UnsafeValueError
@@ -99,6 +100,12 @@ def net0(net: Network) -> str:
     return ",".join(parts)
 
 
+def startup(value: Startup) -> str:
+    """PVE's ``startup`` property string (``order=1,up=30``): only the parts given, in PVE's own order."""
+    parts = {"order": value.order, "up": value.up, "down": value.down}
+    return ",".join(f"{key}={number}" for key, number in parts.items() if number is not None)
+
+
 def clone_dataset(data_dataset: str, vmid: int) -> str:
     """The per-guest writable clone of a data dataset (e.g. model weights)."""
     return f"{data_dataset}-ct{vmid}"
@@ -123,6 +130,9 @@ def container_params(
     }
     if ct.description:
         params["description"] = ct.description
+    # New keys only when configured: a container from before them keeps exactly the params it had.
+    if ct.startup is not None:
+        params["startup"] = startup(ct.startup)
     flags = [name for name, on in ct.pve_features.model_dump().items() if on]
     if flags:
         params["features"] = ",".join(f"{name}=1" for name in flags)

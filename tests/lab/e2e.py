@@ -123,6 +123,9 @@ class LabGuest:
     features: tuple[str, ...] = ()
     feature_env: tuple[tuple[str, str], ...] = ()
     feature_files: tuple[tuple[str, str], ...] = ()  # (path, content)
+    # Start order: the vmids it starts after, and its own PVE startup parts ((name, seconds or order)).
+    after: tuple[int, ...] = ()
+    startup: tuple[tuple[str, int], ...] = ()
 
     @property
     def hostname(self) -> str:
@@ -136,6 +139,10 @@ class LabGuest:
                 "feature_env": dict(self.feature_env),
                 "feature_files": [{"path": path, "content": text} for path, text in self.feature_files],
             }
+        if self.after:  # likewise: only a guest that declares an order gets one
+            own["after"] = list(self.after)
+        if self.startup:
+            own["startup"] = dict(self.startup)
         return {
             **own,
             "vmid": self.vmid,

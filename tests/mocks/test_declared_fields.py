@@ -3,9 +3,10 @@
 The walk covers every field of the host, layer, container and VM models, nested models included, as the dev
 environment uses them (a field the program never reads would validate and then do nothing). For each field
 it writes a changed, still valid value into a copy of the config files, builds the program under Pulumi's
-mocks, and compares every resource the program registers with the unchanged build: the inputs, and each
-dynamic provider's pickled targets (``__provider``: where SSH and the API connect). What a resource is
-given is what reaches PVE or runs on the host, so a field that changes none of it changes nothing.
+mocks, and compares every resource the program registers with the unchanged build: the inputs, the
+dependencies (what it waits for), and each dynamic provider's pickled targets (``__provider``: where SSH and
+the API connect). What a resource is given, and when, is what reaches PVE or runs on the host, so a field
+that changes none of it changes nothing.
 
 A field that by design only feeds validation is listed in :data:`CHECK_ONLY` with the reason, and the test
 asserts the opposite for it: changing it changes nothing sent (so a stale entry fails too). A field with one
@@ -78,7 +79,11 @@ ENRICH = (
     guests("containers", 0, "feature_files", value=[{"path": "/etc/phoenix/app.conf", "content": "a=1\n"}]),
     guests("containers", 0, "snapshots", value={"prefix": "nightly", "retention": 3, "trigger": "r1"}),
     guests("containers", 0, "ports", value=[{"name": "metrics", "port": 9100}]),
+    guests("containers", 0, "startup", value={"order": 4, "up": 30, "down": 10}),
     guests("vms", 0, "feature_env", value={"STACK": "apps"}),
+    guests("vms", 0, "startup", value={"order": 3, "up": 5}),
+    # The VM is the one guest no context removes: the container's `after` names it.
+    guests("containers", 0, "after", value=[231]),
     guests("vms", 0, "feature_files", value=[{"path": "/etc/phoenix/stack.env", "content": "A=1\n"}]),
 )
 GPU_MINORS = (host("gpus", 0, "minor", value=0), host("gpus", 1, "minor", value=1))
@@ -248,6 +253,8 @@ VALUES: dict[str, list[Any]] = {
     "Vm.feature_env": [{"STACK": "apps-2"}],
     "Vm.feature_files": [[{"path": "/etc/phoenix/stack.env", "content": "A=2\n"}]],
     "Vm.gpus": [[1]],
+    "Vm.after": [[202]],
+    "Vm.vmid": [Change(232, (guests("containers", 0, "after", value=[232]),))],  # the guest after it follows
     "CloudInit.user": ["ops"],
     "CloudInit.ssh_authorized_keys": [["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGQ2 ops@example"]],
 }
@@ -415,9 +422,15 @@ def sent(config: Path) -> dict[str, dict[str, Any]]:
         return pulumi.Output.from_input(True)
 
     program()
-    # A replacement trigger is sent too: the engine replaces the resource when it changes.
+    # A replacement trigger is sent too: the engine replaces the resource when it changes. So are the
+    # dependencies: what a resource waits for (a guest `after` another) is when it reaches the host.
     return {
-        r.urn: {**r.inputs, "(replacement_trigger)": r.replacement_trigger} for r in monitor.registrations
+        r.urn: {
+            **r.inputs,
+            "(replacement_trigger)": r.replacement_trigger,
+            "(dependencies)": sorted(r.dependencies),
+        }
+        for r in monitor.registrations
     }
 
 

@@ -11,10 +11,10 @@ from phoenix_components.config.cloud import load_cloud_environment
 from phoenix_components.config.features import feature_env as one_feature_env
 from phoenix_components.config.features import feature_pins
 from phoenix_components.config.load import load_environment
-from phoenix_components.config.models import Network, VllmEngine
+from phoenix_components.config.models import Network, Startup, VllmEngine
 from phoenix_components.render.cloud import ec2_user_data
 from phoenix_components.render.features import chain_feature_env, exec_argv
-from phoenix_components.render.lxc import container_params, net0, raw_lines
+from phoenix_components.render.lxc import container_params, net0, raw_lines, startup
 from phoenix_components.render.vllm import render_unit, systemd_quote
 from providers.channels.command import render
 
@@ -146,3 +146,13 @@ def test_the_nvidia_feature_gets_the_driver_version_from_the_driver_on_every_tar
             "PHOENIX_NVIDIA_VERSION": ENV.host.nvidia.version,
             "PHOENIX_TARGET": target,
         }
+
+
+def test_startup_is_pve_property_string_only_when_configured() -> None:
+    ct = ENV.guests.containers[0]
+    assert "startup" not in container_params(ct, {"models": "/m"}, {"0": 0})  # absent stays absent
+    assert container_params(ct, {"models": "/m"}, {"0": 0})["onboot"] == 1
+    timed = ct.model_copy(update={"startup": Startup(order=2, up=30, down=10), "start_on_boot": False})
+    params = container_params(timed, {"models": "/m"}, {"0": 0})
+    assert (params["startup"], params["onboot"]) == ("order=2,up=30,down=10", 0)
+    assert startup(Startup(up=0)) == "up=0"  # 0 is a value PVE takes, not an absent part
