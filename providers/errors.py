@@ -114,3 +114,34 @@ class PveTaskError(PveError):
 
 class PveTaskTimeoutError(PveTaskError):
     """A PVE task did not finish before its deadline (it may still be running on the host)."""
+
+
+class RebootRequiredError(HostError):
+    """Phoenix changed the host in a way that takes effect only at the next boot, and was not allowed to
+    reboot it. ``done`` names what was changed, so the user knows what a reboot will apply."""
+
+    def __init__(self, host: str, done: list[str], why: str) -> None:
+        self.done, self.why = list(done), why
+        super().__init__(
+            host,
+            f"reboot required: {why}. Phoenix did: {'; '.join(done)}. Reboot the host and run again, "
+            "or set allow_reboot in host.json's nvidia section to let Phoenix reboot it and wait",
+        )
+
+
+class SecureBootError(HostError):
+    """Secure Boot is on, so the kernel would refuse the unsigned module an install builds."""
+
+    def __init__(self, host: str, evidence: str) -> None:
+        self.evidence = evidence
+        super().__init__(
+            host,
+            f"Secure Boot is enabled ({evidence}); nothing was installed, because the kernel would refuse "
+            "the unsigned NVIDIA module DKMS builds. Choose: sign the module (enrol a MOK key with mokutil "
+            "and have DKMS sign with it, then install by hand or set nvidia.manage false), or turn Secure "
+            "Boot off in the firmware setup",
+        )
+
+
+class RebootTimeoutError(HostError):
+    """Phoenix rebooted the host (allow_reboot) and it did not come back before the deadline."""

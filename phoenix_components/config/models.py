@@ -205,6 +205,18 @@ class NvidiaDriver(Model):
         description="false: the driver is installed outside Phoenix (host image, Debian packages); Phoenix "
         "pins the version for the containers' userspace but does not install it on the host",
     )
+    allow_reboot: bool = Field(
+        default=False,
+        description="true: when nouveau had to be blacklisted, Phoenix reboots the host and waits for it; "
+        "false (default): it stops with a reboot-required error naming what it did, and you reboot",
+    )
+    kernel_pin: (
+        Annotated[str, StringConstraints(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9]+)?-pve$")] | None
+    ) = Field(
+        default=None,
+        description="a PVE kernel version (e.g. 6.8.12-4-pve) to pin with proxmox-boot-tool, so an upgrade "
+        "does not boot a kernel the DKMS module was not built for",
+    )
 
     @model_validator(mode="after")
     def _url_names_version(self) -> NvidiaDriver:
@@ -666,6 +678,55 @@ After = Annotated[
 ]
 
 
+def ip_address(value: str) -> str:
+    """An IPv4 or IPv6 address (an IPv6 one may name its interface, ``fe80::1%eth0``), as PVE's
+    ``lxc-ip-with-ll-iface`` takes a nameserver."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise ValueError(f"not an IP address: {exc}") from None
+    return value
+
+
+class Dns(Model):
+    """A guest's resolver: PVE's LXC ``nameserver``/``searchdomain``, a VM's cloud-init DNS. Absent, a
+    container keeps what its template has and a VM what cloud-init finds (DHCP, the image)."""
+
+    nameserver: list[Annotated[str, AfterValidator(ip_address)]] = Field(
+        default=[], description="DNS server addresses, in the order the guest asks them"
+    )
+    searchdomain: Hostname | None = Field(
+        default=None, description="the DNS search domain, e.g. lab.internal"
+    )
+
+    @field_validator("nameserver")
+    @classmethod
+    def _once(cls, value: list[str]) -> list[str]:
+        return once_each(value, "nameservers")
+
+    @model_validator(mode="after")
+    def _something(self) -> Dns:
+        if not self.nameserver and self.searchdomain is None:
+            raise ValueError("give a nameserver or a searchdomain (or leave dns out)")
+        return self
+
+
+# PVE's `pve-tag` (pve-common $PVE_TAG_RE): a letter, digit or `_`, then letters, digits and `_ - + .`.
+Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_+.-]*$")]
+
+
+def _tags_once(value: list[str]) -> list[str]:
+    # PVE keeps one of each tag, case-insensitively by default (GuestHelpers::get_unique_tags): a repeat
+    # would validate and vanish.
+    once_each([tag.lower() for tag in value], "tags (in any case)")
+    return value
+
+
+Tags = Annotated[
+    list[Tag], AfterValidator(_tags_once), Field(description="PVE tags: meta information shown in the UI")
+]
+
+
 class Startup(Model):
     """PVE's ``startup`` property string, typed: ``order=N,up=N,down=N``.
 
@@ -685,6 +746,11 @@ class Startup(Model):
         if self.order is None and self.up is None and self.down is None:
             raise ValueError("give at least one of order, up, down (PVE refuses an empty startup)")
         return self
+
+
+def nics(guest: Container | Vm) -> list[Network]:
+    """The guest's NICs in PVE's order: ``network`` is net0, ``networks`` net1, net2, …"""
+    return [guest.network, *guest.networks]
 
 
 class Container(Model):
@@ -724,6 +790,13 @@ class Container(Model):
     start_on_boot: bool = Field(default=True, description="PVE `onboot`: start the container at host boot")
     startup: Startup | None = Field(default=None, description="PVE `startup`: boot order and delays")
     after: After = []
+    dns: Dns | None = None
+    tags: Tags = []
+    networks: list[Network] = Field(
+        default=[],
+        max_length=31,  # PVE's 32 netN keys (MAX_LXC_NETWORKS, qemu-server's MAX_NETS) with net0
+        description="more NICs after `network` (net0): net1, net2, … in this order",
+    )
     snapshot_before_update: bool = False
     snapshot_retention: Annotated[int, Field(ge=1, le=64)] = Field(
         default=3, description="pre-update snapshots kept (older ones are pruned)"
@@ -811,6 +884,13 @@ class Vm(Model):
     start_on_boot: bool = Field(default=True, description="PVE `onboot`: start the VM at host boot")
     startup: Startup | None = Field(default=None, description="PVE `startup`: boot order and delays")
     after: After = []
+    dns: Dns | None = None
+    tags: Tags = []
+    networks: list[Network] = Field(
+        default=[],
+        max_length=31,  # PVE's 32 netN keys (MAX_LXC_NETWORKS, qemu-server's MAX_NETS) with net0
+        description="more NICs after `network` (net0): net1, net2, … in this order",
+    )
 
     @model_validator(mode="after")
     def _parameters_need_features(self) -> Vm:
@@ -894,5 +974,6 @@ PATTERN_RULES: dict[str, str] = {
     _pattern_of(FeatureEnvValue): "at most 4096 characters, without control characters (line breaks, "
     "tabs, NUL)",
     _pattern_of(FileMode): "an octal file mode of four digits starting with 0, e.g. 0644",
+    _pattern_of(Tag): "a PVE tag: a letter, digit or `_`, then letters, digits, `_`, `-`, `+` or `.`",
 }
 """Every pattern the models use, as the rule a person reads in an error (tests/unit check all are here)."""

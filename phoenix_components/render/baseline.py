@@ -8,6 +8,7 @@ resources from these, and ``phoenix plan`` asks the providers' own step function
 from __future__ import annotations
 
 from phoenix_components.config.models import DataDataset, NvidiaDriver
+from providers.nvidia_driver import PREREQUISITES
 
 
 def dataset_properties(data: DataDataset) -> dict[str, str]:
@@ -26,4 +27,10 @@ def driver_inputs(nvidia: NvidiaDriver) -> dict[str, object]:
         "runfile_url": nvidia.runfile_url,
         "sha256": nvidia.sha256,
         "uninstall_on_delete": nvidia.uninstall_on_delete,
+        # The host preparation (issue 16): build prerequisites, Secure Boot and nouveau checks, the
+        # device-node units before pve-guests.service, the optional kernel pin.
+        "prerequisites": list(PREREQUISITES),
+        "nodes_unit": True,
+        "allow_reboot": nvidia.allow_reboot,
+        "kernel_pin": nvidia.kernel_pin,
     }

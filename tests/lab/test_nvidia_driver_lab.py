@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 from pulumi.automation import CommandError
 
-from providers.nvidia_driver import NvidiaHostDriver, NvidiaHostDriverArgs
+from providers.nvidia_driver import (
+    BLACKLIST,
+    NODES_UNIT,
+    PREREQUISITES,
+    NvidiaHostDriver,
+    NvidiaHostDriverArgs,
+)
 from tests.lab.fake_nvidia import FakeNvidia
 from tests.lab.sshd import LabSshd
 from tests.support.engine import Drift, Engine
@@ -43,6 +49,7 @@ def program(
     *,
     sha256: str | None = None,
     uninstall_on_delete: bool = False,
+    **preparation: Any,
 ) -> Callable[[], dict[str, Any]]:
     url, served_sha = fake.runfile(version)
 
@@ -52,6 +59,7 @@ def program(
             runfile_url=url,
             sha256=sha256 or served_sha,
             uninstall_on_delete=uninstall_on_delete,
+            **preparation,
         )
         driver = NvidiaHostDriver(DRIVER, args, ssh_target=lab_sshd.target(), paths=fake.paths)
         return {"driver_version": driver.driver_version, "gpus": driver.gpus, "majors": driver.majors}
@@ -164,3 +172,110 @@ def test_refresh_of_a_removed_driver_says_gone_and_a_failing_one_says_why(
     fake.remove_out_of_band()
     assert harness.refresh()[urn] == Drift("gone")
     assert harness.resources() == {}
+
+
+# -- host preparation (issue 16) -------------------------------------------------------------------------
+
+
+def prepared(
+    lab_sshd: LabSshd, fake: FakeNvidia, *, allow_reboot: bool = False, kernel_pin: str | None = None
+) -> Callable[[], dict[str, Any]]:
+    """The driver as the host baseline declares it: prerequisites, device-node units, the options."""
+    return program(
+        lab_sshd,
+        fake,
+        NEW,
+        prerequisites=list(PREREQUISITES),
+        nodes_unit=True,
+        allow_reboot=allow_reboot,
+        kernel_pin=kernel_pin,
+    )
+
+
+NODES = ["nvidia-uvm", "nvidia-uvm-tools", "nvidia0", "nvidia1", "nvidiactl"]
+
+
+def test_a_fresh_host_gets_prerequisites_then_the_driver_then_the_nodes_unit(
+    lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine
+) -> None:
+    fake.fresh_host()
+    report = harness.up(prepared(lab_sshd, fake, kernel_pin=FakeNvidia.KERNEL))
+    assert report.op(DRIVER) == "create" and report.exports["driver_version"] == NEW
+    assert sorted(fake.installed_packages()) == sorted(FakeNvidia.ARCHIVE)
+    runs = fake.runs()
+    apt = next(i for i, line in enumerate(runs) if line.startswith("apt-get install"))
+    install = runs.index(f"run {NEW} --dkms --silent --no-questions --ui=none")
+    modprobe = runs.index("nvidia-modprobe -u -c=0")
+    assert apt < install < modprobe and "nvidia-modprobe -u -c=1" in runs
+    assert runs[apt].endswith(" ".join(FakeNvidia.ARCHIVE))  # the headers resolved for the running kernel
+    assert f"proxmox-boot-tool kernel pin {FakeNvidia.KERNEL}" in runs
+    assert "Before=pve-guests.service" in fake.unit(NODES_UNIT).splitlines()
+    assert fake.device_nodes() == NODES
+    outputs = harness.resource(DRIVER).outputs
+    assert outputs["prerequisites"] == list(PREREQUISITES) and outputs["nodes_unit"] is True
+    assert outputs["dkms_kernels"] == [FakeNvidia.KERNEL] and outputs["module_for_running_kernel"] is True
+    assert outputs["kernel_pin"] == FakeNvidia.KERNEL and outputs["missing_nodes"] == []
+
+    again = harness.up(prepared(lab_sshd, fake, kernel_pin=FakeNvidia.KERNEL))
+    assert again.changed == {} and again.changes == 0
+    assert fake.runs() == runs  # nothing ran again
+
+
+def test_nouveau_loaded_writes_the_blacklist_and_asks_for_a_reboot(
+    lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine
+) -> None:
+    fake.fresh_host(nouveau=True)
+    with pytest.raises(CommandError) as caught:
+        harness.up(prepared(lab_sshd, fake))
+    details = str(caught.value)
+    assert "RebootRequiredError" in details
+    assert "write " in details and "blacklist-nouveau.conf; rebuild the initramfs" in details
+    assert fake.blacklist() == BLACKLIST and "update-initramfs -u" in fake.runs()
+    assert fake.installs() == [] and fake.nouveau_loaded()  # never rebooted silently
+
+    fake.reboot()  # the user reboots: the blacklist takes effect
+    assert not fake.nouveau_loaded()
+    assert harness.up(prepared(lab_sshd, fake)).exports["driver_version"] == NEW
+
+
+def test_allow_reboot_reboots_waits_and_goes_on(lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine) -> None:
+    fake.fresh_host(nouveau=True)
+    report = harness.up(prepared(lab_sshd, fake, allow_reboot=True))
+    assert report.exports["driver_version"] == NEW
+    runs = fake.runs()
+    assert runs.index("systemctl reboot") < runs.index(f"run {NEW} --dkms --silent --no-questions --ui=none")
+    assert not fake.nouveau_loaded() and fake.device_nodes() == NODES
+
+
+def test_secure_boot_on_is_a_typed_error_and_nothing_is_installed(
+    lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine
+) -> None:
+    fake.fresh_host(secure_boot=True)
+    with pytest.raises(CommandError) as caught:
+        harness.up(prepared(lab_sshd, fake))
+    details = str(caught.value)
+    assert "SecureBootError" in details and "sign the module" in details and "turn Secure" in details
+    assert fake.runs() == [] and fake.installed_packages() == [] and fake.requests == []
+    assert harness.resources() == {}
+
+
+def test_after_a_reboot_the_unit_brings_the_nodes_back_and_refresh_sees_missing_ones(
+    lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine
+) -> None:
+    fake.fresh_host()
+    harness.up(prepared(lab_sshd, fake))
+    urn = harness.resource(DRIVER).urn
+
+    fake.reboot()  # nodes gone at boot, then systemd runs the enabled unit
+    assert fake.device_nodes() == NODES
+    assert harness.refresh()[urn] == Drift("same")
+
+    fake.remove_device_nodes()  # as if the unit had not run
+    drift = harness.refresh()[urn]
+    assert drift.kind == "changed" and "missing_nodes" in drift.changed
+    assert harness.resource(DRIVER).outputs["missing_nodes"] == [
+        f"{fake.paths.dev}/{n}" for n in NODES[2:4]
+    ] + [f"{fake.paths.dev}/{n}" for n in ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools")]
+    restored = harness.up(prepared(lab_sshd, fake))
+    assert restored.op(DRIVER) == "update" and fake.device_nodes() == NODES
+    assert len(fake.installs()) == 1

@@ -84,6 +84,13 @@ ENRICH = (
     guests("vms", 0, "startup", value={"order": 3, "up": 5}),
     # The VM is the one guest no context removes: the container's `after` names it.
     guests("containers", 0, "after", value=[231]),
+    guests("containers", 0, "dns", value={"nameserver": ["10.0.10.53"], "searchdomain": "lab.internal"}),
+    guests("containers", 0, "tags", value=["vllm", "gpu"]),
+    guests("vms", 0, "tags", value=["docker"]),
+    guests(
+        "vms", 0, "dns", value={"nameserver": ["10.0.10.53", "10.0.10.54"], "searchdomain": "lab.internal"}
+    ),
+    guests("vms", 0, "networks", value=[{"bridge": "vmbr0", "ip": "10.0.10.131/24", "firewall": False}]),
     guests("vms", 0, "feature_files", value=[{"path": "/etc/phoenix/stack.env", "content": "A=1\n"}]),
 )
 GPU_MINORS = (host("gpus", 0, "minor", value=0), host("gpus", 1, "minor", value=1))
@@ -137,6 +144,7 @@ VALUES: dict[str, list[Any]] = {
     "NvidiaDriver.runfile_url": ["https://mirror.example.internal/nvidia/NVIDIA-Linux-x86_64-580.76.05.run"],
     "NvidiaDriver.sha256": ["a" * 64],
     "NvidiaDriver.manage": [Change(False, GPU_MINORS)],
+    "NvidiaDriver.kernel_pin": ["6.8.12-4-pve"],
     "Bridge.name": [
         Change(
             "vmbr9",
@@ -254,6 +262,9 @@ VALUES: dict[str, list[Any]] = {
     "Vm.feature_files": [[{"path": "/etc/phoenix/stack.env", "content": "A=2\n"}]],
     "Vm.gpus": [[1]],
     "Vm.after": [[202]],
+    "Dns.nameserver": [["10.0.10.54"]],
+    "Container.networks": [[{"bridge": "vmbr0", "ip": "10.0.10.132/24"}]],
+    "Dns.searchdomain": ["other.internal"],
     "Vm.vmid": [Change(232, (guests("containers", 0, "after", value=[232]),))],  # the guest after it follows
     "CloudInit.user": ["ops"],
     "CloudInit.ssh_authorized_keys": [["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGQ2 ops@example"]],

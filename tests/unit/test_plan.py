@@ -114,7 +114,15 @@ def test_each_planned_resource_holds_its_providers_own_create_steps() -> None:
     what a hand-written plan got wrong is now whatever the provider does."""
     from providers.channels.steps import HostCommand
     from providers.hostfiles.apparmor import load_argv
-    from providers.nvidia_driver import NvidiaHostDriverInputs, NvidiaHostPaths, install_argv, read_argv
+    from providers.nvidia_driver import (
+        NODES_UNIT,
+        PERSISTENCED_UNIT,
+        PREREQUISITES,
+        NvidiaHostDriverInputs,
+        NvidiaHostPaths,
+        install_argv,
+        read_argv,
+    )
     from providers.zfs.common import create_argv
 
     env = load_environment(ROOT / "config", "dev")
@@ -138,14 +146,21 @@ def test_each_planned_resource_holds_its_providers_own_create_steps() -> None:
     load = plan[f"apparmor-{profile}"].calls[1]
     assert isinstance(load, HostCommand)
     assert load.argv == load_argv(f"/etc/apparmor.d/{profile}", env.host.apparmor_load)
-    # NVIDIA: the provider's batched read, the install, the read again.
+    # NVIDIA: the provider's batched read, the host preparation (prerequisites, nouveau), the install, the
+    # read again, the device-node units.
     nvidia = env.host.nvidia
     assert nvidia is not None and nvidia.manage
     driver = [c.argv for c in plan[f"nvidia-driver-{env.host.node}"].calls if isinstance(c, HostCommand)]
     paths = NvidiaHostPaths()
-    assert driver[0] == read_argv(paths) == driver[2]
+    assert driver[0] == read_argv(paths) == driver[6]
+    assert driver[1][3] == "phoenix-nvidia-host-read"
+    assert driver[2][2:6] == ["apt-get", "install", "-y", "--no-install-recommends"]
+    assert driver[2][6:] == ["proxmox-headers-<uname -r>", *PREREQUISITES[1:]]
+    assert driver[3][4] == "/etc/modprobe.d/blacklist-nouveau.conf"
+    assert driver[4] == ["update-initramfs", "-u"]
     pinned = NvidiaHostDriverInputs(env.host.ssh.host, nvidia.version, nvidia.runfile_url, nvidia.sha256)
-    assert driver[1] == install_argv(pinned, paths)
+    assert driver[5] == install_argv(pinned, paths)
+    assert driver[-1] == ["systemctl", "enable", "--now", NODES_UNIT, PERSISTENCED_UNIT]
 
 
 def test_an_unmanaged_driver_is_not_planned(tmp_path: Path) -> None:
