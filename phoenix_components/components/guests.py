@@ -23,7 +23,15 @@ import pulumi_proxmoxve as proxmox
 
 from phoenix_components.components.targets import api_target, ssh_target
 from phoenix_components.config.load import Environment
-from phoenix_components.config.models import Container, DatasetCloneMount, Firewall, Host, ServicePort, Vm
+from phoenix_components.config.models import (
+    Container,
+    DatasetCloneMount,
+    Firewall,
+    Host,
+    ServicePort,
+    Vm,
+    nics,
+)
 from phoenix_components.render.features import container_feature_inputs, fresh_guest_key
 from phoenix_components.render.firewall import firewall_inputs
 from phoenix_components.render.lxc import GpuMinors, clone_dataset, container_params, raw_lines
@@ -235,9 +243,16 @@ class VmGuest(pulumi.ComponentResource):
         snippet_id = snippet.path.apply(lambda _path: f"{host.storage.snippets}:snippets/{file_name}")
         net = vm.network
         pci = {g.index: g.pci for g in host.gpus}
-        ip = proxmox.VmLegacyInitializationIpConfigIpv4Args(
-            address=net.ip, gateway=net.gateway if net.ip != "dhcp" else None
-        )
+        # One ip_config per NIC, in net0, net1, … order (cloud-init matches them by position).
+        ip_configs = [
+            proxmox.VmLegacyInitializationIpConfigArgs(
+                ipv4=proxmox.VmLegacyInitializationIpConfigIpv4Args(
+                    address=nic.ip, gateway=nic.gateway if nic.ip != "dhcp" else None
+                )
+            )
+            for nic in nics(vm)
+        ]
+        dns = vm.dns
         self.vm = proxmox.VmLegacy(
             f"{name}-vm",
             node_name=host.node,
@@ -254,14 +269,24 @@ class VmGuest(pulumi.ComponentResource):
             ],
             network_devices=[
                 proxmox.VmLegacyNetworkDeviceArgs(
-                    bridge=net.bridge, mac_address=net.mac, vlan_id=net.vlan, firewall=net.firewall
+                    bridge=nic.bridge, mac_address=nic.mac, vlan_id=nic.vlan, firewall=nic.firewall
                 )
+                for nic in nics(vm)
             ],
             initialization=proxmox.VmLegacyInitializationArgs(
                 datastore_id=host.storage.vm_disks,
                 user_data_file_id=snippet_id,
-                ip_configs=[proxmox.VmLegacyInitializationIpConfigArgs(ipv4=ip)],
+                ip_configs=ip_configs,
+                # Only when configured (absent stays absent): the resolver cloud-init writes.
+                dns=(
+                    proxmox.VmLegacyInitializationDnsArgs(
+                        servers=list(dns.nameserver) or None, domain=dns.searchdomain
+                    )
+                    if dns is not None
+                    else None
+                ),
             ),
+            tags=sorted(tag.lower() for tag in vm.tags) or None,  # as PVE stores them (see render.lxc.tags)
             hostpcis=[
                 proxmox.VmLegacyHostpciArgs(device=f"hostpci{i}", id=pci[gpu], pcie=True)
                 for i, gpu in enumerate(vm.gpus)

@@ -35,6 +35,7 @@ from phoenix_components.config.models import (
     Guests,
     Host,
     Layer,
+    Network,
     Startup,
     Vm,
 )
@@ -584,10 +585,11 @@ def _check_guests(
     ]
     for path, name, first in _duplicates(names):
         yield Problem(f, path, f"hostname {name} is already used at {first}")
-    addresses = [(f"{p}.network.ip", g.network.address) for p, g in entries if g.network.address is not None]
+    nic_paths = [(p, at, net) for p, g in entries for at, net in _nics(g)]
+    addresses = [(f"{p}.{at}.ip", net.address) for p, at, net in nic_paths if net.address is not None]
     for path, address, first in _duplicates(addresses):
         yield Problem(f, path, f"IP address {address} is already used at {first}")
-    macs = [(f"{p}.network.mac", g.network.mac.upper()) for p, g in entries if g.network.mac is not None]
+    macs = [(f"{p}.{at}.mac", net.mac.upper()) for p, at, net in nic_paths if net.mac is not None]
     for path, mac, first in _duplicates(macs):
         yield Problem(f, path, f"MAC {mac} is already used at {first}")
 
@@ -782,23 +784,34 @@ def _check_dependencies(guests: Guests, files: _Files) -> Iterator[Problem]:
                 )
 
 
+def _nics(guest: Container | Vm) -> list[tuple[str, Network]]:
+    """(JSON key, NIC) of each of the guest's NICs: ``network`` (net0), then ``networks[i]``."""
+    return [("network", guest.network), *((f"networks[{i}]", n) for i, n in enumerate(guest.networks))]
+
+
 def _check_network(
     guest: Container | Vm, path: str, bridges: Mapping[str, Any], f: str, host_file: str
 ) -> Iterator[Problem]:
-    net = guest.network
+    for at, net in _nics(guest):
+        yield from _check_nic(net, f"{path}.{at}", bridges, f, host_file)
+
+
+def _check_nic(
+    net: Network, path: str, bridges: Mapping[str, Any], f: str, host_file: str
+) -> Iterator[Problem]:
     bridge = bridges.get(net.bridge)
     if bridge is None:
-        yield Problem(f, f"{path}.network.bridge", f"bridge {net.bridge} is not in {host_file} bridges")
+        yield Problem(f, f"{path}.bridge", f"bridge {net.bridge} is not in {host_file} bridges")
         return
     if net.vlan is not None and not bridge.vlan_aware:
-        yield Problem(f, f"{path}.network.vlan", f"bridge {net.bridge} is not vlan_aware in {host_file}")
+        yield Problem(f, f"{path}.vlan", f"bridge {net.bridge} is not vlan_aware in {host_file}")
     if net.address is not None:
         interface = ipaddress.IPv4Interface(net.ip)
         subnet = ipaddress.IPv4Network(bridge.cidr)
         if net.vlan is None and interface.network != subnet:
-            yield Problem(f, f"{path}.network.ip", f"{net.ip} is not in {net.bridge}'s subnet {bridge.cidr}")
+            yield Problem(f, f"{path}.ip", f"{net.ip} is not in {net.bridge}'s subnet {bridge.cidr}")
         if bridge.gateway is not None and net.address == bridge.gateway:
-            yield Problem(f, f"{path}.network.ip", f"{net.address} is the gateway of {net.bridge}")
+            yield Problem(f, f"{path}.ip", f"{net.address} is the gateway of {net.bridge}")
 
 
 def _check_firewall(guest: Container | Vm, path: str, f: str) -> Iterator[Problem]:

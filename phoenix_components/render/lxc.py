@@ -91,8 +91,9 @@ def gpu_devices(gpus: Sequence[int], minors: GpuMinors, who: str) -> list[str]:
     return [gpu_device(minors[str(gpu)]) for gpu in gpus] + (list(NVIDIA_CONTROL_DEVICES) if gpus else [])
 
 
-def net0(net: Network) -> str:
-    parts = ["name=eth0", f"bridge={net.bridge}", f"ip={net.ip}"]
+def net0(net: Network, index: int = 0) -> str:
+    """PVE's ``netN`` value of a NIC: ``name=ethN``, its bridge, address and the parts it sets."""
+    parts = [f"name=eth{index}", f"bridge={net.bridge}", f"ip={net.ip}"]
     parts += [f"gw={net.gateway}"] if net.gateway else []
     parts += [f"hwaddr={net.mac.upper()}"] if net.mac else []
     parts += [f"tag={net.vlan}"] if net.vlan else []
@@ -104,6 +105,13 @@ def startup(value: Startup) -> str:
     """PVE's ``startup`` property string (``order=1,up=30``): only the parts given, in PVE's own order."""
     parts = {"order": value.order, "up": value.up, "down": value.down}
     return ",".join(f"{key}={number}" for key, number in parts.items() if number is not None)
+
+
+def tags(values: Sequence[str]) -> str:
+    """PVE's ``tags``: ``;``-separated, lower-case and sorted, as PVE stores them by default
+    (GuestHelpers::get_unique_tags, unless datacenter.cfg's tag-style says otherwise), so what PVE reads
+    back is what was sent."""
+    return ";".join(sorted(tag.lower() for tag in values))
 
 
 def clone_dataset(data_dataset: str, vmid: int) -> str:
@@ -133,6 +141,14 @@ def container_params(
     # New keys only when configured: a container from before them keeps exactly the params it had.
     if ct.startup is not None:
         params["startup"] = startup(ct.startup)
+    for i, net in enumerate(ct.networks, start=1):
+        params[f"net{i}"] = net0(net, i)
+    if ct.dns is not None and ct.dns.nameserver:
+        params["nameserver"] = " ".join(ct.dns.nameserver)  # PVE's own form (verify_nameserver_list)
+    if ct.dns is not None and ct.dns.searchdomain is not None:
+        params["searchdomain"] = ct.dns.searchdomain
+    if ct.tags:
+        params["tags"] = tags(ct.tags)
     flags = [name for name, on in ct.pve_features.model_dump().items() if on]
     if flags:
         params["features"] = ",".join(f"{name}=1" for name in flags)

@@ -11,7 +11,7 @@ from phoenix_components.config.cloud import load_cloud_environment
 from phoenix_components.config.features import feature_env as one_feature_env
 from phoenix_components.config.features import feature_pins
 from phoenix_components.config.load import load_environment
-from phoenix_components.config.models import Network, Startup, VllmEngine
+from phoenix_components.config.models import Dns, Network, Startup, VllmEngine
 from phoenix_components.render.cloud import ec2_user_data
 from phoenix_components.render.features import chain_feature_env, exec_argv
 from phoenix_components.render.lxc import container_params, net0, raw_lines, startup
@@ -156,3 +156,22 @@ def test_startup_is_pve_property_string_only_when_configured() -> None:
     params = container_params(timed, {"models": "/m"}, {"0": 0})
     assert (params["startup"], params["onboot"]) == ("order=2,up=30,down=10", 0)
     assert startup(Startup(up=0)) == "up=0"  # 0 is a value PVE takes, not an absent part
+
+
+def test_more_nics_dns_and_tags_reach_the_params_only_when_configured() -> None:
+    ct = ENV.guests.containers[0]
+    plain = container_params(ct, {"models": "/m"}, {"0": 0})
+    assert not {"net1", "nameserver", "searchdomain", "tags"} & set(plain)
+    second = Network(bridge="vmbr1", ip="10.0.20.5/24", vlan=20, firewall=False)
+    full = ct.model_copy(
+        update={
+            "networks": [second],
+            "dns": Dns(nameserver=["10.0.10.53", "fd00::53"], searchdomain="lab.internal"),
+            "tags": ["vllm", "GPU", "prod_1"],
+        }
+    )
+    params = container_params(full, {"models": "/m"}, {"0": 0})
+    assert params["net0"] == plain["net0"]  # net0 as it was
+    assert params["net1"] == "name=eth1,bridge=vmbr1,ip=10.0.20.5/24,tag=20"
+    assert (params["nameserver"], params["searchdomain"]) == ("10.0.10.53 fd00::53", "lab.internal")
+    assert params["tags"] == "gpu;prod_1;vllm"  # lower-case and sorted, as PVE stores them
