@@ -20,6 +20,14 @@ update). Every operation starts with ONE batched read over SSH: nvidia-smi's dri
 An upgrade needs the old modules unloaded: the install step unloads them and, if a GPU is in use (a
 running GPU guest, nvidia-persistenced), fails with that reason instead of half-installing.
 
+Host preparation (issue 16), on when the inputs ask for it (``prerequisites``, ``nodes_unit``,
+``kernel_pin``; the host baseline sets them, a resource stored before they existed has none): a second read
+(packages, Secure Boot, nouveau, the units, device nodes, DKMS, the boot kernel) decides; before the driver,
+Secure Boot on fails with :class:`~providers.errors.SecureBootError` (only when an install is due), missing
+prerequisites are installed, a loaded nouveau is blacklisted and the initramfs rebuilt, then
+:class:`~providers.errors.RebootRequiredError` (or, with ``allow_reboot``, a reboot and a wait for a new
+boot id); after it, the device-node and persistence units are written and started, and the kernel pinned.
+
 A container's NVIDIA userspace (installed by the nvidia feature script with ``--no-kernel-module``) must
 be exactly the host driver's version; the config checks refuse a mismatch before anything is deployed
 (``phoenix_components.config``), so no resource here repeats that rule.
