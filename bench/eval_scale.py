@@ -31,7 +31,7 @@ unprofiled run spent in the cyclic garbage collector.
 Where the time goes, 500 guests (2518 resources, pulumi 3.272, a 2-core machine shared with other jobs):
 Phoenix's own code (rendering, config, the components' bodies) is 2-3 % of the profile, the SDK 94-98 %.
 Inside the SDK: the stack trace per resource 11-21 %, input serialization 6-11 %, output resolution
-7-15 %. About half of either program's unprofiled time (52 % of Phoenix's, 48 % of the floor's) is
+7-15 %. About half of either program's unprofiled time (47-52 % of Phoenix's, 46-48 % of the floor's) is
 Python's cyclic GC walking the Outputs, futures and tasks the SDK keeps alive for every resource until the
 program ends. One SDK cost was Phoenix's to remove: the output types the SDK re-read from a resource
 class's ``pulumi.Output`` annotations for every resource (``pulumi._types.resource_types``, about 6 % of
@@ -41,7 +41,8 @@ dependency tracking, more asyncio tasks and more live objects for the GC), ``par
 options, and 500 components registering their outputs.
 
 Measured (best of 3 rounds each, wall time, load average 2-6 from other jobs, so read the ratios):
-before, 1.53x to 1.80x the same-inputs floor; after, 1.28x to 1.48x. The 1.2x target is not shown met.
+before, 1.53x and 1.80x the same-inputs floor (two runs); after, 1.28x, 1.48x and 1.57x (three runs).
+The run-to-run noise is larger than what the fixes moved, and the 1.2x target is not met.
 
 The synthetic environment is built from validated models directly (the checks that would refuse 500
 guests on one 2-GPU host, like GPU memory, are not the point here). Nothing touches a host.
