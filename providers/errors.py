@@ -145,3 +145,13 @@ class SecureBootError(HostError):
 
 class RebootTimeoutError(HostError):
     """Phoenix rebooted the host (allow_reboot) and it did not come back before the deadline."""
+
+
+class IommuError(HostError):
+    """A GPU given to a VM cannot be passed through safely: no IOMMU, a shared IOMMU group (the group's
+    other devices named), or the host's nvidia driver bound to it."""
+
+    def __init__(self, host: str, problems: dict[str, str]) -> None:
+        self.problems = dict(problems)
+        listed = "; ".join(f"{address}: {why}" for address, why in sorted(problems.items()))
+        super().__init__(host, f"GPU passthrough is not possible: {listed}")

@@ -56,6 +56,7 @@ from providers.channels.steps import HostCommand
 from providers.channels.targets import SshTarget
 from providers.errors import (
     HostError,
+    IommuError,
     PhoenixError,
     RebootRequiredError,
     RebootTimeoutError,
@@ -124,6 +125,9 @@ class NvidiaHostDriverInputs(Inputs):
     """May reboot the host (after blacklisting nouveau) and wait for it; otherwise a reboot is asked for."""
     kernel_pin: str | None = None
     """``proxmox-boot-tool kernel pin`` this version, so the next boot runs the kernel DKMS built for."""
+    passthrough: tuple[str, ...] = field(default=(), metadata=convert(tuple))
+    """PCI addresses of the GPUs given to VMs: IOMMU must be on, each in a group of its own functions only,
+    and not bound to the nvidia driver."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,8 @@ class NvidiaHostPaths:
     dkms: str = "dkms"
     proxmox_boot_tool: str = "proxmox-boot-tool"
     boot_id: str = "/proc/sys/kernel/random/boot_id"
+    pci_devices: str = "/sys/bus/pci/devices"
+    iommu_groups: str = "/sys/kernel/iommu_groups"
 
 
 # -- 2. pure logic: parsers and commands ------------------------------------------------------------------
@@ -524,7 +530,19 @@ for unit in phoenix-nvidia-nodes.service phoenix-nvidia-persistenced.service; do
     cat "$unit_dir/$unit" 2>/dev/null
 done
 printf '@@nodes\n'
-for node in "$@"; do [ -e "$dev/$node" ] || echo "$dev/$node"; done
+while [ "$#" -gt 0 ] && [ "$1" != -- ]; do
+    [ -e "$dev/$1" ] || echo "$dev/$1"
+    shift
+done
+[ "$#" -gt 0 ] && shift
+pcidev="$1" groups="$2"; shift 2
+printf '@@iommu %s\n' "$(ls "$groups" 2>/dev/null | wc -l)"
+for pci in "$@"; do
+    group=$(readlink "$pcidev/$pci/iommu_group" 2>/dev/null) || group=""
+    driver=$(readlink "$pcidev/$pci/driver" 2>/dev/null) || driver=""
+    printf '@@pci %s %s %s\n' "$pci" "${group##*/}" "${driver##*/}"
+    [ -n "$group" ] && ls "$groups/${group##*/}/devices"
+done
 printf '@@dkms\n'; "$dkms" status nvidia 2>/dev/null
 printf '@@boot\n'; "$boottool" kernel list 2>/dev/null
 printf '@@boot_id\n'; cat "$bootid" 2>/dev/null
@@ -551,6 +569,31 @@ class HostFacts:
     """Kernels the nvidia DKMS module is installed for."""
     pinned_kernel: str | None = None
     boot_id: str = ""
+    iommu_groups: int = 0
+    """How many IOMMU groups the kernel made: none means the IOMMU is off."""
+    pci: Mapping[str, tuple[str, str, tuple[str, ...]]] = field(default_factory=dict)
+    """passthrough address -> (its IOMMU group, the driver bound to it, every device in the group)."""
+
+    def passthrough_problems(self, addresses: Sequence[str]) -> dict[str, str]:
+        """Per GPU given to a VM, why PVE could not pass it through safely (none: it can)."""
+        problems = {}
+        for address in addresses:
+            group, driver, members = self.pci.get(address, ("", "", ()))
+            slot = address.rpartition(".")[0]
+            others = [m for m in members if m.rpartition(".")[0] != slot]
+            if not self.iommu_groups:
+                problems[address] = (
+                    "the IOMMU is off (intel_iommu=on / amd_iommu=on, VT-d/AMD-Vi in firmware)"
+                )
+            elif not group:
+                problems[address] = "no such PCI device, or it is in no IOMMU group"
+            elif others:
+                problems[address] = f"IOMMU group {group} also holds {', '.join(others)}"
+            elif driver == "nvidia":
+                problems[address] = (
+                    "the host's nvidia driver is bound to it (bind it to vfio-pci: vfio-pci ids=...)"
+                )
+        return problems
 
     def headers(self) -> str | None:
         """The installed headers package of the running kernel, if any."""
@@ -632,10 +675,15 @@ def parse_host_read(text: str) -> HostFacts:
         raise NvidiaOutputError(f"unexpected output from the host preparation read: {text.strip()[:500]!r}")
     secure_boot, evidence = parse_secure_boot(by_name.get("secure_boot", ""))
     units = {}
+    pci = {}
     for name, arg, body in sections:
         if name == "unit":
             unit, _, enabled = arg.partition(" ")
             units[unit] = (enabled.strip(), body)
+        if name == "pci":
+            address, group, driver = [*arg.split(" "), "", ""][:3]
+            pci[address] = (group, driver, tuple(body.split()))
+    iommu = next((arg for name, arg, _ in sections if name == "iommu"), "0")
     return HostFacts(
         kernel=by_name["kernel"].strip(),
         installed=parse_dpkg_status(by_name.get("packages", "")),
@@ -649,6 +697,8 @@ def parse_host_read(text: str) -> HostFacts:
         dkms_kernels=parse_dkms_status(by_name.get("dkms", "")),
         pinned_kernel=parse_pinned_kernel(by_name.get("boot", "")),
         boot_id=by_name.get("boot_id", "").strip(),
+        iommu_groups=int(iommu) if iommu.strip().isdigit() else 0,
+        pci=pci,
     )
 
 
@@ -664,8 +714,16 @@ def host_read_step(
     values = [p.uname, p.dpkg_query, p.apt_cache, p.mokutil, p.efivars, p.sys_module, p.modprobe_d]
     values += [p.systemctl, p.unit_dir, p.dev, p.dkms, p.proxmox_boot_tool, p.boot_id]
     packages = [pkg for pkg in inputs.prerequisites if pkg != KERNEL_HEADERS]
+    iommu = [p.pci_devices, p.iommu_groups, *inputs.passthrough]
     argv = sh_argv(
-        HOST_READ_SCRIPT, "phoenix-nvidia-host-read", *values, *packages, "--", *device_nodes(gpus)
+        HOST_READ_SCRIPT,
+        "phoenix-nvidia-host-read",
+        *values,
+        *packages,
+        "--",
+        *device_nodes(gpus),
+        "--",
+        *iommu,
     )
     return HostCommand("read the host's NVIDIA prerequisites", argv, timeout_s=READ_TIMEOUT)
 
@@ -817,12 +875,13 @@ PREPARATION: Mapping[str, Any] = {
     "nodes_unit": False,
     "allow_reboot": False,
     "kernel_pin": None,
+    "passthrough": [],
 }
 """The host preparation inputs at their "absent" values."""
 
 
 def prepares_host(inputs: NvidiaHostDriverInputs) -> bool:
-    return bool(inputs.prerequisites or inputs.nodes_unit or inputs.kernel_pin)
+    return bool(inputs.prerequisites or inputs.nodes_unit or inputs.kernel_pin or inputs.passthrough)
 
 
 def host_plan_steps(inputs: NvidiaHostDriverInputs, paths: NvidiaHostPaths) -> list[HostCommand]:
@@ -864,6 +923,7 @@ def driver_outputs(
     outputs: dict[str, Any] = {
         **inputs.to_props(),
         "prerequisites": list(inputs.prerequisites),
+        "passthrough": list(inputs.passthrough),
         "driver_version": facts.driver_version,
         "gpus": [gpu.to_props() for gpu in facts.gpus],
         "majors": dict(facts.majors),
@@ -883,6 +943,10 @@ def driver_outputs(
             "module_for_running_kernel": host.kernel in host.dkms_kernels if host.dkms_kernels else None,
             "missing_nodes": list(host.missing_nodes),
             "secure_boot": host.secure_boot,
+            # The passthrough GPUs that pass the IOMMU checks (observed, so a refresh shows a change).
+            "passthrough": [
+                a for a in inputs.passthrough if a not in host.passthrough_problems(inputs.passthrough)
+            ],
         }
     return outputs
 
@@ -923,6 +987,7 @@ class NvidiaHostDriverProvider(ConvergingProvider):
         "nodes_unit",
         "allow_reboot",
         "kernel_pin",
+        "passthrough",
     )
     PREPARATION_DEFAULTS: ClassVar[Mapping[str, Any]] = PREPARATION
     """A state written before host preparation existed lacks these keys: they mean their default."""
@@ -931,8 +996,9 @@ class NvidiaHostDriverProvider(ConvergingProvider):
         if isinstance(news.get("sha256"), str):  # stored as sha256sum prints it
             news = {**news, "sha256": news["sha256"].lower()}
         result = super().check(olds, news)
-        if isinstance(result.inputs.get("prerequisites"), tuple):  # the wire and state carry lists
-            result.inputs["prerequisites"] = list(result.inputs["prerequisites"])
+        for key in ("prerequisites", "passthrough"):
+            if isinstance(result.inputs.get(key), tuple):  # the wire and state carry lists
+                result.inputs[key] = list(result.inputs[key])
         return result
 
     def validate(self, news: Mapping[str, Any]) -> list[CheckFailure]:
@@ -944,7 +1010,14 @@ class NvidiaHostDriverProvider(ConvergingProvider):
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         olds = {**self.PREPARATION_DEFAULTS, **{k: v for k, v in olds.items() if v is not None}}
         # The declared default is a tuple, state and the wire hold lists: compare them as lists.
-        olds, news = ({**d, "prerequisites": list(d.get("prerequisites") or [])} for d in (olds, news))
+        olds, news = (
+            {
+                **d,
+                "prerequisites": list(d.get("prerequisites") or []),
+                "passthrough": list(d.get("passthrough") or []),
+            }
+            for d in (olds, news)
+        )
         result = super().diff(id_, olds, news)
         if news.get("nodes_unit") is True and olds.get("missing_nodes"):
             # A refresh saw device nodes missing: the update starts the unit again.
@@ -987,6 +1060,9 @@ class NvidiaHostDriverProvider(ConvergingProvider):
     def _prepare(self, ex: Executor, inputs: NvidiaHostDriverInputs, facts: DriverFacts) -> HostFacts:
         """Before the driver: Secure Boot (only where an install is due), the prerequisites, nouveau."""
         host = self._read_host(ex, inputs, facts)
+        problems = host.passthrough_problems(inputs.passthrough)
+        if problems:  # before anything changes: a VM would get a GPU it cannot safely have
+            raise IommuError(ex.host, problems)
         if not inputs.prerequisites:
             return host
         if host.secure_boot and facts.driver_version != inputs.driver_version:
@@ -1114,6 +1190,8 @@ class NvidiaHostDriverArgs:
     """May reboot the host after blacklisting nouveau, and wait for it."""
     kernel_pin: pulumi.Input[str] | None = None
     """``proxmox-boot-tool kernel pin`` this version."""
+    passthrough: pulumi.Input[list[str]] | None = None
+    """PCI addresses of the GPUs VMs get (``hostpci``): checked for IOMMU isolation."""
 
 
 class NvidiaHostDriver(DynamicResource, module="phoenix", name="NvidiaHostDriver"):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from phoenix_components.config.load import Environment
 from phoenix_components.config.models import Container, DatasetCloneMount, Vm
-from phoenix_components.render.baseline import dataset_properties, driver_inputs
+from phoenix_components.render.baseline import dataset_properties, driver_inputs, passthrough_addresses
 from phoenix_components.render.chain import layer_inputs
 from phoenix_components.render.features import container_feature_inputs
 from phoenix_components.render.firewall import firewall_inputs
@@ -138,7 +138,8 @@ def build_plan(env: Environment) -> list[PlannedResource]:
     driver = None
     if host.nvidia is not None and host.nvidia.manage:  # the baseline makes the resource only then
         nv = host.nvidia
-        inputs = NvidiaHostDriverInputs.from_props({**driver_inputs(nv), "host": host.ssh.host})
+        passthrough = passthrough_addresses(host, env.guests)  # as the baseline passes them
+        inputs = NvidiaHostDriverInputs.from_props({**driver_inputs(nv, passthrough), "host": host.ssh.host})
         driver = b.provider(
             f"nvidia-driver-{node}",
             "NvidiaHostDriver",

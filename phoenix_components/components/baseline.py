@@ -14,7 +14,7 @@ import pulumi
 
 from phoenix_components.components.targets import ssh_target
 from phoenix_components.config.load import Environment
-from phoenix_components.render.baseline import dataset_properties, driver_inputs
+from phoenix_components.render.baseline import dataset_properties, driver_inputs, passthrough_addresses
 from phoenix_components.render.lxc import GpuMinors, declared_minors, inventory_minors
 from providers.hostfiles.apparmor import AppArmorProfile, AppArmorProfileArgs
 from providers.nvidia_driver import NvidiaHostDriver, NvidiaHostDriverArgs
@@ -52,7 +52,9 @@ class HostBaseline(pulumi.ComponentResource):
         if host.nvidia is not None and host.nvidia.manage:
             self.driver = NvidiaHostDriver(
                 f"nvidia-driver-{host.node}",
-                NvidiaHostDriverArgs(**driver_inputs(host.nvidia)),  # type: ignore[arg-type]  # its fields
+                NvidiaHostDriverArgs(
+                    **driver_inputs(host.nvidia, passthrough_addresses(host, env.guests))  # type: ignore[arg-type]
+                ),
                 ssh_target=target,
                 opts=child,
             )

@@ -7,7 +7,9 @@ resources from these, and ``phoenix plan`` asks the providers' own step function
 
 from __future__ import annotations
 
-from phoenix_components.config.models import DataDataset, NvidiaDriver
+from collections.abc import Sequence
+
+from phoenix_components.config.models import DataDataset, Guests, Host, NvidiaDriver
 from providers.nvidia_driver import PREREQUISITES
 
 
@@ -20,7 +22,15 @@ def dataset_properties(data: DataDataset) -> dict[str, str]:
     return properties
 
 
-def driver_inputs(nvidia: NvidiaDriver) -> dict[str, object]:
+def passthrough_addresses(host: Host, guests: Guests) -> list[str]:
+    """The PCI addresses of the GPUs given to VMs (hostpci), function ``.0`` where host.json names only the
+    slot: the driver checks each for IOMMU isolation."""
+    pci = {gpu.index: gpu.pci for gpu in host.gpus}
+    addresses = {pci[i] for vm in guests.vms for i in vm.gpus if pci.get(i)}
+    return sorted(a if "." in a else f"{a}.0" for a in addresses if a)
+
+
+def driver_inputs(nvidia: NvidiaDriver, passthrough: Sequence[str] = ()) -> dict[str, object]:
     """The NvidiaHostDriver's args (the resource adds the host it reaches over SSH)."""
     return {
         "driver_version": nvidia.version,
@@ -33,4 +43,5 @@ def driver_inputs(nvidia: NvidiaDriver) -> dict[str, object]:
         "nodes_unit": True,
         "allow_reboot": nvidia.allow_reboot,
         "kernel_pin": nvidia.kernel_pin,
+        "passthrough": list(passthrough),
     }

@@ -254,6 +254,8 @@ class FakeNvidia:
             unit_dir=str(self.prefix / "etc" / "systemd" / "system"),
             dev=str(self.prefix / "dev"),
             boot_id=str(self.prefix / "boot_id"),
+            pci_devices=str(self.prefix / "sys" / "bus" / "pci" / "devices"),
+            iommu_groups=str(self.prefix / "sys" / "kernel" / "iommu_groups"),
         )
 
     # -- host preparation (issue 16) ------------------------------------------------------------------
@@ -296,6 +298,20 @@ class FakeNvidia:
                 f"prefix={prefix}\n{body.strip()}\n"
             )
             path.chmod(0o755)
+
+    def pci_group(self, group: int, members: list[str], driver: str = "vfio-pci") -> None:
+        """An IOMMU group as sysfs shows it: ``iommu_groups/<n>/devices/<addr>``, and each device's
+        ``iommu_group`` and ``driver`` links (real sysfs links them the same way, relative or not)."""
+        sys = self.prefix / "sys"
+        devices = sys / "kernel" / "iommu_groups" / str(group) / "devices"
+        devices.mkdir(parents=True, exist_ok=True)
+        (sys / "bus" / "pci" / "drivers" / driver).mkdir(parents=True, exist_ok=True)
+        for address in members:
+            device = sys / "bus" / "pci" / "devices" / address
+            device.mkdir(parents=True, exist_ok=True)
+            (devices / address).symlink_to(device)
+            (device / "iommu_group").symlink_to(devices.parent)
+            (device / "driver").symlink_to(sys / "bus" / "pci" / "drivers" / driver)
 
     def installed_packages(self) -> list[str]:
         path = self.prefix / "dpkg" / "installed"

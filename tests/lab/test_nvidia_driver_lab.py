@@ -279,3 +279,24 @@ def test_after_a_reboot_the_unit_brings_the_nodes_back_and_refresh_sees_missing_
     restored = harness.up(prepared(lab_sshd, fake))
     assert restored.op(DRIVER) == "update" and fake.device_nodes() == NODES
     assert len(fake.installs()) == 1
+
+
+def test_a_vm_gpu_sharing_its_iommu_group_is_refused_naming_the_other_device(
+    lab_sshd: LabSshd, fake: FakeNvidia, harness: Engine
+) -> None:
+    fake.fresh_host()
+    fake.pci_group(12, ["0000:41:00.0", "0000:41:00.1", "0000:40:01.0"])  # a root port shares the group
+    with pytest.raises(CommandError) as caught:
+        harness.up(
+            program(lab_sshd, fake, NEW, prerequisites=list(PREREQUISITES), passthrough=["0000:41:00.0"])
+        )
+    details = str(caught.value)
+    assert "IommuError" in details and "IOMMU group 12 also holds 0000:40:01.0" in details
+    assert fake.runs() == [] and fake.installed_packages() == []  # refused before anything changed
+
+    fake.pci_group(13, ["0000:81:00.0", "0000:81:00.1"])  # isolated: the GPU and its audio function
+    report = harness.up(
+        program(lab_sshd, fake, NEW, prerequisites=list(PREREQUISITES), passthrough=["0000:81:00.0"])
+    )
+    assert report.exports["driver_version"] == NEW
+    assert harness.resource(DRIVER).outputs["passthrough"] == ["0000:81:00.0"]

@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 import providers.nvidia_driver as nv
-from providers.errors import RebootRequiredError, RebootTimeoutError, SecureBootError, SshConnectError
+from providers.errors import (
+    IommuError,
+    RebootRequiredError,
+    RebootTimeoutError,
+    SecureBootError,
+    SshConnectError,
+)
 from providers.nvidia_driver import (
     KERNEL_HEADERS,
     NODES_UNIT,
@@ -66,6 +72,8 @@ def host_read(
     dkms: str = "",
     boot: str = "kernel-list.txt",
     boot_id: str = BOOT_A,
+    iommu_groups: int = 0,
+    pci: dict[str, tuple[str, str, tuple[str, ...]]] | None = None,
 ) -> str:
     """What the preparation read prints (its sections, in the script's order)."""
     parts = [f"@@kernel\n{KERNEL}\n", "@@packages\n", *(f"{p} ii \n" for p in installed)]
@@ -76,6 +84,9 @@ def host_read(
         parts.append(f"@@unit {unit} {'enabled' if text else 'disabled'}\n{text or ''}\n")
     parts += ["@@nodes\n", *(f"/dev/{n}\n" for n in missing), f"@@dkms\n{dkms}\n", f"@@boot\n{prep(boot)}"]
     parts.append(f"@@boot_id\n{boot_id}\n")
+    parts.append(f"@@iommu {iommu_groups}\n")
+    for address, (group, driver, members) in (pci or {}).items():
+        parts.append(f"@@pci {address} {group} {driver}\n" + "".join(f"{m}\n" for m in members))
     return "".join(parts)
 
 
@@ -359,3 +370,44 @@ def test_the_plan_lists_the_prerequisites_for_a_fresh_host() -> None:
         "install proxmox-headers-<uname -r>, proxmox-default-headers, dkms, build-essential, pkg-config",
     ]
     assert "rebuild the initramfs" in whats and whats[-1] == "enable and start the NVIDIA units"
+
+
+# -- VM passthrough (IOMMU) ---------------------------------------------------------------------------------
+
+GPU_VM = "0000:41:00.0"
+
+
+@pytest.mark.parametrize(
+    ("iommu", "pci", "why"),
+    [
+        (0, {}, "the IOMMU is off"),
+        (40, {GPU_VM: ("", "", ())}, "in no IOMMU group"),
+        (
+            40,
+            {GPU_VM: ("12", "vfio-pci", (GPU_VM, "0000:41:00.1", "0000:40:01.0"))},
+            "group 12 also holds 0000:40:01.0",
+        ),
+        (40, {GPU_VM: ("12", "nvidia", (GPU_VM, "0000:41:00.1"))}, "nvidia driver is bound"),
+    ],
+)
+def test_a_gpu_for_a_vm_needs_iommu_its_own_group_and_no_nvidia_driver(
+    iommu: int, pci: dict[str, tuple[str, str, tuple[str, ...]]], why: str
+) -> None:
+    ex = ScriptedExecutor(
+        [
+            step("phoenix-nvidia-read", stdout=driver_read()),
+            step("phoenix-nvidia-host-read", stdout=host_read(installed=ALL, iommu_groups=iommu, pci=pci)),
+        ]
+    )
+    with pytest.raises(IommuError, match=why) as caught:
+        provider_on(ex).create(props(passthrough=[GPU_VM]))
+    assert GPU_VM in str(caught.value) and ex.done()  # nothing ran after the read
+
+
+def test_an_isolated_gpu_with_its_audio_function_passes() -> None:
+    group: dict[str, tuple[str, str, tuple[str, ...]]] = {
+        GPU_VM: ("12", "vfio-pci", (GPU_VM, "0000:41:00.1"))
+    }
+    facts = parse_host_read(host_read(iommu_groups=40, pci=group))
+    assert facts.passthrough_problems([GPU_VM]) == {}
+    assert facts.pci[GPU_VM] == ("12", "vfio-pci", (GPU_VM, "0000:41:00.1"))
