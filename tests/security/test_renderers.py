@@ -33,6 +33,7 @@ from phoenix_components.config.load import Environment, load_environment
 from phoenix_components.config.models import (
     CacheSection,
     CloudInit,
+    FeatureFile,
     ModelSection,
     NvidiaDriver,
     ParallelSection,
@@ -89,7 +90,9 @@ def _work() -> Path:
 # ------------------------------------------------------------------------------- VM cloud-init
 
 
-def hostile_vm_env(*, keys: list[str], user: str, url: str, docker_pin: str) -> tuple[Environment, Vm]:
+def hostile_vm_env(
+    *, keys: list[str], user: str, url: str, docker_pin: str, own: str = "plain", content: str = "a=1\n"
+) -> tuple[Environment, Vm]:
     """The dev environment with hostile values where the VM renderer reads them (no validation)."""
     assert ENV.host.nvidia is not None
     host = ENV.host.model_copy(update={"nvidia": ENV.host.nvidia.model_copy(update={"runfile_url": url})})
@@ -101,6 +104,11 @@ def hostile_vm_env(*, keys: list[str], user: str, url: str, docker_pin: str) -> 
         update={
             "features": ["nvidia", "docker"],
             "cloud_init": CloudInit.model_construct(user=user, ssh_authorized_keys=keys),
+            # The VM's own parameters: a value its scripts get, a file written before they run.
+            "feature_env": {"STACK_NAME": own},
+            "feature_files": [
+                FeatureFile.model_construct(path="/etc/phoenix/stack.env", content=content, mode="0600")
+            ],
         }
     )
     return env, vm
@@ -128,6 +136,8 @@ def check_vm_user_data(env: Environment, vm: Vm, *, keys: list[str], user: str, 
     assert doc["users"] == ["default", expected_user]
     for feature in vm.features:
         assert files[f"{VM_FEATURES_DIR}/{feature}.sh"] == env.feature_scripts[feature]
+    for own in vm.feature_files:
+        assert files[own.path] == own.content
     assert doc["runcmd"] == [["bash", VM_RUNNER]]
     work = _work()
     runcmd = shellify(doc["runcmd"])
@@ -139,7 +149,7 @@ def check_vm_user_data(env: Environment, vm: Vm, *, keys: list[str], user: str, 
     assert ran == [
         [
             "env",
-            *(f"{k}={v}" for k, v in chain_feature_env(env, [f], "vm").items()),
+            *(f"{k}={v}" for k, v in {**chain_feature_env(env, [f], "vm"), **vm.feature_env}.items()),
             "bash",
             f"{VM_FEATURES_DIR}/{f}.sh",
         ]
@@ -162,11 +172,11 @@ def test_a_runfile_url_with_a_command_in_it_stays_one_argument() -> None:
 
 
 @SLOW
-@given(keys=st.lists(arg, max_size=3), user=arg, url=value, pin=value)
+@given(keys=st.lists(arg, max_size=3), user=arg, url=value, pin=value, own=value, content=value)
 def test_vm_user_data_means_exactly_its_hostile_values(
-    keys: list[str], user: str, url: str, pin: str
+    keys: list[str], user: str, url: str, pin: str, own: str, content: str
 ) -> None:
-    env, vm = hostile_vm_env(keys=keys, user=user, url=url, docker_pin=pin)
+    env, vm = hostile_vm_env(keys=keys, user=user, url=url, docker_pin=pin, own=own, content=content)
     check_vm_user_data(env, vm, keys=keys, user=user, url=url, pin=pin)
 
 
