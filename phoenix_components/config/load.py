@@ -13,7 +13,7 @@ import ipaddress
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +38,7 @@ from phoenix_components.config.models import (
     Network,
     Startup,
     Vm,
+    VolumeMount,
 )
 from phoenix_components.config.promotion import PromotionLock, check_lock, load_lock
 from providers.channels.command import sha256_text
@@ -410,6 +411,7 @@ def check_environment(
         *_check_guests(host, chain, guests, scripts, files),
         *_check_gpu_sharing(host, guests, files),
         *_check_dependencies(guests, files),
+        *_check_capacity(host, chain, guests, files),
     ]
 
 
@@ -1007,3 +1009,77 @@ def _check_gpu_sharing(host: Host, guests: Guests, files: _Files) -> Iterator[Pr
                 f"{last}.vllm.cache.gpu_memory_utilization",
                 f"GPU {gpu} is oversubscribed: {total:g} > 1.0 ({detail})",
             )
+
+
+def concurrent_builds(chain: Chain, size: Callable[[Layer], int]) -> int:
+    """The most ``size`` the layer builds can hold at one moment.
+
+    A layer builds once its parent is a template, in a build container that becomes the template (it runs
+    no more); the engine builds every layer whose parent is done at once. So the builds that can overlap
+    are layers none of which is another's ancestor, and the worst moment is the heaviest such set: for a
+    layer, the larger of its own build and the worst of its children's subtrees together. (A chain that
+    is one line of layers, like the shipped one, builds one layer at a time.)
+    """
+    children: dict[str | None, list[str]] = defaultdict(list)
+    for name, layer in chain.layers.items():
+        children[layer.parent if layer.parent in chain.layers else None].append(name)
+
+    def worst(name: str) -> int:
+        return max(size(chain.layers[name]), sum(worst(child) for child in children[name]))
+
+    return sum(worst(root) for root in children[None])
+
+
+def _check_capacity(host: Host, chain: Chain, guests: Guests, files: _Files) -> Iterator[Problem]:
+    """The guests' memory, cores and storage summed against ``capacity`` × ``overcommit`` (host.json).
+
+    Every guest counts, running or not (a stopped one starts at the next boot), plus the layer builds that
+    can run at the same time (:func:`concurrent_builds`): a changed layer is rebuilt while the guests run.
+    Storage counts each container's rootfs (its own size, else its layer's), its volumes and each VM's
+    disk at their declared size; a linked clone shares its layer's blocks, so this is the most the guests
+    may write, not what they use on the day.
+    """
+    if host.capacity is None or _cycles(chain.layers):
+        return  # nothing to check against; a cyclic chain is reported on its own
+    cap, ratio = host.capacity, host.overcommit
+    everyone: list[Container | Vm] = [*guests.containers, *guests.vms]
+
+    def disk(guest: Container | Vm) -> int:
+        if isinstance(guest, Vm):
+            return guest.disk_gib
+        layer = chain.layers.get(guest.layer)
+        own = guest.disk_gib or (layer.build.disk_gib if layer is not None else 0)
+        return own + sum(m.size_gib for m in guest.mounts if isinstance(m, VolumeMount))
+
+    Check = tuple[str, str, int, float, Callable[[Container | Vm], int], Callable[[Layer], int]]
+    checks: list[Check] = [
+        ("memory", "MiB of memory", cap.memory_mib, ratio.memory, lambda g: g.memory_mib, _build_memory),
+        ("cores", "cores", cap.cores, ratio.cores, lambda g: g.cores, lambda layer: layer.build.cores),
+    ]
+    if cap.storage_gib is not None:
+        checks.append(("storage", "GiB of storage", cap.storage_gib, 1.0, disk, _build_disk))
+    for what, unit, have, allowed, size, build in checks:
+        own = sum(size(g) for g in everyone)
+        builds = concurrent_builds(chain, build)
+        limit = have * allowed
+        if own + builds <= limit:
+            continue
+        biggest = sorted(everyone, key=lambda g: (-size(g), g.vmid))[:3]
+        named = ", ".join(f"{_guest_label(g)} {size(g)}" for g in biggest)
+        key = {"memory": "memory_mib", "cores": "cores", "storage": "storage_gib"}[what]
+        over = f" × overcommit.{what} {allowed:g} = {limit:g}" if what != "storage" else ""
+        yield Problem(
+            files.host,
+            f"capacity.{key}",
+            f"the guests and layer builds ask {own + builds} {unit} ({own} for {len(everyone)} guests, "
+            f"{builds} for the layer builds that can run at once), more than {have}{over}; "
+            f"the biggest guests: {named}",
+        )
+
+
+def _build_memory(layer: Layer) -> int:
+    return layer.build.memory_mib
+
+
+def _build_disk(layer: Layer) -> int:
+    return layer.build.disk_gib

@@ -280,6 +280,31 @@ class Bridge(Model):
     vlan_aware: bool = False
 
 
+class Capacity(Model):
+    """The host's resources, as the guests may use them (leave out what the host itself needs)."""
+
+    memory_mib: Annotated[int, Field(ge=1)]
+    cores: Annotated[int, Field(ge=1)] = Field(description="logical CPUs (threads), as `nproc` counts them")
+    storage_gib: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="guest storage (the rootfs and volume storage); absent = not checked"
+    )
+
+
+class Overcommit(Model):
+    """How far the guests' sum may go past :class:`Capacity`, as a ratio.
+
+    Defaults: memory 1.0, because a container's memory is a hard limit its processes may really fill and a
+    VM's is allocated to it: past the host's memory the kernel's OOM killer ends guests. Cores 4.0, because
+    cores are a share of CPU time the scheduler divides, not a reservation: mostly idle guests (an API, a
+    proxy) share well, and 4 vCPUs per logical CPU is the usual consolidation ratio for mixed loads; a host
+    of busy inference servers wants 1.0. Storage is not overcommitted: a guest may write its declared
+    size, and a full pool stops every guest on it.
+    """
+
+    memory: Annotated[float, Field(gt=0, le=16)] = 1.0
+    cores: Annotated[float, Field(gt=0, le=64)] = 4.0
+
+
 class Host(Document):
     node: NodeName
     api: Api
@@ -300,6 +325,10 @@ class Host(Document):
     max_parallel_tasks: Annotated[int, Field(ge=1, le=32)] = Field(
         default=4, description="PVE tasks (clones, starts) in flight at once on this host"
     )
+    capacity: Capacity | None = Field(
+        default=None, description="what the host has; validation sums the guests against it"
+    )
+    overcommit: Overcommit = Overcommit()
 
 
 # ---------------------------------------------------------------- chain.json

@@ -80,6 +80,8 @@ ENRICH = (
     guests("containers", 0, "snapshots", value={"prefix": "nightly", "retention": 3, "trigger": "r1"}),
     guests("containers", 0, "ports", value=[{"name": "metrics", "port": 9100}]),
     guests("containers", 0, "startup", value={"order": 4, "up": 30, "down": 10}),
+    host("capacity", value={"memory_mib": 262144, "cores": 64, "storage_gib": 4096}),
+    host("overcommit", value={"memory": 1.0, "cores": 4.0}),
     guests("vms", 0, "feature_env", value={"STACK": "apps"}),
     guests("vms", 0, "startup", value={"order": 3, "up": 5}),
     # The VM is the one guest no context removes: the container's `after` names it.
@@ -277,6 +279,14 @@ CHECK_ONLY: dict[str, str] = {
     "Bridge.gateway": "validation refuses a guest address equal to the bridge's gateway",
     "Bridge.vlan_aware": "validation refuses a guest VLAN tag on a bridge that is not VLAN-aware",
     "HostGpu.memory_mib": "the budget validation checks the GPU memory of every engine on the GPU against",
+    **{
+        f"Capacity.{field}": "validation sums the guests against it (times overcommit); nothing is sent"
+        for field in ("memory_mib", "cores", "storage_gib")
+    },
+    **{
+        f"Overcommit.{field}": "the ratio validation allows past capacity; nothing is sent"
+        for field in ("memory", "cores")
+    },
     "Insecure.unconfined_apparmor": OPT_OUT,
     "Insecure.writable_host_system_mount": OPT_OUT,
 }
