@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from tests.lab.pve import serve_fake_pve
 from tests.lab.rootfs import build_rootfs
 from tests.lab.sshd_server import serve_sshd
 from tests.lab.zfs import fresh_pool, session_lock
+from tests.state_compat.transplant import LabValues
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "state_compat"
 FEATURE = "compat-motd"
@@ -62,27 +63,16 @@ def write_compat_config(root: Path, host: LabHost, guests: Sequence[LabGuest]) -
     return config
 
 
-@dataclass(frozen=True)
-class LabRun:
-    """What a lab run's stored providers name: the values :mod:`transplant` rewrites."""
-
-    ssh_port: int
-    host_key: str
-    pve_url: str
-    cafile: str
-    root: str
-    repo_root: str
-
-    @classmethod
-    def of(cls, host: LabHost, root: Path) -> LabRun:
-        return cls(
-            host.sshd.port,
-            host.sshd.host_key_fingerprint,
-            host.pve.url,
-            host.pve.cafile,
-            str(root),
-            str(REPO_ROOT),
-        )
+def lab_values(host: LabHost, root: Path) -> LabValues:
+    """What this lab run's stored providers and props name (the values :mod:`transplant` rewrites)."""
+    return LabValues(
+        host.sshd.port,
+        host.sshd.host_key_fingerprint,
+        host.pve.url,
+        host.pve.cafile,
+        str(root),
+        str(REPO_ROOT),
+    )
 
 
 @contextlib.contextmanager
@@ -122,7 +112,7 @@ def write_fixture(name: str, root: Path) -> Path:
             report = engine.up()
             print(f"up: {report.summary}", flush=True)
             document: dict[str, Any] = {
-                "lab": LabRun.of(host, root).__dict__,
+                "lab": dataclasses.asdict(lab_values(host, root)),
                 "deployment": scrub_secrets(engine.export()),
             }
     path = FIXTURES / f"{name}.json"

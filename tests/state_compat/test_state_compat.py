@@ -27,14 +27,13 @@ from typing import Any
 import pytest
 
 from providers import MOVED
-from tests.lab.common import REPO_ROOT
 from tests.lab.e2e import lab_stack_engine
 from tests.lab.host import LabHost, running_lab_host
 from tests.lab.pve import PveLab
 from tests.lab.sshd_server import LabSshd
 from tests.lab.zfs import LabZpool
-from tests.state_compat.lab import FIXTURES, LabRun, compat_guest, write_compat_config
-from tests.state_compat.transplant import LabValues, stored_modules, transplant
+from tests.state_compat.lab import FIXTURES, compat_guest, lab_values, write_compat_config
+from tests.state_compat.transplant import stored_modules, transplant
 from tests.support.engine import Engine
 
 pytestmark = [pytest.mark.lab, pytest.mark.cli]
@@ -82,8 +81,7 @@ def test_a_state_from_before_the_move_refreshes_updates_and_destroys(
             seed = seed_state(tmp_path / "seed", host, pulumi_bin)
             root = tmp_path / "compat"
             write_compat_config(root, host, [compat_guest()])
-            here = LabValues.of(LabRun.of(host, root).__dict__ | {"repo_root": str(REPO_ROOT)})
-            moved = transplant(fixture, seed, here)
+            moved = transplant(fixture, seed, lab_values(host, root))
             assert not moved.unexpected, f"the new code stores these outputs differently: {moved.unexpected}"
 
             with lab_stack_engine(root, host, pulumi_bin) as engine:
