@@ -36,7 +36,8 @@ ZFS_DIR = LAB_DIR / "zfs"
 POOL_SIZE = "6G"  # sparse: only what tests write takes disk space
 DAEMON_TIMEOUT_S = 30
 DAEMON_STOP_S = 10  # it exits in ~1 s; longer means a mount is held, and SIGKILL follows (next run cleans up)
-SESSION_LOCK_TIMEOUT_S = 600  # another session's whole lab run may be ahead of us
+# Another session's whole lab run may be ahead of us; several engineers sharing one machine can raise it.
+SESSION_LOCK_TIMEOUT_S = float(os.environ.get("PHOENIX_LAB_LOCK_TIMEOUT_S", "600"))
 SESSION_LOCK = ZFS_DIR / "session.lock"
 
 
