@@ -38,6 +38,7 @@ from phoenix_components.config.models import (
     Network,
     Startup,
     Vm,
+    VllmEngine,
     VolumeMount,
 )
 from phoenix_components.config.promotion import PromotionLock, check_lock, load_lock
@@ -599,7 +600,9 @@ def _check_guests(
     gpu_indices = {g.index for g in host.gpus}
     vm_gpus: dict[int, str] = {}
     for path, guest in entries:
-        if guest.vmid not in host.vmid_ranges.guests:
+        # An adopted container was numbered by someone else: any vmid outside the layers range will do.
+        adopted = isinstance(guest, Container) and guest.adopt
+        if guest.vmid not in host.vmid_ranges.guests and not adopted:
             r = host.vmid_ranges.guests
             yield Problem(
                 f,
@@ -845,8 +848,11 @@ def _check_firewall(guest: Container | Vm, path: str, f: str) -> Iterator[Proble
 
 def _check_ports(guest: Container | Vm, path: str, f: str) -> Iterator[Problem]:
     listening = [(f"{path}.ports[{i}].port", f"{p.port}/{p.proto}") for i, p in enumerate(guest.ports)]
-    if isinstance(guest, Container) and guest.vllm is not None:
-        listening.insert(0, (f"{path}.vllm.server.port", f"{guest.vllm.server.port}/tcp"))
+    engine = guest.engine() if isinstance(guest, Container) else None
+    if engine is not None:
+        key, config = engine
+        where = f"{path}.vllm.server.port" if key == "vllm" else f"{path}.{key}.port"
+        listening.insert(0, (where, f"{config.listen_port}/tcp"))
     for where, port, first in _duplicates(listening):
         yield Problem(f, where, f"port {port} clashes with {first}")
     for where, name, first in _duplicates(
@@ -859,8 +865,17 @@ def _check_container(
     host: Host, chain: Chain, guests: Guests, ct: Container, path: str, files: _Files
 ) -> Iterator[Problem]:
     f = files.guests
-    if ct.layer not in chain.layers:
+    if ct.layer is not None and ct.layer not in chain.layers:
         yield Problem(f, f"{path}.layer", f"no layer named {ct.layer!r} in {files.chain}")
+    if ct.layer is None and ct.vllm is not None:
+        yield Problem(
+            f, f"{path}.vllm", "an adopted guest without a layer has no vLLM installed by Phoenix; name its layer"
+        )
+    if ct.adopt and ct.vmid in host.vmid_ranges.layers:
+        r = host.vmid_ranges.layers
+        yield Problem(
+            f, f"{path}.vmid", f"{ct.vmid} is in the layers range {r.start}-{r.end}: a layer cannot be adopted"
+        )
     profile = ct.apparmor_profile
     if profile == UNCONFINED:
         if ct.insecure.unconfined_apparmor is None:
@@ -888,12 +903,14 @@ def _check_container(
         yield from _undeclared_minors(host, ct.gpus, f"{path}.gpus", f, files.host)
     if ct.layer in chain.layers:
         lineage = _inherited_features(chain.layers, ct.layer)
-        if ct.vllm is not None and "vllm" not in lineage:
+        engine = ct.engine()
+        if engine is not None and engine[1].FEATURE not in lineage:
+            key, config = engine
             yield Problem(
                 f,
-                f"{path}.vllm",
-                f"layer {ct.layer} does not install vLLM (its chain runs {', '.join(lineage)}); use a layer "
-                "with the vllm feature",
+                f"{path}.{key}",
+                f"layer {ct.layer} does not install {config.TITLE} (its chain runs {', '.join(lineage)}); "
+                f"use a layer with the {config.FEATURE} feature",
             )
         layer_disk = chain.layers[ct.layer].build.disk_gib
         if ct.disk_gib is not None and ct.disk_gib < layer_disk:
@@ -918,6 +935,7 @@ def _check_container(
                 f"{path}.vllm.parallel.tensor_parallel_size",
                 f"{tp} is more than the {len(ct.gpus)} GPU(s) assigned in gpus",
             )
+    yield from _check_engine_budget(ct, path, f)
     mount_paths = [(f"{path}.mounts[{i}].path", _canonical(m.path)) for i, m in enumerate(ct.mounts)]
     for where, mount_path, first in _duplicates(mount_paths):
         yield Problem(f, where, f"{mount_path} is already mounted at {first}")
@@ -992,22 +1010,70 @@ def _host_system_path(path: str) -> bool:
     return path == "/" or any(path == p or path.startswith(p + "/") for p in HOST_SYSTEM_PATHS)
 
 
-def _check_gpu_sharing(host: Host, guests: Guests, files: _Files) -> Iterator[Problem]:
-    """vLLM reserves ``gpu_memory_utilization`` of each GPU it uses; the sum per GPU must stay ≤ 1.0."""
-    users: dict[int, list[tuple[str, float]]] = defaultdict(list)
+def _check_engine_budget(ct: Container, path: str, f: str) -> Iterator[Problem]:
+    """An ollama or llama.cpp server on GPUs declares the MiB it may use there (vLLM's is its
+    ``gpu_memory_utilization``); a budget without a GPU would count against nothing."""
+    engine = ct.engine()
+    if engine is None or engine[0] == "vllm":
+        return
+    key, config = engine
+    budget = getattr(config, "gpu_memory_mib", None)
+    if ct.gpus and budget is None:
+        yield Problem(
+            f,
+            f"{path}.{key}.gpu_memory_mib",
+            f"{config.TITLE} on GPU(s) {', '.join(map(str, ct.gpus))} needs gpu_memory_mib: the MiB it may "
+            "use on each, counted with every other engine there against host gpus[].memory_mib",
+        )
+    elif budget is not None and not ct.gpus:
+        yield Problem(f, f"{path}.{key}.gpu_memory_mib", "a GPU memory budget without gpus: give the GPUs")
+
+
+@dataclass(frozen=True)
+class GpuShare:
+    """One engine's budget on one GPU (:func:`gpu_accounting`)."""
+
+    guest: str  # "containers[0]"
+    at: str  # the config path of its budget, under the guest
+    engine: str  # "vllm"
+    mib: float
+    given: str  # as the config says it: "0.9" (of the GPU) or "4096 MiB"
+
+
+def gpu_accounting(host: Host, guests: Guests) -> dict[int, list[GpuShare]]:
+    """Every model server's GPU memory budget, per GPU: vLLM's ``gpu_memory_utilization`` x the GPU's
+    memory_mib, ollama's and llama.cpp's ``gpu_memory_mib``. Validation and ``phoenix plan`` read this."""
+    memory = {g.index: g.memory_mib for g in host.gpus}
+    users: dict[int, list[GpuShare]] = defaultdict(list)
     for i, ct in enumerate(guests.containers):
-        if ct.vllm is not None:
-            for gpu in ct.gpus:
-                users[gpu].append((f"containers[{i}]", ct.vllm.cache.gpu_memory_utilization))
-    for gpu, shares in sorted(users.items()):
-        total = sum(share for _, share in shares)
-        if total > 1.0 + 1e-9:
-            detail = ", ".join(f"{p} {s:g}" for p, s in shares)
-            last = shares[-1][0]
+        engine = ct.engine()
+        if engine is None:
+            continue
+        key, config = engine
+        for gpu in ct.gpus:
+            mib = config.gpu_budget_mib(memory.get(gpu, 0))
+            if mib is None:
+                continue
+            if isinstance(config, VllmEngine):
+                at, given = "vllm.cache.gpu_memory_utilization", f"{config.cache.gpu_memory_utilization:g}"
+            else:
+                at, given = f"{key}.gpu_memory_mib", f"{mib:g} MiB"
+            users[gpu].append(GpuShare(f"containers[{i}]", at, key, mib, given))
+    return dict(sorted(users.items()))
+
+
+def _check_gpu_sharing(host: Host, guests: Guests, files: _Files) -> Iterator[Problem]:
+    """The engines' budgets on each GPU, summed, must fit its memory (host.json gpus[].memory_mib)."""
+    memory = {g.index: g.memory_mib for g in host.gpus}
+    for gpu, shares in gpu_accounting(host, guests).items():
+        total = sum(share.mib for share in shares)
+        if gpu in memory and total > memory[gpu] + 1e-6:
+            detail = ", ".join(f"{s.guest} {s.engine} {s.given} = {s.mib:.0f} MiB" for s in shares)
+            last = shares[-1]
             yield Problem(
                 files.guests,
-                f"{last}.vllm.cache.gpu_memory_utilization",
-                f"GPU {gpu} is oversubscribed: {total:g} > 1.0 ({detail})",
+                f"{last.guest}.{last.at}",
+                f"GPU {gpu} is oversubscribed: {total:.0f} MiB > its {memory[gpu]} MiB ({detail})",
             )
 
 

@@ -16,7 +16,7 @@ ignored.
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Literal, TypeVar, get_args
+from typing import Annotated, ClassVar, Literal, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -582,6 +582,24 @@ class VllmEngine(Model):
     server: ServerSection
     extra_args: list[ExtraArg] = []
     startup_timeout_s: Annotated[int, Field(ge=10, le=7200)] = 900
+    environment: EngineEnvironment = Field(
+        default={}, description="the service's environment, e.g. TORCH_CUDA_ARCH_LIST for a new GPU"
+    )
+
+    TITLE: ClassVar[str] = "vLLM"
+    FEATURE: ClassVar[str] = "vllm"
+
+    @property
+    def served_name(self) -> str:
+        return self.server.served_model_name
+
+    @property
+    def listen_port(self) -> int:
+        return self.server.port
+
+    def gpu_budget_mib(self, gpu_memory_mib: int) -> float | None:
+        """vLLM reserves ``gpu_memory_utilization`` of each GPU it uses."""
+        return self.cache.gpu_memory_utilization * gpu_memory_mib
 
     @staticmethod
     def managed_flags() -> set[str]:
@@ -686,6 +704,149 @@ FeatureEnv = Annotated[dict[FeatureEnvName, FeatureEnvValue], AfterValidator(_no
 FeatureFiles = Annotated[list[FeatureFile], AfterValidator(_unique_paths)]
 
 
+# ---------------------------------------------------------------- model servers (engines)
+#
+# A container serves at most one model server: `vllm`, `ollama` or `llamacpp` (Container.engine()). Each
+# engine model says what validation needs to know about it (ClassVars and the two methods below): the
+# layer feature that installs it, the port it listens on, the name /v1/models lists, and its GPU memory
+# budget, which validation counts with every other engine on the same GPU. Rendering the unit and the
+# health probe is phoenix_components/render/engines/<key>.py.
+
+
+def _no_managed_variables(managed: tuple[str, ...]) -> AfterValidator:
+    def check(value: dict[str, str]) -> dict[str, str]:
+        clash = sorted(name for name in value if name in managed)
+        if clash:
+            raise ValueError(f"{', '.join(clash)}: set from the engine's own fields (host, port)")
+        return value
+
+    return AfterValidator(check)
+
+
+# A service's environment (Environment= lines of its unit): TORCH_CUDA_ARCH_LIST, OLLAMA_KEEP_ALIVE, HF_HOME...
+EngineEnvironment = dict[FeatureEnvName, FeatureEnvValue]
+GpuBudgetMib = Annotated[int, Field(ge=1)]
+
+
+def _listen_address(value: str) -> str:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError as exc:
+        raise ValueError(f"an IPv4 address to listen on: {exc}") from None
+    return value
+
+
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]
+# ollama's model names: `llama3.2`, `llama3.2:3b`, `hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M`.
+OllamaModel = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}(:[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$")
+]
+# A Hugging Face GGUF repository for llama-server's -hf, with an optional :quant tag.
+HfRepo = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9._-]+)?$")
+]
+ServedName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]
+
+
+class OllamaEngine(Model):
+    """``ollama serve`` on ``host:port`` (OLLAMA_HOST), the model pulled as part of the deploy."""
+
+    TITLE: ClassVar[str] = "ollama"
+    FEATURE: ClassVar[str] = "ollama"
+
+    model: OllamaModel = Field(description="what `ollama pull` fetches and /api/tags must list")
+    host: ListenAddress = "0.0.0.0"
+    port: Port = 11434
+    gpu_memory_mib: GpuBudgetMib | None = Field(
+        default=None,
+        description="MiB this server may use on each GPU in gpus (ollama has no hard cap: validation "
+        "sums it with every other engine on the GPU against host gpus[].memory_mib)",
+    )
+    environment: Annotated[EngineEnvironment, _no_managed_variables(("OLLAMA_HOST",))] = Field(
+        default={}, description="the service's environment, e.g. OLLAMA_KEEP_ALIVE, OLLAMA_NUM_PARALLEL"
+    )
+    startup_timeout_s: Annotated[int, Field(ge=10, le=7200)] = 300
+    pull_timeout_s: Annotated[int, Field(ge=10, le=86400)] = Field(
+        default=3600, description="seconds `ollama pull` may take (a large model on a slow link)"
+    )
+
+    @property
+    def listen_port(self) -> int:
+        return self.port
+
+    @property
+    def served_name(self) -> str:
+        """The name /api/tags and /v1/models list: ollama adds ``:latest`` to a model without a tag."""
+        return self.model if ":" in self.model.rpartition("/")[2] else f"{self.model}:latest"
+
+    def gpu_budget_mib(self, _gpu_memory_mib: int) -> float | None:
+        return self.gpu_memory_mib
+
+
+LLAMACPP_FLAG_ALIASES = {
+    "-m": "--model",
+    "-hf": "--hf-repo",
+    "-c": "--ctx-size",
+    "-ngl": "--n-gpu-layers",
+    "--gpu-layers": "--n-gpu-layers",
+    "-np": "--parallel",
+    "-a": "--alias",
+}
+LLAMACPP_MANAGED = {"--model", "--hf-repo", "--ctx-size", "--n-gpu-layers", "--parallel", "--alias", "--host", "--port"}
+
+
+class LlamaCppEngine(Model):
+    """llama.cpp's ``llama-server``: a GGUF model (a path in the guest, or a Hugging Face repo) served
+    under ``served_model_name`` (``--alias``)."""
+
+    TITLE: ClassVar[str] = "llama.cpp server"
+    FEATURE: ClassVar[str] = "llamacpp"
+
+    model_path: AbsPath | None = Field(default=None, description="a .gguf file in the guest (-m)")
+    hf_repo: HfRepo | None = Field(default=None, description="a Hugging Face GGUF repo[:quant] (-hf)")
+    served_model_name: ServedName = Field(description="--alias: the name /v1/models must list")
+    host: ListenAddress = "0.0.0.0"
+    port: Port = 8080
+    ctx_size: Annotated[int, Field(ge=0)] | None = Field(default=None, description="-c (0: the model's)")
+    n_gpu_layers: Annotated[int, Field(ge=0)] | None = Field(default=None, description="-ngl")
+    parallel: Annotated[int, Field(ge=1, le=256)] | None = Field(default=None, description="-np slots")
+    gpu_memory_mib: GpuBudgetMib | None = Field(
+        default=None,
+        description="MiB this server may use on each GPU in gpus (llama.cpp has no hard cap: validation "
+        "sums it with every other engine on the GPU against host gpus[].memory_mib)",
+    )
+    environment: EngineEnvironment = Field(default={}, description="the service's environment")
+    extra_args: list[ExtraArg] = []
+    startup_timeout_s: Annotated[int, Field(ge=10, le=7200)] = 900
+
+    @property
+    def listen_port(self) -> int:
+        return self.port
+
+    @property
+    def served_name(self) -> str:
+        return self.served_model_name
+
+    def gpu_budget_mib(self, _gpu_memory_mib: int) -> float | None:
+        return self.gpu_memory_mib
+
+    @model_validator(mode="after")
+    def _one_model(self) -> LlamaCppEngine:
+        if (self.model_path is None) == (self.hf_repo is None):
+            raise ValueError("give exactly one of model_path (a .gguf in the guest) and hf_repo")
+        return self
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_managed_flags(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            flag = arg.partition("=")[0]
+            flag = LLAMACPP_FLAG_ALIASES.get(flag, flag)
+            if flag in LLAMACPP_MANAGED:
+                raise ValueError(f"{arg!r} sets {flag}, which the engine config manages; set its field instead")
+        return value
+
+
 def _parameters_need_features(guest: Container | Vm) -> None:
     """Feature parameters without features would validate and then reach nothing."""
     if (guest.feature_env or guest.feature_files) and not guest.features:
@@ -782,12 +943,31 @@ def nics(guest: Container | Vm) -> list[Network]:
     return [guest.network, *guest.networks]
 
 
+Engine = VllmEngine | OllamaEngine | LlamaCppEngine
+ENGINE_KEYS = ("vllm", "ollama", "llamacpp")
+"""The Container keys of the model servers, in the order their registry lists them."""
+
+
 class Container(Model):
-    """A workload LXC container: a linked clone of a template layer."""
+    """A workload LXC container: a linked clone of a template layer, or (``adopt``) one already running."""
 
     vmid: VmId
     hostname: Hostname
-    layer: Name
+    layer: Name | None = Field(
+        default=None,
+        description="the template layer it is cloned from; required unless `adopt` (then optional: an "
+        "adopted guest may come from no Phoenix layer)",
+    )
+    adopt: bool = Field(
+        default=False,
+        description="take the existing container with this vmid into state on the first up (its hostname "
+        "and net0 MAC must match): no clone, no restart unless a declared change needs one",
+    )
+    retain_on_delete: bool | None = Field(
+        default=None,
+        description="on destroy, only forget the guest (it keeps running); default: true when adopted "
+        "(keep what Phoenix did not create), false otherwise",
+    )
     description: Annotated[str, StringConstraints(max_length=8192)] = ""  # PVE's maxLength
     cores: Annotated[int, Field(ge=1, le=8192)] = 2  # PVE's range for a container
     memory_mib: Annotated[int, Field(ge=16)] = 2048  # PVE's minimum
@@ -816,6 +996,10 @@ class Container(Model):
     firewall: Firewall = Firewall()
     ports: list[ServicePort] = []
     vllm: VllmEngine | None = None
+    ollama: OllamaEngine | None = Field(default=None, description="an ollama model server (at most one engine)")
+    llamacpp: LlamaCppEngine | None = Field(
+        default=None, description="a llama.cpp llama-server (at most one engine)"
+    )
     start_on_boot: bool = Field(default=True, description="PVE `onboot`: start the container at host boot")
     startup: Startup | None = Field(default=None, description="PVE `startup`: boot order and delays")
     after: After = []
@@ -866,6 +1050,29 @@ class Container(Model):
     def _parameters_need_features(self) -> Container:
         _parameters_need_features(self)
         return self
+
+    def engine(self) -> tuple[str, Engine] | None:
+        """``(key, config)`` of the model server this container runs (``"ollama"``, ...), or None."""
+        given = [(key, e) for key in ENGINE_KEYS if (e := getattr(self, key)) is not None]
+        return given[0] if given else None
+
+    @model_validator(mode="after")
+    def _one_engine(self) -> Container:
+        given = [key for key in ENGINE_KEYS if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise ValueError(f"one model server per container: {' and '.join(given)} are both set")
+        return self
+
+    @model_validator(mode="after")
+    def _layer_unless_adopted(self) -> Container:
+        if self.layer is None and not self.adopt:
+            raise ValueError("`layer` is required: name the layer it is cloned from (or set adopt: true)")
+        return self
+
+    @property
+    def retained(self) -> bool:
+        """Does destroy keep the guest? ``retain_on_delete`` as given, else true exactly when adopted."""
+        return self.adopt if self.retain_on_delete is None else self.retain_on_delete
 
 
 # One authorized_keys entry: a key type sshd knows, the base64 key, an optional comment. No control
@@ -934,12 +1141,34 @@ class DataDataset(Model):
     snapshot: Name = Field(description="the snapshot guests clone, e.g. v1")
     quota_gib: Annotated[int, Field(ge=1)] | None = None
     compression: Literal["on", "off", "lz4", "zstd", "gzip"] = "lz4"
+    adopt: bool = Field(
+        default=False,
+        description="take the existing filesystem into state (not created; its declared properties are set)",
+    )
+    retain_on_delete: bool | None = Field(
+        default=None, description="on destroy, keep the dataset; default: true when adopted, else false"
+    )
+
+    @property
+    def retained(self) -> bool:
+        return self.adopt if self.retain_on_delete is None else self.retain_on_delete
+
+
+class StackPlacement(Model):
+    """A Docker Compose stack (``config/stacks/<name>/``) and the guest that runs it
+    (``phoenix_components/config/stack_files.py`` loads and checks the stack's own files)."""
+
+    name: Name = Field(description="the directory under config/stacks/; also the Compose project name")
+    guest: VmId = Field(description="vmid of a container on a docker layer, or of a VM with the docker feature")
 
 
 class Guests(Document):
     containers: list[Container] = []
     vms: list[Vm] = []
     datasets: dict[Name, DataDataset] = {}
+    stacks: list[StackPlacement] = Field(
+        default=[], description="Docker Compose stacks deployed into guests (config/stacks/<name>/)"
+    )
 
 
 # ---------------------------------------------------------------- pattern rules, in words

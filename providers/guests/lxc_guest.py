@@ -14,6 +14,14 @@ Updates send PVE only the keys that changed, and keep the MAC PVE generated when
 (devices, mounts, feature flags, raw lines) are applied with a stop/start. A new layer (template vmid)
 replaces the guest; the vmid is fixed, so the old one is deleted first.
 
+**Adoption** (``adopt``): a container that already runs (made by hand or by another tool) is taken
+into state without a clone. ``create`` reads its config, its raw lines and its power state, refuses it
+when its identity differs (hostname; the MAC of ``net0`` when one is declared) with
+:class:`AdoptionError` before anything is sent, then sends only the declared keys whose live value
+differs (:func:`adoption_changes`, one PUT), and restarts it only when one of those is a cold key. An
+adopted guest records ``origin: "adopted"`` (no layer's snapshot is its origin). ``retain_on_delete``
+makes ``delete`` only forget the guest (the default for adopted guests: keep what Phoenix did not make).
+
 Steps are data (:func:`create_steps`, :func:`update_steps`, computed from the inputs and, for an update,
 from what was read first: the power state, the snapshots): the provider executes exactly them and
 ``phoenix plan`` renders :func:`plan_steps`. A failed create removes its half-made container; a failed
@@ -40,7 +48,7 @@ from providers.base import (
     require,
 )
 from providers.channels.pve import parse_property_string
-from providers.channels.steps import ApiCall
+from providers.channels.steps import ApiCall, HostCommand
 from providers.errors import HostError, PhoenixError
 from providers.guests.common import (
     GuestProvider,
@@ -55,6 +63,7 @@ from providers.guests.common import (
     stop_and_destroy,
     take_snapshot_steps,
     unless_missing,
+    volume_dataset,
 )
 
 PROVIDER_VERSION = "1"
@@ -78,7 +87,7 @@ class LxcGuestInputs(Inputs):
     node: str
     vmid: int
     hostname: str
-    template_vmid: int
+    template_vmid: int | None  # None: an adopted guest that came from no Phoenix layer
     params: dict[str, Any] = field(metadata=convert(_params))
     storage: str
     pool: str
@@ -89,6 +98,9 @@ class LxcGuestInputs(Inputs):
     snapshot_retention: int = 3  # pre-update snapshots kept; older ones are pruned
     pve_config_dir: str = "/etc/pve/lxc"
     task_timeout_s: int = 600
+    # New inputs default to what a guest made before them is: created by Phoenix, destroyed with it.
+    adopt: bool = False
+    retain_on_delete: bool = False
     version: str = PROVIDER_VERSION
 
     @property
@@ -105,6 +117,13 @@ class LxcGuestInputs(Inputs):
 
 class GuestError(HostError):
     """A workload guest could not be brought to its declared state."""
+
+
+class AdoptionError(GuestError):
+    """The container to adopt is missing, or is not the one declared (hostname, MAC): nothing was changed."""
+
+
+ADOPTED = "adopted"  # the ``origin`` output of a guest taken in rather than cloned
 
 
 def hwaddr(net: str) -> str | None:
@@ -157,6 +176,142 @@ def raw_lines_present(conf: str, lines: list[str]) -> list[str]:
     return [line.strip() for line in main if line.split(":", 1)[0].strip() in keys]
 
 
+def _size_gib(value: str | None) -> float | None:
+    """PVE's disk ``size`` (``8G``, ``512M``, ``1T``) in GiB; None when absent or unreadable."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)", (value or "").strip())
+    if match is None:
+        return None
+    scale = {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "": 1 / 1024**3}[match.group(2)]
+    return float(match.group(1)) * scale
+
+
+def same_volume_mount(live: Any, declared: Any) -> bool:
+    """A declared new volume (``local-zfs:8,mp=/data,backup=0``: storage and size in GiB) against PVE's
+    allocated one (``local-zfs:subvol-205-disk-1,mp=/data,size=8G``): the same storage, size and keys.
+    Sending the declared form to a guest that has it would allocate a second volume."""
+    want_pos, want = parse_property_string(declared)
+    live_pos, have = parse_property_string(live)
+    storage, _, size = want_pos.partition(":")
+    if not size.isdigit() or live_pos.partition(":")[0] != storage:
+        return False
+    have = {"backup": "0", **have}  # PVE's default for a mount point
+    return _size_gib(have.get("size")) == float(size) and all(have.get(k) == v for k, v in want.items())
+
+
+def adopted_setting(live: Any, declared: Any) -> bool:
+    """Does the live value already carry the declared one (:func:`same_setting`, or a volume mount)?"""
+    return same_setting(live, declared) or same_volume_mount(live, declared)
+
+
+def identity_problem(inputs: LxcGuestInputs, config: Mapping[str, Any]) -> str | None:
+    """Why the container found at the vmid is not the declared one, or None. The hostname must match, and
+    the MAC of ``net0`` when the declaration fixes one."""
+    found = str(config.get("hostname", ""))
+    if found != inputs.hostname:
+        return f"its hostname is {found or '(none)'!r}, the declaration says {inputs.hostname!r}"
+    want = hwaddr(str(inputs.params.get("net0", "")))
+    have = hwaddr(str(config.get("net0", "")))
+    if want is not None and want != have:
+        return f"the MAC of its net0 is {have or '(none)'}, the declaration says {want}"
+    return None
+
+
+# Raw lines PVE applies when the file has none: an unprivileged container runs under this profile.
+RAW_DEFAULTS = {"lxc.apparmor.profile": "lxc-container-default-cgns"}
+
+
+def _raw_values(lines: Sequence[str]) -> dict[str, str]:
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """What adopting a live container changes: the declared keys PVE has otherwise (``sets``), whether
+    the raw lines must be written (``raw_write``) and whether that changes what the guest runs under
+    (``raw_cold``: a restart), a disk to grow, and the power state found."""
+
+    sets: dict[str, Any]
+    raw_write: bool
+    raw_cold: bool
+    resize: bool
+    running: bool
+
+    @property
+    def cold(self) -> bool:
+        return self.raw_cold or any(COLD_KEYS.match(k) for k in self.sets)
+
+
+def adoption_changes(
+    inputs: LxcGuestInputs, config: Mapping[str, Any], conf: str, *, running: bool, host: str = ""
+) -> Adoption:
+    """The live container (``config`` from the API, ``conf`` its config file) against the declaration.
+
+    Keys Phoenix does not declare are never sent, so adoption leaves them as they are. The raw lines are
+    compared as values, a missing line counting as PVE's default (:data:`RAW_DEFAULTS`): writing a line
+    that names the profile the guest already runs under needs no restart. A smaller declared disk is
+    refused (PVE cannot shrink one)."""
+    sets = {
+        key: want
+        for key, want in inputs.params.items()
+        if key not in config or not adopted_setting(config[key], want)
+    }
+    present = raw_lines_present(conf, inputs.raw_lines)
+    live = {**RAW_DEFAULTS, **_raw_values(present)}
+    declared = _raw_values(inputs.raw_lines)
+    raw_cold = any(live.get(key) != value for key, value in declared.items())
+    raw_write = sorted(present) != sorted(line.strip() for line in inputs.raw_lines)
+    resize = False
+    if inputs.disk_gib is not None:
+        size = _size_gib(parse_property_string(config.get("rootfs", ""))[1].get("size"))
+        if size is not None and size > inputs.disk_gib:
+            raise AdoptionError(
+                host,
+                f"CT {inputs.vmid}: its rootfs is {size:g}G, the declaration says {inputs.disk_gib}G "
+                "(disks only grow)",
+            )
+        resize = size != inputs.disk_gib
+    return Adoption(sets, raw_write, raw_cold, resize, running)
+
+
+def adopt_read_steps(inputs: LxcGuestInputs) -> list[Step]:
+    """What adoption reads before it changes anything: the config, the power state, the config file."""
+    return [
+        ApiCall("GET", f"{inputs.path}/config", step="read config"),
+        ApiCall("GET", f"{inputs.path}/status/current", step="read power state"),
+        HostCommand("read config file", ["cat", inputs.conf_path]),
+    ]
+
+
+def adopt_steps(inputs: LxcGuestInputs, change: Adoption) -> list[Step]:
+    """After the reads: a shutdown only for cold changes of a running guest, the differing keys in one PUT,
+    the disk, the raw lines, and a start when it is declared running and is not (or was stopped here)."""
+    steps: list[Step] = []
+    if change.cold and change.running:
+        steps.append(shutdown_step(inputs, "stop for adoption"))
+    if change.sets:
+        steps.append(ApiCall("PUT", f"{inputs.path}/config", dict(change.sets), step="configure"))
+    if change.resize:
+        steps.append(resize_step(inputs))
+    if change.raw_write:
+        steps.append(RawLines(inputs.conf_path, list(inputs.raw_lines)))
+    if inputs.start and (not change.running or change.cold):
+        steps.append(start_step(inputs))
+    return steps
+
+
+def adopted_outputs(inputs: LxcGuestInputs, config: Mapping[str, Any]) -> dict[str, Any]:
+    """An adopted container's outputs: as if created, its origin ``adopted`` (it is no layer's clone)."""
+    volume = str(config.get("rootfs", "")).split(",", 1)[0]
+    return {
+        **inputs.to_props(),
+        "mac": hwaddr(str(config.get("net0", ""))) or hwaddr(str(inputs.params.get("net0", ""))),
+        "volume": volume,
+        "dataset": volume_dataset(volume, inputs.pool) if volume else "",
+        "origin": ADOPTED,
+        "instance": uuid.uuid4().hex,
+    }
+
+
 # ------------------------------------------------------------------ steps, as data
 
 
@@ -170,9 +325,12 @@ def shutdown_step(inputs: LxcGuestInputs, step: str) -> ApiCall:
 
 
 def clone_step(inputs: LxcGuestInputs, template: int | str | None = None) -> ApiCall:
+    source = inputs.template_vmid if template is None else template
+    if source is None:  # check() requires a template unless adopting; a clone cannot do without one
+        raise ValueError(f"CT {inputs.vmid}: a clone needs template_vmid (only an adopted guest has none)")
     return ApiCall(
         "POST",
-        f"{guest_path(inputs.node, inputs.template_vmid if template is None else template)}/clone",
+        f"{guest_path(inputs.node, source)}/clone",
         {"newid": inputs.vmid, "hostname": inputs.hostname, "full": 0},
         step="linked clone",
         wait="task",
@@ -211,9 +369,30 @@ def create_steps(inputs: LxcGuestInputs, template: int | str | None = None) -> l
     return steps
 
 
-def plan_steps(inputs: LxcGuestInputs, template: int | str | None = None) -> list[Step]:
+@dataclass(frozen=True)
+class AdoptConfigure:
+    """For the plan only: adoption's one PUT carries those of the declared keys whose live value differs,
+    which only the host can say (``phoenix plan`` reads nothing). ``create`` sends :func:`adopt_steps`."""
+
+    path: str
+    params: dict[str, Any]
+
+    def plan_lines(self, compact: bool = False) -> list[tuple[str, str]]:
+        keys = " ".join(f"{k}={v}" for k, v in self.params.items())
+        return [("api", f"PUT /{self.path}/config  (only the keys that differ of: {keys})")]
+
+
+def plan_steps(inputs: LxcGuestInputs, template: int | str | None = None) -> list[Step | AdoptConfigure]:
     """Every step of a first ``up``: the linked clone, then :func:`create_steps`. ``template`` names the
-    layer's template where its vmid is not known yet (``phoenix plan``: ``$vmid(vllm)``)."""
+    layer's template where its vmid is not known yet (``phoenix plan``: ``$vmid(vllm)``). An adopted
+    guest: the reads, then only what differs (:class:`AdoptConfigure`), the raw lines when they differ;
+    a restart only for a cold key."""
+    if inputs.adopt:
+        return [
+            *adopt_read_steps(inputs),
+            AdoptConfigure(inputs.path, dict(inputs.params)),
+            RawLines(inputs.conf_path, list(inputs.raw_lines)),
+        ]
     return [clone_step(inputs, template), *create_steps(inputs, template)]
 
 
@@ -316,11 +495,12 @@ def created_outputs(inputs: LxcGuestInputs, linked: Mapping[str, Any]) -> dict[s
 class LxcGuestProvider(GuestProvider):
     inputs_class = LxcGuestInputs
     replace_on = ("node", "vmid", "template_vmid", "storage", "pool")
-    update_on = ("hostname", "params", "raw_lines", "disk_gib", "start", "pve_config_dir")
+    update_on = ("hostname", "params", "raw_lines", "disk_gib", "start", "pve_config_dir", "retain_on_delete")
     delete_before_replace = True  # the vmid is fixed: two guests cannot hold it at once
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        failures = require(news, ["node", "vmid", "hostname", "template_vmid", "params", "storage", "pool"])
+        required = ["node", "vmid", "hostname", "params", "storage", "pool"]
+        failures = require(news, required if news.get("adopt") else [*required, "template_vmid"])
         params = news.get("params")
         if isinstance(params, dict) and "hostname" in params:
             failures.append(CheckFailure("params", "hostname is its own input, not a config param"))
@@ -328,6 +508,8 @@ class LxcGuestProvider(GuestProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         inputs = LxcGuestInputs.from_props(props)
+        if inputs.adopt:
+            return self._adopt(inputs)
         runner = self.runner(inputs.task_timeout_s)
         api = runner.api
         api.require_root_for(inputs.params)  # before the clone: nothing is made that cannot be finished
@@ -344,6 +526,26 @@ class LxcGuestProvider(GuestProvider):
             raise failure from error
         return CreateResult(str(inputs.vmid), created_outputs(inputs, answers["verify linked clone"]))
 
+    def _adopt(self, inputs: LxcGuestInputs) -> CreateResult:
+        """Take the live container in (the module docstring): read, verify, send only what differs."""
+        runner = self.runner(inputs.task_timeout_s)
+        api = runner.api
+        who = f"CT {inputs.vmid} ({inputs.hostname})"
+        read_config, read_status, read_conf = adopt_read_steps(inputs)
+        config = unless_missing(lambda: runner.one(read_config))
+        if config is None:
+            raise AdoptionError(
+                api.host, f"{who}: adopt is set, but node {inputs.node} has no CT {inputs.vmid}"
+            )
+        if problem := identity_problem(inputs, config):
+            raise AdoptionError(api.host, f"{who}: not adopted, nothing changed: {problem}")
+        running = dict(runner.one(read_status)).get("status") == "running"
+        conf = runner.one(read_conf).stdout
+        change = adoption_changes(inputs, config, conf, running=running, host=api.host)
+        api.require_root_for(change.sets)
+        self._run_restarting(runner, inputs, adopt_steps(inputs, change), running and change.cold, "adoption")
+        return CreateResult(str(inputs.vmid), adopted_outputs(inputs, config))
+
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         old, new = LxcGuestInputs.from_props(olds), LxcGuestInputs.from_props(news)
         runner = self.runner(new.task_timeout_s)
@@ -354,17 +556,24 @@ class LxcGuestProvider(GuestProvider):
         restore_point = new.snapshot_before_update and change.restore_point
         snapshots = api.get(f"{new.path}/snapshot") if restore_point else []
         steps = update_steps(new, change, running=running, snapshots=snapshots, now=time.time())
+        self._run_restarting(runner, new, steps, running and change.cold, "update")
+        return UpdateResult({**new.to_props(), **{k: olds.get(k) for k in GENERATED}})
+
+    def _run_restarting(
+        self, runner: StepRunner, inputs: LxcGuestInputs, steps: list[Step], stops: bool, what: str
+    ) -> None:
+        """Run ``steps``; when they stop a running guest (``stops``) and fail, start it again (a note on the
+        error if that fails too)."""
         try:
             runner.run(steps)
         except PhoenixError as error:
-            if running and change.cold:
+            if stops:
                 attach_cleanup(
                     error,
-                    lambda: self._restart_if_stopped(runner, new),
-                    f"starting CT {new.vmid} again after the failed update",
+                    lambda: self._restart_if_stopped(runner, inputs),
+                    f"starting CT {inputs.vmid} again after the failed {what}",
                 )
             raise
-        return UpdateResult({**new.to_props(), **{k: olds.get(k) for k in GENERATED}})
 
     @staticmethod
     def _restart_if_stopped(runner: StepRunner, inputs: LxcGuestInputs) -> None:
@@ -389,6 +598,8 @@ class LxcGuestProvider(GuestProvider):
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         inputs = LxcGuestInputs.from_props(props)
+        if inputs.retain_on_delete:
+            return  # only forgotten: the guest keeps running (an adopted guest, by default)
         runner = self.runner(inputs.task_timeout_s, ssh=False)
         stop_and_destroy(runner, guest_path(inputs.node, id_), purge=True)
 
@@ -401,8 +612,9 @@ class LxcGuestResourceArgs:
     node: pulumi.Input[str]
     vmid: pulumi.Input[int]
     hostname: pulumi.Input[str]
-    template_vmid: pulumi.Input[int]
-    """The layer's template (``TemplateLayer.vmid``); a new one replaces the guest."""
+    template_vmid: pulumi.Input[int] | None
+    """The layer's template (``TemplateLayer.vmid``); a new one replaces the guest. None: adopted from no
+    layer."""
     params: pulumi.Input[Mapping[str, Any]]
     """PVE config keys (cores, memory, net0, devN, mpN, features); never ``hostname``."""
     raw_lines: pulumi.Input[Sequence[str]]
@@ -414,6 +626,10 @@ class LxcGuestResourceArgs:
     snapshot_retention: pulumi.Input[int] = 3
     pve_config_dir: pulumi.Input[str] = "/etc/pve/lxc"
     task_timeout_s: pulumi.Input[int] = 600
+    adopt: pulumi.Input[bool] = False
+    """Take the running container with this vmid in instead of cloning (identity checked first)."""
+    retain_on_delete: pulumi.Input[bool] = False
+    """Delete only forgets the guest; it keeps running."""
 
 
 class LxcGuest(LinkedCloneResource[LxcGuestResourceArgs], module="phoenix", name="LxcGuest"):
