@@ -22,6 +22,7 @@ from phoenix_components.components.guests import (
     VmGuestArgs,
     host_download,
 )
+from phoenix_components.components.stacks import StackComponent, StackComponentArgs, read_stack_secrets
 from phoenix_components.config.cloud import CloudEnvironment, is_cloud_environment, load_cloud_environment
 from phoenix_components.config.errors import ConfigError
 from phoenix_components.config.load import Environment, dependency_order, load_environment
@@ -74,6 +75,8 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
 
         return build_cloud(env)
     host = env.host
+    # Before any resource: a stack secret missing from the config stops the program naming its key.
+    stack_secrets = read_stack_secrets(env)
     # Only an environment with VMs or OS templates to download has anything for pulumi-proxmoxve; the
     # rest needs no plugin besides the Python SDK (the lab stack runs with the Go-built CLI alone).
     downloads = {key: (t.url, t.file) for key, t in host.os_templates.items() if t.url is not None}
@@ -120,7 +123,7 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
                 LxcGuestArgs(
                     environment=env,
                     spec=ct,
-                    layer_vmid=chain.layers[ct.layer].vmid,
+                    layer_vmid=chain.layers[ct.layer].vmid if ct.layer is not None else None,
                     data_snapshots=baseline.snapshots,
                     depends_on=(*needs, *after),
                     gpu_minors=baseline.gpu_minors,
@@ -137,6 +140,21 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
                     after=after,
                 ),
             )
+    # Compose stacks, each after the whole component of the guest it runs in (Docker is there by then).
+    stacks = {
+        name: StackComponent(
+            f"stack-{name}",
+            StackComponentArgs(
+                environment=env,
+                stack=stack,
+                guest=built[stack.guest],
+                secrets=stack_secrets[name],
+                guest_instance=containers[stack.guest].guest.instance if stack.guest in containers else None,
+            ),
+        )
+        for name, stack in env.stacks.items()
+        if stack.guest in built
+    }
     # Exports in the file's order, whatever order the dependencies built them in.
     containers = {ct.vmid: containers[ct.vmid] for ct in env.guests.containers}
     vms = {vm.vmid: vms[vm.vmid] for vm in env.guests.vms if vm.vmid in vms}
@@ -148,6 +166,10 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
         "layer_verified": chain.verified,
         "containers": {str(vmid): ct.address for vmid, ct in containers.items()},
         "vms": {str(vmid): vm.vmid for vmid, vm in vms.items()},
+        "stacks": {
+            name: {"guest": env.stacks[name].guest, "state": component.stack.state}
+            for name, component in stacks.items()
+        },
         "vllm_endpoints": {
             ct.vllm.server.served_model_name: containers[ct.vmid].endpoint
             for ct in env.guests.containers

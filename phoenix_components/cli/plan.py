@@ -17,12 +17,14 @@ VMs and their templates) are not Phoenix's providers: their lines summarise what
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from phoenix_components.config.load import Environment
+from phoenix_components.config.load import Environment, gpu_accounting
 from phoenix_components.config.models import Container, DatasetCloneMount, Vm
+from phoenix_components.config.stack_files import StackFiles
 from phoenix_components.render.baseline import dataset_properties, driver_inputs, passthrough_addresses
 from phoenix_components.render.chain import layer_inputs
+from phoenix_components.render.engines import server_inputs
 from phoenix_components.render.features import container_feature_inputs
 from phoenix_components.render.firewall import firewall_inputs
 from phoenix_components.render.lxc import (
@@ -32,12 +34,17 @@ from phoenix_components.render.lxc import (
     declared_minors,
     raw_lines,
 )
+from phoenix_components.render.stacks import guest_resource_name, stack_inputs
 from phoenix_components.render.vllm import UNIT_PATH, render_unit
 from phoenix_components.render.vm import cloud_image_template_vmid, vm_user_data
 from providers.channels.steps import PlannedStep, plan_lines
 from providers.guests import firewall, lxc_guest, snapshot, template_layer
+from providers.guests.compose_stack import ComposeStackInputs
+from providers.guests.compose_stack import deploy_steps as compose_steps
 from providers.guests.features import GuestFeaturesInputs, feature_steps
 from providers.hostfiles import apparmor, host_file
+from providers.model_server import ModelServerInputs
+from providers.model_server import deploy_steps as server_deploy_steps
 from providers.nvidia_driver import NvidiaHostDriverInputs, NvidiaHostPaths
 from providers.nvidia_driver import plan_steps as driver_steps
 from providers.vllm_service import VllmServiceInputs, deploy_steps
@@ -47,6 +54,7 @@ from providers.zfs import snapshot as zfs_snapshot
 LAYER_VMID = "$vmid({})"
 MOUNTPOINT = "$mountpoint({})"
 TEMPLATE_VMID = 0  # LxcGuestInputs wants an int; the plan's steps name the layer's vmid as LAYER_VMID
+SECRET = "<secret>"  # a stack secret's value: the plan reads no Pulumi config
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,9 @@ class PlannedResource:
     calls: tuple[PlannedStep, ...] = ()
     """The provider's own steps (ApiCall, HostCommand, ...) that ``steps`` renders; empty for a resource
     Phoenix's providers do not make (a pulumi-proxmoxve download or VM, a promoted layer)."""
+    after: tuple[str, ...] = ()
+    """The guests (their main resources) a guest starts after (``after``): the program waits for each
+    one's whole component. Kept apart from ``depends_on``, which lists what is planned before it."""
 
     @property
     def title(self) -> str:
@@ -156,7 +167,9 @@ def build_plan(env: Environment) -> list[PlannedResource]:
 
     datasets: dict[str, str] = {}
     for key, data in env.guests.datasets.items():
-        made = dataset.plan_inputs({"name": data.dataset, "properties": dataset_properties(data)})
+        made = dataset.plan_inputs(
+            {"name": data.dataset, "properties": dataset_properties(data), "adopt": data.adopt}
+        )
         ds = b.provider(f"dataset-{key}", "ZfsDataset", [], dataset.create_steps(made), "host")
         snap = zfs_snapshot.plan_inputs({"dataset": data.dataset, "snapshot": data.snapshot})
         datasets[key] = b.provider(
@@ -196,7 +209,32 @@ def build_plan(env: Environment) -> list[PlannedResource]:
                 f"VM template {template_vmid} from {image.file}",
             )
         _plan_vm(b, env, vm, images[vm.image])
-    return b.resources
+    for stack in env.stacks.values():
+        _plan_stack(b, env, stack)
+    return _with_after(env, b.resources)
+
+
+def _with_after(env: Environment, resources: list[PlannedResource]) -> list[PlannedResource]:
+    """Each guest's ``after`` edges on its main resource (``ct-201``, ``vm-231``)."""
+    guests: list[Container | Vm] = [*env.guests.containers, *env.guests.vms]
+    after = {
+        guest_resource_name(env, g.vmid): tuple(guest_resource_name(env, v) for v in g.after)
+        for g in guests
+        if g.after
+    }
+    return [replace(r, after=after[r.name]) if r.name in after else r for r in resources]
+
+
+def _plan_stack(b: _Builder, env: Environment, stack: StackFiles) -> None:
+    """ComposeStack's own steps (``providers.guests.compose_stack.deploy_steps``), after the guest it runs
+    in (the program waits for that guest's whole component). Secret values are placeholders: the plan
+    reads no Pulumi config, and the env file's content is never shown anyway."""
+    placeholders = dict.fromkeys(stack.settings.secrets, SECRET)
+    inputs = ComposeStackInputs.from_props(stack_inputs(env, stack, placeholders))
+    guest = guest_resource_name(env, stack.guest)
+    owned = [r.name for r in b.resources if r.name.startswith(f"{guest}-") or r.name == f"vllm-{stack.guest}"]
+    label = f"{stack.name}: {', '.join(stack.services)} in {inputs.guest}"
+    b.provider(f"stack-{stack.name}", "ComposeStack", [guest, *owned], compose_steps(inputs), "stacks", label)
 
 
 def _plan_layers(
@@ -265,7 +303,7 @@ def container_inputs(env: Environment, ct: Container, mountpoints: dict[str, str
         "node": host.node,
         "vmid": ct.vmid,
         "hostname": ct.hostname,
-        "template_vmid": TEMPLATE_VMID,
+        "template_vmid": TEMPLATE_VMID if ct.layer is not None else None,
         "params": params,
         "raw_lines": raw_lines(ct),
         "storage": host.storage.rootfs,
@@ -274,6 +312,8 @@ def container_inputs(env: Environment, ct: Container, mountpoints: dict[str, str
         "start": True,
         "snapshot_before_update": ct.snapshot_before_update,
         "snapshot_retention": ct.snapshot_retention,
+        "adopt": ct.adopt,
+        "retain_on_delete": ct.retained,
     }
 
 
@@ -287,7 +327,7 @@ def _plan_container(
     driver: str | None,
 ) -> None:
     name = f"ct-{ct.vmid}"
-    deps = [layers[ct.layer]]
+    deps = [layers[ct.layer]] if ct.layer is not None else []
     if ct.apparmor_profile in profiles:
         deps.append(profiles[ct.apparmor_profile])
     if ct.gpus and driver is not None:
@@ -310,7 +350,7 @@ def _plan_container(
                 )
             )
     inputs = lxc_guest.LxcGuestInputs.from_props(container_inputs(env, ct, mountpoints))
-    steps = lxc_guest.plan_steps(inputs, template=LAYER_VMID.format(ct.layer))
+    steps = lxc_guest.plan_steps(inputs, template=LAYER_VMID.format(ct.layer) if ct.layer else None)
     b.provider(name, "LxcGuest", deps + clones, steps, "guests", f"{ct.hostname} ({ct.vmid})")
     _plan_firewall(b, env, name, "lxc", ct, "guests")
     features = _plan_features(b, env, ct, name)
@@ -332,6 +372,17 @@ def _plan_container(
             snapshot.plan_steps(taken),
             "guests",
             f"{policy.prefix}-* x{policy.retention}",
+        )
+    engine = ct.engine()
+    if engine is not None and engine[0] != "vllm":
+        server = ModelServerInputs.from_props(server_inputs(env, ct))
+        b.provider(
+            f"{engine[0]}-{ct.vmid}",
+            "ModelServer",
+            [name, *features],
+            server_deploy_steps(server),
+            "guests",
+            server.model,
         )
     if ct.vllm is not None:
         service = VllmServiceInputs.from_props(service_inputs(env, ct))
@@ -428,14 +479,29 @@ def render_plan(env: Environment, resources: list[PlannedResource]) -> str:
         after = f"  (after {', '.join(res.depends_on)})" if res.depends_on else ""
         lines.append(f"{i:3}. {res.title}{after}")
         lines += [f"       {step}" for step in res.steps]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + gpu_memory_lines(env)) + "\n"
+
+
+def gpu_memory_lines(env: Environment) -> list[str]:
+    """The model servers' GPU memory budgets per GPU, as validation counts them (``gpu_accounting``)."""
+    shares = gpu_accounting(env.host, env.guests)
+    if not shares:
+        return []
+    memory = {g.index: g.memory_mib for g in env.host.gpus}
+    labels = {f"containers[{i}]": f"CT {ct.vmid} {ct.hostname}" for i, ct in enumerate(env.guests.containers)}
+    lines = ["", "GPU memory (each model server's budget, counted per GPU against host gpus[].memory_mib):"]
+    for gpu, users in shares.items():
+        total = sum(u.mib for u in users)
+        lines.append(f"  GPU {gpu}: {total:.0f} of {memory.get(gpu, 0)} MiB")
+        lines += [f"       {labels[u.guest]} {u.engine} {u.given} = {u.mib:.0f} MiB" for u in users]
+    return lines
 
 
 def _node_id(name: str) -> str:
     return name.replace("-", "_").replace(".", "_")
 
 
-GROUPS = {"host": "host", "chain": "template chain", "guests": "guests"}
+GROUPS = {"host": "host", "chain": "template chain", "guests": "guests", "stacks": "Compose stacks"}
 
 
 def _groups(resources: list[PlannedResource]) -> Iterator[tuple[str, list[PlannedResource]]]:
@@ -458,13 +524,16 @@ def _render_graph(
     node: Callable[[PlannedResource], str],
     end: str,
     edge: Callable[[str, str], str],
+    after: Callable[[str, str], str],
     tail: str = "",
 ) -> str:
-    """The one graph walk (groups in GROUPS order, then the edges), in the syntax the callables write."""
+    """The one graph walk (groups in GROUPS order, then the edges, then the guests' ``after`` edges), in
+    the syntax the callables write."""
     lines = list(head)
     for name, members in _groups(resources):
         lines += [group(name), *(node(r) for r in members), end]
     lines += [edge(a, b) for a, b in _edges(resources)]
+    lines += [after(a, r.name) for r in resources for a in r.after]
     return "\n".join(lines) + "\n" + tail
 
 
@@ -476,6 +545,7 @@ def render_mermaid(resources: list[PlannedResource]) -> str:
         node=lambda r: f'    {_node_id(r.name)}["{r.kind}<br/>{r.label}"]',
         end="  end",
         edge=lambda a, b: f"  {_node_id(a)} --> {_node_id(b)}",
+        after=lambda a, b: f"  {_node_id(a)} -. after .-> {_node_id(b)}",
     )
 
 
@@ -487,5 +557,6 @@ def render_dot(resources: list[PlannedResource]) -> str:
         node=lambda r: f'    "{r.name}" [label="{r.kind}\\n{r.label}"];',
         end="  }",
         edge=lambda a, b: f'  "{a}" -> "{b}";',
+        after=lambda a, b: f'  "{a}" -> "{b}" [style=dashed, label="after"];',
         tail="}\n",
     )

@@ -68,7 +68,12 @@ class HostBaseline(pulumi.ComponentResource):
         for key, data in env.guests.datasets.items():
             dataset = ZfsDataset(
                 f"dataset-{key}",
-                ZfsDatasetArgs(name=data.dataset, properties=dataset_properties(data)),
+                ZfsDatasetArgs(
+                    name=data.dataset,
+                    properties=dataset_properties(data),
+                    adopt=data.adopt,
+                    retain_on_delete=data.retained,
+                ),
                 ssh_target=target,
                 opts=child,
             )
@@ -77,7 +82,10 @@ class HostBaseline(pulumi.ComponentResource):
                 f"dataset-{key}-{data.snapshot}",
                 ZfsSnapshotArgs(dataset=dataset.name, snapshot=data.snapshot),
                 ssh_target=target,
-                opts=child,
+                # A kept dataset keeps its snapshot too (it may be the user's own, taken before adoption).
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=True))
+                if data.retained
+                else child,
             )
         self.register_outputs(
             {

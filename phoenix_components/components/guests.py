@@ -5,8 +5,9 @@ nothing.
 
 - An LXC guest is the LxcGuest dynamic resource (a linked clone of its layer's template, GPUs via devN,
   the AppArmor profile as a raw line before the first start), its PVE firewall (GuestFirewall), when it
-  declares features the GuestFeatures that run them in it once started (``pct exec``), and, when it has an
-  engine config, a VllmService whose health check gates the deploy.
+  declares features the GuestFeatures that run them in it once started (``pct exec``), and, when it has a
+  model server, its service gated on the engine's health checks: a VllmService (``vllm``), else a
+  ModelServer (``ollama``, ``llamacpp``: phoenix_components/render/engines).
 - A VM is a pulumi-proxmoxve ``VmLegacy`` cloned from a template made once per cloud image, with a
   cloud-init snippet that runs the same feature scripts as the layers, and its firewall. The snippet is a
   HostFile written over Phoenix's pinned SSH rather than ``FileLegacy``, whose own SSH client does not
@@ -32,6 +33,7 @@ from phoenix_components.config.models import (
     Vm,
     nics,
 )
+from phoenix_components.render.engines import server_inputs
 from phoenix_components.render.features import container_feature_inputs, fresh_guest_key
 from phoenix_components.render.firewall import firewall_inputs
 from phoenix_components.render.lxc import GpuMinors, clone_dataset, container_params, raw_lines
@@ -44,6 +46,7 @@ from providers.guests.lxc_guest import LxcGuest as LxcGuestResource
 from providers.guests.lxc_guest import LxcGuestResourceArgs
 from providers.guests.snapshot import GuestSnapshot, GuestSnapshotArgs
 from providers.hostfiles.host_file import HostFile, HostFileArgs
+from providers.model_server import ModelServer, ModelServerArgs
 from providers.vllm_service import VllmService, VllmServiceArgs
 from providers.zfs.clone import ZfsClone, ZfsCloneArgs
 from providers.zfs.snapshot import ZfsSnapshot
@@ -59,9 +62,11 @@ def _firewall(
     vmid: pulumi.Input[int],
     guest_instance: pulumi.Input[str] = "",
     ports: Sequence[ServicePort] = (),
+    retain: bool = False,
 ) -> list[pulumi.Resource]:
     """PVE guest firewall (options, the ordered rules, one more per service port), a child of ``owner``
-    made after it."""
+    made after it. ``retain``: the guest is kept on destroy, so its firewall is too (the engine only
+    forgets it)."""
     if not fw.enabled:
         return []
     return [
@@ -69,7 +74,7 @@ def _firewall(
             f"{name}-firewall",
             GuestFirewallArgs(**firewall_inputs(env.host.node, kind, vmid, fw, guest_instance, ports)),
             api_target=api_target(env.host),
-            opts=pulumi.ResourceOptions(parent=owner, depends_on=[owner]),
+            opts=pulumi.ResourceOptions(parent=owner, depends_on=[owner], retain_on_delete=retain or None),
         )
     ]
 
@@ -78,7 +83,7 @@ def _firewall(
 class LxcGuestArgs:
     environment: Environment
     spec: Container
-    layer_vmid: pulumi.Input[int]
+    layer_vmid: pulumi.Input[int] | None  # None: an adopted guest that came from no Phoenix layer
     data_snapshots: dict[str, ZfsSnapshot] = field(default_factory=dict)  # dataset key -> its snapshot
     depends_on: tuple[pulumi.Resource, ...] = ()  # the AppArmor profile it runs under, the driver
     gpu_minors: pulumi.Input[GpuMinors] | None = None  # HostBaseline.gpu_minors: where devN paths come from
@@ -133,6 +138,8 @@ class LxcGuest(pulumi.ComponentResource):
                 start=True,
                 snapshot_before_update=spec.snapshot_before_update,
                 snapshot_retention=spec.snapshot_retention,
+                adopt=spec.adopt,
+                retain_on_delete=spec.retained,
             ),
             ssh_target=target,
             api_target=api_target(host),
@@ -154,6 +161,7 @@ class LxcGuest(pulumi.ComponentResource):
             vmid=self.guest.vmid,
             guest_instance=self.guest.instance,
             ports=spec.ports,
+            retain=spec.retained,
         )
         self.snapshots: GuestSnapshot | None = None
         if spec.snapshots is not None:
@@ -180,10 +188,21 @@ class LxcGuest(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.guest]),
             )
         self.endpoint = None
-        self.service: VllmService | None = None
+        self.service: VllmService | ModelServer | None = None
+        engine = spec.engine()
+        if engine is not None and self.address is not None:  # every engine speaks OpenAI's API under /v1
+            self.endpoint = f"http://{self.address}:{engine[1].listen_port}/v1"
+        # The guest's own features (its config files, say) are in place before the server starts.
+        server_after = [self.guest, *([self.features] if self.features else [])]
+        if engine is not None and engine[0] != "vllm":
+            self.service = ModelServer(
+                f"{name}-{engine[0]}",
+                # server_inputs' keys are ModelServerArgs' fields (plan.py reads the same dict).
+                ModelServerArgs(**server_inputs(env, spec), guest_instance=self.guest.instance),  # type: ignore[arg-type]
+                ssh_target=target,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=server_after),
+            )
         if spec.vllm is not None:
-            if self.address is not None:
-                self.endpoint = f"http://{self.address}:{spec.vllm.server.port}/v1"
             self.service = VllmService(
                 f"{name}-vllm",
                 VllmServiceArgs(
@@ -199,10 +218,7 @@ class LxcGuest(pulumi.ComponentResource):
                     guest_name=spec.hostname,
                 ),
                 ssh_target=target,
-                # The guest's own features (its config files, say) are in place before the server starts.
-                opts=pulumi.ResourceOptions(
-                    parent=self, depends_on=[self.guest, *([self.features] if self.features else [])]
-                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=server_after),
             )
         self.register_outputs(
             {
@@ -211,7 +227,8 @@ class LxcGuest(pulumi.ComponentResource):
                 "ip": spec.network.ip,
                 "gpus": list(spec.gpus),
                 "mac": self.guest.mac,
-                "origin": self.guest.origin,
+                "origin": self.guest.origin,  # "adopted" for a guest taken in rather than cloned
+                "layer": spec.layer,  # None: adopted from no Phoenix layer
                 "endpoint": self.endpoint,
             }
         )

@@ -37,11 +37,12 @@ from phoenix_components.config.models import (
     Layer,
     Network,
     Startup,
-    Vm,
     VllmEngine,
+    Vm,
     VolumeMount,
 )
 from phoenix_components.config.promotion import PromotionLock, check_lock, load_lock
+from phoenix_components.config.stack_files import ReadDocument, StackFiles, StackSettings, load_stacks
 from providers.channels.command import sha256_text
 
 CHAIN_FILE = "chain.json"
@@ -126,6 +127,7 @@ class Environment:
     feature_scripts: Mapping[str, str] = field(repr=False)
     apparmor_profiles: Mapping[str, str] = field(repr=False)
     promotion: PromotionLock | None = None  # layers verified in the environment below (see promotion.py)
+    stacks: Mapping[str, StackFiles] = field(default_factory=dict, repr=False)  # guests.json `stacks`, loaded
 
     def layer_order(self) -> list[str]:
         """Layer names, parents before children (checked acyclic at load)."""
@@ -215,6 +217,8 @@ def load_environment(config_dir: Path | str, environment: str, *, promotion: boo
     )
     checked = check_environment(host, chain, guests, set(scripts), set(profiles), files)
     problems.extend(name_guests(checked, files.guests, guest_labels(guests)))
+    stacks, stack_problems = load_stacks(config_dir, chain, guests, files.guests, _reader(config_dir))
+    problems += [Problem(p.file, p.path, p.message, p.guest) for p in stack_problems]
     if problems:
         raise ConfigError([str(p) for p in problems])
     env = Environment(
@@ -226,6 +230,7 @@ def load_environment(config_dir: Path | str, environment: str, *, promotion: boo
         guests=with_start_orders(guests),
         feature_scripts=scripts,
         apparmor_profiles={name: profiles[name] for name in host.apparmor_profiles},
+        stacks=stacks,
     )
     lock = load_lock(config_dir, environment) if promotion else None
     if lock is None:
@@ -251,6 +256,16 @@ def _read_dir(directory: Path, suffix: str) -> dict[str, str]:
         for p in sorted(directory.iterdir())
         if p.is_file() and p.name.endswith(suffix) and not p.name.startswith(".")
     }
+
+
+def _reader(config_dir: Path) -> ReadDocument:
+    """:func:`_load` as a function of (relative path, model): how stack_files reads its JSON documents."""
+
+    def read(relative: Path, model: type[StackSettings]) -> tuple[StackSettings | None, list[Problem]]:
+        problems: list[Problem] = []
+        return _load(config_dir, relative, model, problems), problems
+
+    return read
 
 
 def _load(config_dir: Path, relative: Path, model: type[M], problems: list[Problem]) -> M | None:
@@ -869,12 +884,12 @@ def _check_container(
         yield Problem(f, f"{path}.layer", f"no layer named {ct.layer!r} in {files.chain}")
     if ct.layer is None and ct.vllm is not None:
         yield Problem(
-            f, f"{path}.vllm", "an adopted guest without a layer has no vLLM installed by Phoenix; name its layer"
+            f, f"{path}.vllm", "an adopted guest without a layer has no vLLM from Phoenix; name its layer"
         )
     if ct.adopt and ct.vmid in host.vmid_ranges.layers:
         r = host.vmid_ranges.layers
         yield Problem(
-            f, f"{path}.vmid", f"{ct.vmid} is in the layers range {r.start}-{r.end}: a layer cannot be adopted"
+            f, f"{path}.vmid", f"{ct.vmid} is in the layers range {r.start}-{r.end}: layers are not adopted"
         )
     profile = ct.apparmor_profile
     if profile == UNCONFINED:
@@ -1113,7 +1128,7 @@ def _check_capacity(host: Host, chain: Chain, guests: Guests, files: _Files) -> 
     def disk(guest: Container | Vm) -> int:
         if isinstance(guest, Vm):
             return guest.disk_gib
-        layer = chain.layers.get(guest.layer)
+        layer = chain.layers.get(guest.layer) if guest.layer is not None else None
         own = guest.disk_gib or (layer.build.disk_gib if layer is not None else 0)
         return own + sum(m.size_gib for m in guest.mounts if isinstance(m, VolumeMount))
 

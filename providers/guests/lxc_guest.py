@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, UpdateResult
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
 
 from providers.base import (
     Inputs,
@@ -497,6 +497,11 @@ class LxcGuestProvider(GuestProvider):
     replace_on = ("node", "vmid", "template_vmid", "storage", "pool")
     update_on = ("hostname", "params", "raw_lines", "disk_gib", "start", "pve_config_dir", "retain_on_delete")
     delete_before_replace = True  # the vmid is fixed: two guests cannot hold it at once
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """State from before an input existed lacks it: it holds the default, so it is no change."""
+        defaults = LxcGuestInputs.defaults()
+        return super().diff(_id, {**defaults, **olds}, {**defaults, **news})
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         required = ["node", "vmid", "hostname", "params", "storage", "pool"]

@@ -15,6 +15,11 @@ Lifecycle (all over SSH, argv only; session counts per operation in brackets):
   and its declared properties are set [3]; anything else fails with :class:`DatasetExistsError` saying
   what is there. A retried ``up`` after a dropped connection therefore converges instead of failing.
   Parents are never created implicitly (``zfs create -p``): they would belong to nobody.
+- **adopt** (``adopt``): a filesystem that already holds data (made by hand) is taken in, never created:
+  ``create`` reads it first [1], refuses it with :class:`DatasetAdoptionError` when it is missing or not
+  an independent filesystem with the declared create-only properties, else sets only the declared
+  properties that differ [2]. ``retain_on_delete`` makes ``delete`` only forget it (the default for an
+  adopted dataset: Phoenix keeps what it did not make).
 - **read** (refresh) [1]: one ``zfs get``; gone -> ``ReadResult(None, {})``; outputs carry live values.
 - **delete** [2], from stored outputs: destroy only if ZFS still has the same instance (``guid``), never
   with ``-r``/``-R``: snapshots or children Phoenix does not manage make it fail with
@@ -48,18 +53,22 @@ from providers.channels.command import Executor
 from providers.channels.steps import HostCommand
 from providers.zfs.common import (
     BUSY_TIMEOUT,
+    COMMAND_TIMEOUT,
     DatasetExistsError,
     DatasetFacts,
+    DatasetNotFoundError,
     ZfsError,
     ZfsResource,
     apply_properties,
     canonical_properties,
+    classify,
     create_argv,
     create_only_changes,
     dataset_name_problem,
     destroy,
     filesystem_outputs,
     filesystem_props,
+    parse_get,
     plan_properties,
     properties_problems,
     read_dataset,
@@ -85,6 +94,9 @@ class ZfsDatasetInputs(Inputs):
     """Full dataset name, e.g. ``rpool/data/phoenix-models`` (identity)."""
     properties: dict[str, str] = field(default_factory=dict, metadata=convert(_str_map))
     """Declared ZFS properties, canonical (as ``check`` stored them)."""
+    # New inputs default to what a dataset made before them is: created by Phoenix, destroyed with it.
+    adopt: bool = False
+    retain_on_delete: bool = False
     version: str = PROVIDER_VERSION
 
 
@@ -119,7 +131,15 @@ def diff_filesystem(olds: Mapping[str, Any], news: Mapping[str, Any], *, identit
     - the replacement is created first unless it keeps the name (then the old one is destroyed first:
       two datasets cannot share a name, and create would otherwise adopt the very dataset about to go).
     """
-    base = diff_inputs(olds, news, replace_on=identity, update_on=["properties"])
+    # retain_on_delete is only ever false in state from before it existed (and for clones): compare as bools
+    # so that state sees no change; a flip is an update, so delete reads the choice from stored outputs.
+    retain = {k: {"retain_on_delete": bool(d.get("retain_on_delete"))} for k, d in (("o", olds), ("n", news))}
+    base = diff_inputs(
+        {**olds, **retain["o"]},
+        {**news, **retain["n"]},
+        replace_on=identity,
+        update_on=["properties", "retain_on_delete"],
+    )
     replaces = list(base.replaces or [])
     if create_only_changes(olds.get("properties") or {}, news.get("properties")):
         replaces.append("properties")
@@ -166,9 +186,24 @@ def converge_existing(
     return apply_properties(ex, facts.name, live, want, f"adopting {facts.name}")
 
 
+ADOPTION_INPUTS = ("adopt", "retain_on_delete")
+
+
+class DatasetAdoptionError(ZfsError):
+    reason = "dataset not adopted"
+
+
+def adopt_steps(want: ZfsDatasetInputs) -> list[HostCommand]:
+    """An adoption's first step: the read of what is there (then only the differing properties are set)."""
+    return [read_step([want.name], filesystem_props(want.properties))]
+
+
 def create_steps(want: ZfsDatasetInputs) -> list[HostCommand]:
     """A first ``up``: ``zfs create -o k=v ... name``, then the read-back of the declared properties and
-    the facts every filesystem reports. ``phoenix plan`` renders these; ``create`` runs them."""
+    the facts every filesystem reports. ``phoenix plan`` renders these; ``create`` runs them. An adopted
+    dataset: only the read (:func:`adopt_steps`)."""
+    if want.adopt:
+        return adopt_steps(want)
     return [
         HostCommand(f"creating dataset {want.name}", create_argv(want.name, want.properties)),
         read_step([want.name], filesystem_props(want.properties)),
@@ -205,8 +240,24 @@ class ZfsDatasetProvider(HostProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         want = ZfsDatasetInputs.from_props(props)
-        facts = self._make(create_steps(want), want, None)
+        facts = self._adopt(want) if want.adopt else self._make(create_steps(want), want, None)
         return CreateResult(want.name, self._outputs(want, facts))
+
+    def _adopt(self, want: ZfsDatasetInputs) -> DatasetFacts:
+        """Take the existing filesystem in (the module docstring): read, refuse another, set what differs."""
+        ex = self.ssh()
+        (read,) = adopt_steps(want)
+        result = ex.run(read.argv, check=False, timeout=COMMAND_TIMEOUT)
+        if not result.ok and not isinstance(error := classify(result, read.what), DatasetNotFoundError):
+            raise error
+        facts = parse_get(result.stdout).get(want.name)
+        problem = "it does not exist" if facts is None else adoption_problem(facts, None, want.properties)
+        if problem is not None or facts is None:
+            raise DatasetAdoptionError(result, f"adopting {want.name}: {problem}", dataset=want.name)
+        live = facts.declared(want.properties)
+        if not plan_properties(live, want.properties):
+            return facts
+        return apply_properties(ex, facts.name, live, want.properties, f"adopting {facts.name}")
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         declared = dict(props.get("properties") or {})
@@ -222,6 +273,8 @@ class ZfsDatasetProvider(HostProvider):
         return UpdateResult(self._outputs(want, facts))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
+        if props.get("retain_on_delete"):
+            return  # only forgotten: the data stays (an adopted dataset, by default)
         what = f"destroying {self.noun} {id_}"
         guid = props.get("guid") or None
         error = destroy(self.ssh(), id_, what, guid=guid, busy_timeout=self.busy_timeout)
@@ -248,7 +301,9 @@ class ZfsDatasetProvider(HostProvider):
         return filesystem_outputs(facts, declared)
 
     def _outputs(self, want: ZfsDatasetInputs, facts: DatasetFacts) -> dict[str, Any]:
-        return {**want.to_props(), **self._live(facts, want.properties)}
+        # adopt/retain_on_delete only when set: a dataset (or clone) Phoenix made keeps the outputs it had.
+        props = {k: v for k, v in want.to_props().items() if k not in ADOPTION_INPUTS or v}
+        return {**props, **self._live(facts, want.properties)}
 
 
 # --- 4. the resource -----------------------------------------------------------------------------------
@@ -262,6 +317,10 @@ class ZfsDatasetArgs:
     """Full dataset name, e.g. ``rpool/data/phoenix-models``; its parent must exist."""
     properties: pulumi.Input[Mapping[str, pulumi.Input[PropertyValue]]] = field(default_factory=dict)
     """ZFS properties to manage, e.g. ``{"quota": "100G", "compression": "on", "atime": False}``."""
+    adopt: pulumi.Input[bool] = False
+    """Take the existing filesystem in rather than create it (refused unless it is one)."""
+    retain_on_delete: pulumi.Input[bool] = False
+    """Delete only forgets it; the data stays."""
 
 
 class ZfsDataset(ZfsResource[ZfsDatasetArgs], module="zfs", name="Dataset"):

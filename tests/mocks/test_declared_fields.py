@@ -128,6 +128,7 @@ VALUES: dict[str, list[Any]] = {
     "Ssh.host_key": ["SHA256:" + "B" * 43],
     "Storage.snippets_path": ["/srv/pve/snippets"],
     "HostGpu.minor": [5],
+    "Container.retain_on_delete": [True],  # None (the default) follows adopt
     "HostGpu.pci": ["0000:82:00.0"],
     "NvidiaDriver.version": [
         Change(

@@ -281,6 +281,8 @@ def test_resource_token_inputs_and_a_by_reference_provider_holding_plain_data() 
     assert {k: v for k, v in reg.inputs.items() if k != "__provider"} == {
         "name": NAME,
         "properties": {"quota": "256M"},
+        "adopt": False,
+        "retain_on_delete": False,
         "version": PROVIDER_VERSION,
     }
     pickled = base64.b64decode(reg.provider)
