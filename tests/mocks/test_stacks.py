@@ -1,0 +1,117 @@
+"""Compose stacks under mocks: the program registers one ComposeStack per placed stack, after the whole
+component of the guest it runs in, with its secrets as Pulumi secrets (input and output), the inputs
+``phoenix plan`` shows, and a missing secret stops the program naming the key before any resource."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+from pulumi.runtime import rpc
+
+from phoenix_components.cli.plan import SECRET
+from phoenix_components.config.load import load_environment
+from phoenix_components.program import build
+from phoenix_components.render.stacks import stack_inputs
+from tests.mocks.test_program import ROOT, run_program
+from tests.support.recording import EchoMocks, RecordingMonitor, install
+
+API_KEY = "mock-api-key-value"
+SECRETS = {"phoenix:stackSecrets": json.dumps({"qdrant": {"QDRANT_API_KEY": API_KEY}})}
+
+
+class SecretsMonitor(RecordingMonitor):
+    """RecordingMonitor that also keeps each resource's ``additionalSecretOutputs`` and whether its
+    inputs were sent as secrets (TEST-ONLY)."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks)
+        self.secret_outputs: dict[str, list[str]] = {}
+        self.secret_inputs: dict[str, list[str]] = {}
+
+    def RegisterResource(self, request: Any) -> Any:
+        self.secret_outputs[request.name] = list(request.additionalSecretOutputs)
+        raw = rpc.deserialize_properties(request.object, keep_secrets=True)
+        self.secret_inputs[request.name] = sorted(k for k, v in raw.items() if rpc.is_rpc_secret(v))
+        return super().RegisterResource(request)
+
+
+def config_with_stacks(tmp_path: Path, stacks: list[dict[str, Any]]) -> Path:
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    shutil.copytree(ROOT / "apparmor", tmp_path / "apparmor")
+    guests_file = tmp_path / "config/environments/dev/guests.json"
+    doc = json.loads(guests_file.read_text())
+    doc["stacks"] = stacks
+    guests_file.write_text(json.dumps(doc))
+    return tmp_path / "config"
+
+
+def run(config: Path, secrets: dict[str, str]) -> SecretsMonitor:
+    env = load_environment(config, "dev")
+    monitor = install("dev", {"phoenix:environment": "dev", **secrets}, mocks=EchoMocks())
+    recording = SecretsMonitor(monitor.mocks)
+    pulumi.runtime.set_mocks(
+        recording.mocks, project="phoenix", stack="dev", preview=False, monitor=recording
+    )
+    run_program(lambda: build(env))
+    return recording
+
+
+def test_a_stack_on_a_vm_waits_for_the_vm_and_keeps_its_secret_secret(tmp_path: Path) -> None:
+    monitor = run(config_with_stacks(tmp_path, [{"name": "qdrant", "guest": 231}]), SECRETS)
+    regs = monitor.by_name()
+    component, stack = regs["stack-qdrant"], regs["stack-qdrant-compose"]
+    assert component.type == "phoenix:stacks:ComposeStack"
+    assert stack.type == "pulumi-python:dynamic/phoenix:ComposeStack"
+    assert stack.parent == component.urn
+    # After the VM's whole component: the engine waits for every child of it.
+    assert regs["vm-231"].urn in stack.dependencies
+    assert stack.inputs["guest_kind"] == "qemu" and stack.inputs["vmid"] == 231
+    assert stack.inputs["secrets"] == {"QDRANT_API_KEY": API_KEY}
+    assert "secrets" in monitor.secret_inputs["stack-qdrant-compose"]
+    assert monitor.secret_outputs["stack-qdrant-compose"] == ["secrets"]
+    for name, registration in regs.items():  # the value is in no other input, in no plain form
+        if name != "stack-qdrant-compose":
+            assert API_KEY not in json.dumps(registration.inputs, default=str), name
+    others = {k: v for k, v in stack.inputs.items() if k not in ("secrets", "__provider")}
+    assert API_KEY not in json.dumps(others)
+
+
+def test_the_plan_shows_the_inputs_the_program_sends_with_the_secret_a_placeholder(tmp_path: Path) -> None:
+    config = config_with_stacks(tmp_path, [{"name": "qdrant", "guest": 201}])
+    monitor = run(config, SECRETS)
+    sent = monitor.by_name()["stack-qdrant-compose"].inputs
+    env = load_environment(config, "dev")
+    planned = stack_inputs(env, env.stacks["qdrant"], {"QDRANT_API_KEY": SECRET})
+    differ = sorted(k for k in planned if planned[k] != sent.get(k))
+    assert differ == ["content_key", "secrets"]  # the two that the secret's value feeds
+    assert sent["guest_kind"] == "lxc"
+    assert monitor.by_name()["ct-201-container"].urn not in sent  # sanity: inputs are values, not URNs
+    regs = monitor.by_name()
+    assert regs["ct-201"].urn in regs["stack-qdrant-compose"].dependencies
+
+
+def test_a_changed_secret_changes_the_content_key_and_the_key_never_holds_the_value(tmp_path: Path) -> None:
+    config = config_with_stacks(tmp_path, [{"name": "qdrant", "guest": 231}])
+    first = run(config, SECRETS).by_name()["stack-qdrant-compose"].inputs["content_key"]
+    other = {"phoenix:stackSecrets": json.dumps({"qdrant": {"QDRANT_API_KEY": "another"}})}
+    second = run(config, other).by_name()["stack-qdrant-compose"].inputs["content_key"]
+    assert first != second and API_KEY not in first
+
+
+def test_a_missing_secret_stops_the_program_naming_the_key(tmp_path: Path) -> None:
+    config = config_with_stacks(tmp_path, [{"name": "qdrant", "guest": 231}])
+    with pytest.raises(pulumi.RunError, match=r"phoenix:stackSecrets\.qdrant\.QDRANT_API_KEY"):
+        run(config, {})
+
+
+def test_no_stack_registers_nothing_for_stacks() -> None:
+    env = load_environment(ROOT / "config", "dev")
+    assert env.stacks == {}
+    monitor = install("dev", {"phoenix:environment": "dev"})
+    run_program(lambda: build(env))
+    assert not [r for r in monitor.registrations if "ComposeStack" in r.type]
