@@ -5,6 +5,7 @@ phoenix plan     [--stack S | --env ENV]      per resource, the API calls and ho
 phoenix graph    [--format mermaid|dot]       the chain and guests as a graph
 phoenix schema   [--write]                    regenerate / check config/schema/*.json
 phoenix preview  [--stack S]                  `pulumi preview`, or the offline view when the CLI is missing
+phoenix import   --from-bash DIR --environment NAME   the bash Phoenix's etc/ files as an environment
 phoenix backend bootstrap s3://BUCKET         the Pulumi state bucket on S3 (calls AWS; see cli/aws.py)
 phoenix models sync --bucket B DIR            model files to/from the cache bucket (calls AWS)
 
@@ -15,6 +16,8 @@ the command (a stale schema, a GPU inventory that contradicts host.json, AWS), s
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -25,6 +28,7 @@ from pathlib import Path
 
 from phoenix_components.cli.aws import EXIT_FAILED
 from phoenix_components.cli.aws import register as register_aws_commands
+from phoenix_components.cli.bash_import import import_from_bash
 from phoenix_components.cli.plan import build_plan, render_dot, render_mermaid, render_plan
 from phoenix_components.config.cloud import (
     cloud_environment_names,
@@ -224,6 +228,20 @@ def _promote(args: argparse.Namespace) -> int:
     return 0
 
 
+HOST_IMPORT = "phoenix_components.cli.host_import"
+
+
+def _import(args: argparse.Namespace) -> int:
+    if args.from_bash is not None:
+        return import_from_bash(args)
+    # --from-host lives in its own module (cli/host_import.py), which may not be there yet.
+    if importlib.util.find_spec(HOST_IMPORT) is None:
+        print("phoenix import --from-host: not available yet", file=sys.stderr)
+        return EXIT_INVALID
+    code: int = importlib.import_module(HOST_IMPORT).import_from_host(args)
+    return code
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="phoenix",
@@ -264,6 +282,21 @@ def parser() -> argparse.ArgumentParser:
         help="the source's `pulumi stack output --json` saved to a file (no CLI needed)",
     )
     promote.set_defaults(run=_promote)
+    imports = sub.add_parser("import", help="an environment from the bash Phoenix's files or a live host")
+    source = imports.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-bash", type=Path, metavar="DIR", help="the bash Phoenix's etc/ directory")
+    source.add_argument("--from-host", action="store_true", help="the guests of the stack's live host")
+    imports.add_argument("--config", type=Path, default=_project_dir() / "config", help="config directory")
+    imports.add_argument("--stack", help="Pulumi stack (with --from-host)")
+    imports.add_argument("--environment", metavar="NAME", help="the environment to write (--from-bash)")
+    imports.add_argument("--out", type=Path, help="where to write it (default config/environments/NAME)")
+    imports.add_argument("--force", action="store_true", help="overwrite an existing environment")
+    imports.add_argument("--report", type=Path, metavar="FILE", help="also write the report as JSON")
+    imports.add_argument("--node", help="PVE node name (default: the bash network.hostname, else phoenix)")
+    imports.add_argument("--ssh-host-key", help="the host's SSH key fingerprint SHA256:... (ssh-keygen -lf)")
+    imports.add_argument("--nvidia-sha256", help="sha256 of the NVIDIA runfile the bash config downloads")
+    imports.add_argument("--gpu-memory-mib", type=int, help="memory of each GPU in MiB (nvidia-smi)")
+    imports.set_defaults(run=_import)
     register_aws_commands(sub)
     return root
 
