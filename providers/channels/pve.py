@@ -118,6 +118,15 @@ def parse_property_string(value: object) -> tuple[str, dict[str, str]]:
     return positional, keyed
 
 
+def size_gib(value: object) -> float | None:
+    """PVE's disk ``size`` (``8G``, ``512M``, ``1T``, bytes without a unit) in GiB; None if unreadable."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)", str(value or "").strip())
+    if match is None:
+        return None
+    scale = {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "": 1 / 1024**3}[match.group(2)]
+    return float(match.group(1)) * scale
+
+
 def is_upid(answer: object) -> bool:
     """Is this API answer a task id? ``"UPID:pve1:...:vzclone:100:root@pam:" -> True``."""
     return isinstance(answer, str) and answer.startswith("UPID:")

@@ -47,7 +47,7 @@ from providers.base import (
     convert,
     require,
 )
-from providers.channels.pve import parse_property_string
+from providers.channels.pve import parse_property_string, size_gib
 from providers.channels.steps import ApiCall, HostCommand
 from providers.errors import HostError, PhoenixError
 from providers.guests.common import (
@@ -169,20 +169,16 @@ def observed_params(config: dict[str, Any], declared: dict[str, Any]) -> dict[st
     }
 
 
+def raw_keys(lines: Sequence[str]) -> set[str]:
+    """The ``lxc.*`` keys raw lines set (``lxc.environment`` may appear on several lines)."""
+    return {line.split(":", 1)[0].strip() for line in lines}
+
+
 def raw_lines_present(conf: str, lines: list[str]) -> list[str]:
     """The managed lines as they are in the file now (for drift): only the main section counts."""
     main = conf.partition("\n[")[0].splitlines()
-    keys = {line.split(":", 1)[0].strip() for line in lines}
+    keys = raw_keys(lines)
     return [line.strip() for line in main if line.split(":", 1)[0].strip() in keys]
-
-
-def _size_gib(value: str | None) -> float | None:
-    """PVE's disk ``size`` (``8G``, ``512M``, ``1T``) in GiB; None when absent or unreadable."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)", (value or "").strip())
-    if match is None:
-        return None
-    scale = {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "": 1 / 1024**3}[match.group(2)]
-    return float(match.group(1)) * scale
 
 
 def same_volume_mount(live: Any, declared: Any) -> bool:
@@ -195,7 +191,7 @@ def same_volume_mount(live: Any, declared: Any) -> bool:
     if not size.isdigit() or live_pos.partition(":")[0] != storage:
         return False
     have = {"backup": "0", **have}  # PVE's default for a mount point
-    return _size_gib(have.get("size")) == float(size) and all(have.get(k) == v for k, v in want.items())
+    return size_gib(have.get("size")) == float(size) and all(have.get(k) == v for k, v in want.items())
 
 
 def adopted_setting(live: Any, declared: Any) -> bool:
@@ -262,7 +258,7 @@ def adoption_changes(
     raw_write = sorted(present) != sorted(line.strip() for line in inputs.raw_lines)
     resize = False
     if inputs.disk_gib is not None:
-        size = _size_gib(parse_property_string(config.get("rootfs", ""))[1].get("size"))
+        size = size_gib(parse_property_string(config.get("rootfs", ""))[1].get("size"))
         if size is not None and size > inputs.disk_gib:
             raise AdoptionError(
                 host,
@@ -404,6 +400,7 @@ class Changes:
     deletes: list[str]
     raw: bool
     resize: bool
+    raw_retired: tuple[str, ...] = ()  # raw keys the old inputs set and the new ones do not
 
     @property
     def config(self) -> bool:
@@ -431,7 +428,8 @@ def changes(old: LxcGuestInputs, new: LxcGuestInputs, mac: str | None, host: str
     if resize and old.disk_gib is not None and new.disk_gib is not None and new.disk_gib < old.disk_gib:
         raise GuestError(host, f"CT {new.vmid}: disks only grow ({old.disk_gib}G → {new.disk_gib}G)")
     raw = old.raw_lines != new.raw_lines or old.pve_config_dir != new.pve_config_dir
-    return Changes(sets, deletes, raw, resize)
+    retired = tuple(sorted(raw_keys(old.raw_lines) - raw_keys(new.raw_lines)))
+    return Changes(sets, deletes, raw, resize, retired)
 
 
 def update_steps(
@@ -468,7 +466,7 @@ def update_steps(
     if change.resize:
         steps.append(resize_step(new))
     if change.raw:
-        steps.append(RawLines(new.conf_path, list(new.raw_lines)))
+        steps.append(RawLines(new.conf_path, list(new.raw_lines), change.raw_retired))
     if new.start and (not running or change.cold):
         steps.append(start_step(new))
     elif not new.start and running and not change.cold:
