@@ -11,6 +11,7 @@ from typing import Any
 
 import pulumi
 import pytest
+from google.protobuf import json_format
 from pulumi.runtime import rpc
 
 from phoenix_components.cli.plan import SECRET
@@ -24,6 +25,11 @@ API_KEY = "mock-api-key-value"
 SECRETS = {"phoenix:stackSecrets": json.dumps({"qdrant": {"QDRANT_API_KEY": API_KEY}})}
 
 
+def is_wire_secret(value: Any) -> bool:
+    """A value the SDK sent as a secret: ``{<sig key>: <secret sig>, "value": ...}`` on the wire."""
+    return isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig
+
+
 class SecretsMonitor(RecordingMonitor):
     """RecordingMonitor that also keeps each resource's ``additionalSecretOutputs`` and whether its
     inputs were sent as secrets (TEST-ONLY)."""
@@ -35,8 +41,8 @@ class SecretsMonitor(RecordingMonitor):
 
     def RegisterResource(self, request: Any) -> Any:
         self.secret_outputs[request.name] = list(request.additionalSecretOutputs)
-        raw = rpc.deserialize_properties(request.object, keep_secrets=True)
-        self.secret_inputs[request.name] = sorted(k for k, v in raw.items() if rpc.is_rpc_secret(v))
+        raw = json_format.MessageToDict(request.object)
+        self.secret_inputs[request.name] = sorted(k for k, v in raw.items() if is_wire_secret(v))
         return super().RegisterResource(request)
 
 
@@ -68,10 +74,12 @@ def test_a_stack_on_a_vm_waits_for_the_vm_and_keeps_its_secret_secret(tmp_path: 
     assert component.type == "phoenix:stacks:ComposeStack"
     assert stack.type == "pulumi-python:dynamic/phoenix:ComposeStack"
     assert stack.parent == component.urn
-    # After the VM's whole component: the engine waits for every child of it.
-    assert regs["vm-231"].urn in stack.dependencies
+    # After the VM's whole component: the SDK turns it into every resource under it.
+    children = {r.urn for r in regs.values() if r.parent == regs["vm-231"].urn and r.custom}
+    assert regs["vm-231-vm"].urn in children and children <= set(stack.dependencies)
     assert stack.inputs["guest_kind"] == "qemu" and stack.inputs["vmid"] == 231
-    assert stack.inputs["secrets"] == {"QDRANT_API_KEY": API_KEY}
+    assert is_wire_secret(stack.inputs["secrets"])  # sent as a secret, the value inside it
+    assert stack.inputs["secrets"]["value"] == {"QDRANT_API_KEY": API_KEY}
     assert "secrets" in monitor.secret_inputs["stack-qdrant-compose"]
     assert monitor.secret_outputs["stack-qdrant-compose"] == ["secrets"]
     for name, registration in regs.items():  # the value is in no other input, in no plain form
@@ -92,7 +100,9 @@ def test_the_plan_shows_the_inputs_the_program_sends_with_the_secret_a_placehold
     assert sent["guest_kind"] == "lxc"
     assert monitor.by_name()["ct-201-container"].urn not in sent  # sanity: inputs are values, not URNs
     regs = monitor.by_name()
-    assert regs["ct-201"].urn in regs["stack-qdrant-compose"].dependencies
+    deps = set(regs["stack-qdrant-compose"].dependencies)
+    # The container, its firewall and the vLLM health gate: Docker is there and the guest serves.
+    assert {regs[n].urn for n in ("ct-201-container", "ct-201-vllm")} <= deps
 
 
 def test_a_changed_secret_changes_the_content_key_and_the_key_never_holds_the_value(tmp_path: Path) -> None:
