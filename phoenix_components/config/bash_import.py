@@ -367,7 +367,9 @@ def convert(docs: Mapping[str, Any], facts: Facts, ref: Reference) -> Conversion
     _unique_addresses(state)
     _order_agrees(state)
     state.rec.unknown_rest()
-    guests = _validated(host, state)
+    # A blocked import writes nothing, so its validation would only repeat the blocking finding.
+    blocked = any(f.blocking for f in state.findings)
+    guests = _guests_doc(state) if blocked else _validated(host, state)
     return Conversion(host, guests, state.rec.ordered(), state.findings)
 
 
