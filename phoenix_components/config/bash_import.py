@@ -212,6 +212,11 @@ class _Recorder:
     def drop(self, file: str, keys: Sequence[Key], reason: str) -> None:
         self.record(file, keys, "dropped", "", reason)
 
+    def empty(self, file: str, keys: Sequence[Key]) -> None:
+        """An empty list or object given for ``keys`` (a leaf of its own): dropped, as it says nothing."""
+        if self.has(file, keys) and self.get(file, keys) in ([], {}):
+            self.drop(file, keys, "empty")
+
     def unknown_rest(self) -> None:
         for file in FILES:
             for leaf, _ in leaves(self.docs[file]):
@@ -308,6 +313,23 @@ LXC_ROOT_NVIDIA = {
     "nvidia_repo_url": "hard-coded CUDA repository for the bash nvidia feature; Phoenix's nvidia feature "
     "installs the driver's userspace from the runfile",
 }
+
+
+# Lists a guest may give empty; an empty one is a leaf of its own, reported as such.
+GUEST_LISTS = (
+    "features",
+    "pct_options",
+    "lxc_options",
+    "mount_points",
+    "zfs_volumes",
+    "volumes",
+    "dependencies",
+)
+
+
+def _empty_lists(rec: _Recorder, file: str, base: tuple[Key, ...]) -> None:
+    for key in GUEST_LISTS:
+        rec.empty(file, (*base, key))
 
 
 def _loc(file: str, keys: Sequence[Key], label: str = "") -> str:
@@ -851,7 +873,6 @@ def _container(ctid: str, raw: dict[str, Any], configs: Mapping[str, Any], state
             rec.carry(f, (*base, "pct_options", i), f"{at}.pve_features.{flag}")
         else:
             rec.drop(f, (*base, "pct_options", i), f"not a PVE feature flag Phoenix sets ({option!r})")
-    rec.drop(f, (*base, "pct_options"), "empty")
     raw_lines = raw.get("lxc_options", [])
     for i, line in enumerate(raw_lines if isinstance(raw_lines, list) else []):
         text = str(line).replace("=", ":", 1) if "=" in str(line) and ":" not in str(line) else str(line)
@@ -868,13 +889,18 @@ def _container(ctid: str, raw: dict[str, Any], configs: Mapping[str, Any], state
                 f"{at}.pve_features.nesting",
                 "nesting is PVE's feature flag with Phoenix's nesting profile",
             )
+        elif key.startswith("lxc.net."):
+            rec.drop(
+                f,
+                (*base, "lxc_options", i),
+                "macvlan NICs are not modelled; the NIC is a port of its bridge (with network.vlan)",
+            )
         elif key.startswith(("lxc.cgroup2.devices", "lxc.mount.entry")) and "nvidia" in text:
             rec.change(f, (*base, "lxc_options", i), f"{at}.gpus", "GPUs are passed in as devN entries")
         else:
             rec.drop(
                 f, (*base, "lxc_options", i), "Phoenix writes no raw lxc.* lines but the AppArmor profile's"
             )
-    rec.drop(f, (*base, "lxc_options"), "empty")
     if "docker" in runs or "docker" in features:
         pve_features["nesting"] = True
     if pve_features:
@@ -985,6 +1011,7 @@ def _container(ctid: str, raw: dict[str, Any], configs: Mapping[str, Any], state
         rec.carry(f, (*base, "enable_lifecycle_snapshots"), f"{at}.snapshot_before_update (false)")
     for key, why in CT_DROPPED.items():
         rec.drop(f, (*base, key), why)
+    _empty_lists(rec, f, base)
     state.guests.append(_Guest("containers", ct, f, base, label))
 
 
@@ -1139,7 +1166,7 @@ def _firewall(
             f"{len(raw['rules'])} rule(s) with the firewall disabled, which PVE never applies",
             "kept the firewall disabled and left the rules out; enable it and add them back if wanted",
         )
-    rec.drop(f, (*base, "rules"), "empty")
+    rec.empty(f, (*base, "rules"))
     if enabled:
         rec.change(
             f,
@@ -1252,6 +1279,13 @@ def _vm_file(doc: dict[str, Any], hv: dict[str, Any], host: dict[str, Any], stat
                 else "used for each VM that gives none"
             )
             rec.change(f, ("vm_defaults", key), f"guests.json vms[].{target}", how)
+    rec.empty(f, ("vms",))
+    # Recorded by the VMs it reached (their dns.searchdomain), if any.
+    rec.drop(
+        HYPERVISOR,
+        ("domain_name",),
+        "Phoenix has no host-wide domain; it is the VMs' DNS search domain, and no VM is imported",
+    )
     if vms and image is None:
         state.find(
             "no-image",
@@ -1344,6 +1378,7 @@ def _vm(
     rec.carry(f, (*base, "is_template"), at, "not a template: a guest")
     for key, why in VM_DROPPED.items():
         rec.drop(f, (*base, key), why)
+    _empty_lists(rec, f, base)
     state.guests.append(_Guest("vms", vm, f, base, label))
 
 

@@ -196,19 +196,47 @@ def test_full_fixture_is_a_valid_environment(config: Path) -> None:
     assert host.nvidia.sha256 == dev["nvidia"]["sha256"]  # the same runfile URL, pinned there
 
 
-def test_every_field_of_the_input_is_reported_exactly_once(config: Path) -> None:
-    """Walks every leaf of the fixture's four files: each has one entry, and only the key the fixture plants
-    for it is "unknown to the importer"."""
-    docs = read_bash(FIXTURES / "full" / "etc")
-    conversion = convert_docs(docs, FACTS, reference(config))
+CASES = sorted(
+    p.name for p in FIXTURES.iterdir() if p.name not in ("missing_file", "bad_json", "not_bash_format")
+)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_field_of_the_input_is_reported_exactly_once(config: Path, case: str) -> None:
+    """Walks every leaf of the fixture's four files: each has one entry, and only the key the full fixture
+    plants for it is "unknown to the importer"."""
+    docs = read_bash(FIXTURES / case / "etc")
+    facts = Facts(gpu_memory_mib=GPU_MIB, nvidia_sha256="ab" * 32)
+    conversion = convert_docs(docs, facts, reference(config))
     reported = [(e.file, e.path) for e in conversion.entries]
     assert len(reported) == len(set(reported))
     expected = {(file, render_path(path)) for file in FILES for path, _ in leaves(docs[file])}
     assert set(reported) == expected
     unknown = [(e.file, e.path) for e in conversion.entries if e.reason == UNKNOWN]
-    assert unknown == [(HYPERVISOR, "legacy_flag")]
+    assert unknown == ([(HYPERVISOR, "legacy_flag")] if case == "full" else [])
     for e in conversion.entries:
         assert e.reason or e.target, e  # a dropped field says why; a carried one says where
+
+
+def test_rootesting_networks_and_templates(config: Path) -> None:
+    """The rootesting branch's layout: a macvlan NIC on vmbr0.20 becomes a port of vmbr0 on VLAN 20, the
+    second NIC on the internal bridge net1, `is_template` marks a template."""
+    conversion = convert("rootesting", config)
+    env = write_and_load(conversion, config, "rt")
+    gateway = next(c for c in env.guests.containers if c.vmid == 101)
+    assert (gateway.network.bridge, gateway.network.vlan, gateway.network.ip) == ("vmbr0", 20, "dhcp")
+    assert gateway.network.mac == "02:00:00:00:01:01"
+    assert [(n.bridge, n.ip, n.gateway) for n in gateway.networks] == [
+        ("vmbr100", "172.16.100.10/24", "172.16.100.1")
+    ]
+    bridges = {b.name: b for b in env.host.bridges}
+    assert bridges["vmbr0"].vlan_aware and bridges["vmbr100"].cidr == "172.16.100.0/24"
+    assert 900 not in [c.vmid for c in env.guests.containers]
+    options = [e for e in conversion.entries if e.path.startswith("lxc_configs.101.lxc_options")]
+    macvlan = [e for e in options if e.path.endswith(("[3]", "[4]", "[5]"))]
+    assert macvlan and all(e.disposition == "dropped" and "macvlan" in e.reason for e in macvlan)
+    assert entry(conversion, HYPERVISOR, "firewall.enabled").reason.startswith("the datacenter firewall")
+    assert entry(conversion, VMS, "vms[1].swarm_role").disposition == "dropped"
 
 
 @pytest.mark.parametrize(
