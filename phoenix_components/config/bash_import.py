@@ -382,9 +382,9 @@ def convert(docs: Mapping[str, Any], facts: Facts, ref: Reference) -> Conversion
     for ctid, raw in docs[LXC]["lxc_configs"].items():
         if ctid not in templates and isinstance(raw, dict):
             _container(ctid, raw, docs[LXC]["lxc_configs"], state)
-    image_key = _vm_file(docs[VMS], docs[HYPERVISOR], host, state)
+    _vm_file(docs[VMS], docs[HYPERVISOR], host, state)
     _stacks(docs[STACKS], state)
-    _host_from_guests(host, state, image_key)
+    _host_from_guests(host, state)
     _fit_gpus(state)
     _unique_addresses(state)
     _order_agrees(state)
@@ -728,7 +728,7 @@ def _container(ctid: str, raw: dict[str, Any], configs: Mapping[str, Any], state
         state.find("left-out", _loc(f, base), f"the key {ctid!r} is not a number", "left the guest out")
         return
     ct: dict[str, Any] = {"vmid": int(ctid)}
-    _name(raw, ct, "hostname", f, base, at, state, label)
+    _name(raw, ct, "hostname", f, base, at, state)
     ct["description"] = f"imported from the bash Phoenix ({f} lxc_configs.{ctid})"
 
     # The layer: the one that runs most of what the clone chain runs.
@@ -821,7 +821,6 @@ def _container(ctid: str, raw: dict[str, Any], configs: Mapping[str, Any], state
         (*base, "network_config"),
         f"{at}.network",
         state,
-        label,
     )
     if "mac_address" in raw:
         rec.carry(f, (*base, "mac_address"), f"{at}.network.mac")
@@ -835,7 +834,6 @@ def _container(ctid: str, raw: dict[str, Any], configs: Mapping[str, Any], state
                 (*base, "secondary_network_config"),
                 f"{at}.networks[0]",
                 state,
-                label,
             )
         ]
     dns = _dns(raw.get("network_config"), f, (*base, "network_config"), f"{at}.dns", "nameservers", state)
@@ -979,7 +977,7 @@ def _container(ctid: str, raw: dict[str, Any], configs: Mapping[str, Any], state
 
     engine = raw.get("vllm_engine_config")
     if isinstance(engine, dict):
-        ct["vllm"] = _vllm(engine, f, (*base, "vllm_engine_config"), f"{at}.vllm", state, label)
+        ct["vllm"] = _vllm(engine, f, (*base, "vllm_engine_config"), f"{at}.vllm", state)
     script = raw.get("application_script")
     if isinstance(script, str):
         if "vllm" in script and isinstance(engine, dict):
@@ -1023,7 +1021,6 @@ def _name(
     base: tuple[Key, ...],
     at: str,
     state: _State,
-    label: str,
 ) -> None:
     name = raw.get("name")
     if isinstance(name, str) and HOSTNAME.fullmatch(name) and len(name) <= 64:
@@ -1039,9 +1036,7 @@ def _name(
     )
 
 
-def _nic(
-    raw: Any, mac: Any, f: str, base: tuple[Key, ...], at: str, state: _State, label: str
-) -> dict[str, Any]:
+def _nic(raw: Any, mac: Any, f: str, base: tuple[Key, ...], at: str, state: _State) -> dict[str, Any]:
     rec = state.rec
     nic: dict[str, Any] = {}
     cfg = raw if isinstance(raw, dict) else {}
@@ -1195,9 +1190,7 @@ VLLM_MAP: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _vllm(
-    raw: dict[str, Any], f: str, base: tuple[Key, ...], at: str, state: _State, label: str
-) -> dict[str, Any]:
+def _vllm(raw: dict[str, Any], f: str, base: tuple[Key, ...], at: str, state: _State) -> dict[str, Any]:
     out: dict[str, dict[str, Any]] = defaultdict(dict)
     for section, key, target in VLLM_MAP:
         value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
@@ -1235,7 +1228,7 @@ def _boot(
 # ---------------------------------------------------------------- VMs and stacks
 
 
-def _vm_file(doc: dict[str, Any], hv: dict[str, Any], host: dict[str, Any], state: _State) -> str | None:
+def _vm_file(doc: dict[str, Any], hv: dict[str, Any], host: dict[str, Any], state: _State) -> None:
     rec, f = state.rec, VMS
     defaults = doc.get("vm_defaults", {}) if isinstance(doc.get("vm_defaults"), dict) else {}
     rec.drop(
@@ -1294,7 +1287,6 @@ def _vm_file(doc: dict[str, Any], hv: dict[str, Any], host: dict[str, Any], stat
             "nothing written: add a cloud_images entry to an environment under config/",
             blocking=True,
         )
-    return image_key
 
 
 def _vm(
@@ -1315,7 +1307,7 @@ def _vm(
         return
     vm: dict[str, Any] = {"vmid": vmid}
     rec.carry(f, (*base, "vmid"), f"{at}.vmid")
-    _name(raw, vm, "name", f, base, at, state, label)
+    _name(raw, vm, "name", f, base, at, state)
     vm["image"] = image_key or "none"
     vm["description"] = f"imported from the bash Phoenix ({f} vms[{base[1]}])"
     if "clone_from_vmid" in raw:
@@ -1344,7 +1336,7 @@ def _vm(
     if "network_bridge" in raw:
         rec.carry(f, (*base, "network_bridge"), f"{at}.network.bridge")
     nic_raw = {"bridge": bridge, **{k: v for k, v in cfg.items() if k in ("ip", "gw")}}
-    vm["network"] = _nic(nic_raw, None, f, (*base, "network_config"), f"{at}.network", state, label)
+    vm["network"] = _nic(nic_raw, None, f, (*base, "network_config"), f"{at}.network", state)
     dns = _dns(cfg, f, (*base, "network_config"), f"{at}.dns", "nameserver", state)
     domain = hv.get("domain_name")
     if isinstance(domain, str) and HOSTNAME.fullmatch(domain):
@@ -1406,7 +1398,7 @@ def _stacks(doc: dict[str, Any], state: _State) -> None:
 # ---------------------------------------------------------------- facts that relate guests
 
 
-def _host_from_guests(host: dict[str, Any], state: _State, image_key: str | None) -> None:
+def _host_from_guests(host: dict[str, Any], state: _State) -> None:
     """What host.json needs from every guest together: storage, bridges, GPUs, profiles, ranges."""
     rec, ref = state.rec, state.ref
     storage = host["storage"]
