@@ -8,6 +8,8 @@ mistake Phoenix's validation refuses. Every written environment is loaded with P
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import importlib.util
 import json
 import shutil
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from phoenix_components.cli import main as cli_main
 from phoenix_components.cli.bash_import import read_bash, reference
 from phoenix_components.cli.main import main
 from phoenix_components.config.bash_import import (
@@ -438,8 +441,32 @@ def test_from_bash_and_from_host_are_exclusive(capsys: pytest.CaptureFixture[str
     assert "not allowed with argument" in capsys.readouterr().err
 
 
-def test_from_host_without_its_module_says_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    if importlib.util.find_spec("phoenix_components.cli.host_import") is not None:
-        pytest.skip("cli/host_import.py exists: --from-host is dispatched to it (tested with it)")
+def test_from_host_without_its_module_says_not_available_yet(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:  # TEST-ONLY: as if cli/host_import.py were not there yet
+        return None if name == cli_main.HOST_IMPORT else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     code, _, err = run(["--from-host", "--stack", "dev"], capsys)
     assert code == 2 and "not available yet" in err
+
+
+def test_from_host_is_dispatched_to_host_import(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if importlib.util.find_spec(cli_main.HOST_IMPORT) is None:
+        pytest.skip("cli/host_import.py is not there yet (the not-available path is tested above)")
+    module = importlib.import_module(cli_main.HOST_IMPORT)
+    seen: list[argparse.Namespace] = []
+
+    def stand_in(args: argparse.Namespace) -> int:  # TEST-ONLY: records what the dispatcher passes
+        seen.append(args)
+        return 0
+
+    monkeypatch.setattr(module, "import_from_host", stand_in)
+    code, _, _ = run(["--from-host", "--stack", "lab"], capsys)
+    assert code == 0 and len(seen) == 1
+    assert seen[0].from_host is True and seen[0].from_bash is None and seen[0].stack == "lab"
