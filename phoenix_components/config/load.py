@@ -880,9 +880,11 @@ def _check_container(
     host: Host, chain: Chain, guests: Guests, ct: Container, path: str, files: _Files
 ) -> Iterator[Problem]:
     f = files.guests
+    if ct.layer is None and not ct.adopt:  # only an adopted guest may come from no Phoenix layer
+        yield Problem(f, f"{path}.layer", "required: the layer it is cloned from (or adopt: true)")
     if ct.layer is not None and ct.layer not in chain.layers:
         yield Problem(f, f"{path}.layer", f"no layer named {ct.layer!r} in {files.chain}")
-    if ct.layer is None and ct.vllm is not None:
+    if ct.layer is None and ct.adopt and ct.vllm is not None:
         yield Problem(
             f, f"{path}.vllm", "an adopted guest without a layer has no vLLM from Phoenix; name its layer"
         )
@@ -1052,7 +1054,7 @@ class GpuShare:
     at: str  # the config path of its budget, under the guest
     engine: str  # "vllm"
     mib: float
-    given: str  # as the config says it: "0.9" (of the GPU) or "4096 MiB"
+    given: str  # as the config says it, in MiB: "0.9 = 44226 MiB" (of the GPU) or "4096 MiB"
 
 
 def gpu_accounting(host: Host, guests: Guests) -> dict[int, list[GpuShare]]:
@@ -1070,7 +1072,8 @@ def gpu_accounting(host: Host, guests: Guests) -> dict[int, list[GpuShare]]:
             if mib is None:
                 continue
             if isinstance(config, VllmEngine):
-                at, given = "vllm.cache.gpu_memory_utilization", f"{config.cache.gpu_memory_utilization:g}"
+                at = "vllm.cache.gpu_memory_utilization"
+                given = f"{config.cache.gpu_memory_utilization:g} = {mib:.0f} MiB"
             else:
                 at, given = f"{key}.gpu_memory_mib", f"{mib:g} MiB"
             users[gpu].append(GpuShare(f"containers[{i}]", at, key, mib, given))
@@ -1083,7 +1086,7 @@ def _check_gpu_sharing(host: Host, guests: Guests, files: _Files) -> Iterator[Pr
     for gpu, shares in gpu_accounting(host, guests).items():
         total = sum(share.mib for share in shares)
         if gpu in memory and total > memory[gpu] + 1e-6:
-            detail = ", ".join(f"{s.guest} {s.engine} {s.given} = {s.mib:.0f} MiB" for s in shares)
+            detail = ", ".join(f"{s.guest} {s.engine} {s.given}" for s in shares)
             last = shares[-1]
             yield Problem(
                 files.guests,

@@ -704,6 +704,24 @@ FeatureEnv = Annotated[dict[FeatureEnvName, FeatureEnvValue], AfterValidator(_no
 FeatureFiles = Annotated[list[FeatureFile], AfterValidator(_unique_paths)]
 
 
+def _guest_environment(value: dict[str, str]) -> dict[str, str]:
+    """PVE and LXC strip a raw config line's trailing blanks, so such a value would lose them on the way;
+    ``container`` is LXC's own variable (systemd reads it to know it runs in a container)."""
+    _no_phoenix_variables(value)
+    if "container" in value:
+        raise ValueError("`container` is set by LXC itself (systemd reads it)")
+    blank = sorted(name for name, text in value.items() if text != text.rstrip())
+    if blank:
+        raise ValueError(f"{', '.join(blank)}: a value ending in blanks (PVE and LXC strip them)")
+    return value
+
+
+# A container's own environment (containers[].environment): `lxc.environment` lines in its PVE config,
+# the environment of its init; the base layer's phoenix-guest-environment.service hands the declared names
+# to systemd, so every service the guest starts has them too (render/lxc.py: raw_lines).
+GuestEnvironment = Annotated[dict[FeatureEnvName, FeatureEnvValue], AfterValidator(_guest_environment)]
+
+
 # ---------------------------------------------------------------- model servers (engines)
 #
 # A container serves at most one model server: `vllm`, `ollama` or `llamacpp` (Container.engine()). Each
@@ -723,7 +741,7 @@ def _no_managed_variables(managed: tuple[str, ...]) -> AfterValidator:
     return AfterValidator(check)
 
 
-# A service's environment (Environment= lines of its unit): TORCH_CUDA_ARCH_LIST, OLLAMA_KEEP_ALIVE, HF_HOME...
+# A service's environment (Environment= lines of its unit): TORCH_CUDA_ARCH_LIST, OLLAMA_KEEP_ALIVE, ...
 EngineEnvironment = dict[FeatureEnvName, FeatureEnvValue]
 GpuBudgetMib = Annotated[int, Field(ge=1)]
 
@@ -743,7 +761,8 @@ OllamaModel = Annotated[
 ]
 # A Hugging Face GGUF repository for llama-server's -hf, with an optional :quant tag.
 HfRepo = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9._-]+)?$")
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9._-]+)?$"),
 ]
 ServedName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]
 
@@ -792,7 +811,9 @@ LLAMACPP_FLAG_ALIASES = {
     "-np": "--parallel",
     "-a": "--alias",
 }
-LLAMACPP_MANAGED = {"--model", "--hf-repo", "--ctx-size", "--n-gpu-layers", "--parallel", "--alias", "--host", "--port"}
+LLAMACPP_MANAGED = {
+    *("--model", "--hf-repo", "--ctx-size", "--n-gpu-layers", "--parallel", "--alias", "--host", "--port")
+}
 
 
 class LlamaCppEngine(Model):
@@ -843,7 +864,9 @@ class LlamaCppEngine(Model):
             flag = arg.partition("=")[0]
             flag = LLAMACPP_FLAG_ALIASES.get(flag, flag)
             if flag in LLAMACPP_MANAGED:
-                raise ValueError(f"{arg!r} sets {flag}, which the engine config manages; set its field instead")
+                raise ValueError(
+                    f"{arg!r} sets {flag}, which the engine config manages; set its field instead"
+                )
         return value
 
 
@@ -996,7 +1019,9 @@ class Container(Model):
     firewall: Firewall = Firewall()
     ports: list[ServicePort] = []
     vllm: VllmEngine | None = None
-    ollama: OllamaEngine | None = Field(default=None, description="an ollama model server (at most one engine)")
+    ollama: OllamaEngine | None = Field(
+        default=None, description="an ollama model server (at most one engine)"
+    )
     llamacpp: LlamaCppEngine | None = Field(
         default=None, description="a llama.cpp llama-server (at most one engine)"
     )
@@ -1005,6 +1030,11 @@ class Container(Model):
     after: After = []
     dns: Dns | None = None
     tags: Tags = []
+    environment: GuestEnvironment = Field(
+        default={},
+        description="environment of the container's init and its services (lxc.environment lines; a "
+        "change restarts the container)",
+    )
     networks: list[Network] = Field(
         default=[],
         max_length=31,  # PVE's 32 netN keys (MAX_LXC_NETWORKS, qemu-server's MAX_NETS) with net0
@@ -1061,12 +1091,6 @@ class Container(Model):
         given = [key for key in ENGINE_KEYS if getattr(self, key) is not None]
         if len(given) > 1:
             raise ValueError(f"one model server per container: {' and '.join(given)} are both set")
-        return self
-
-    @model_validator(mode="after")
-    def _layer_unless_adopted(self) -> Container:
-        if self.layer is None and not self.adopt:
-            raise ValueError("`layer` is required: name the layer it is cloned from (or set adopt: true)")
         return self
 
     @property
@@ -1233,5 +1257,9 @@ PATTERN_RULES: dict[str, str] = {
     "tabs, NUL)",
     _pattern_of(FileMode): "an octal file mode of four digits starting with 0, e.g. 0644",
     _pattern_of(Tag): "a PVE tag: a letter, digit or `_`, then letters, digits, `_`, `-`, `+` or `.`",
+    _pattern_of(OllamaModel): "an ollama model name: letters, digits, `.`, `_`, `-` and `/`, optionally "
+    "`:` and a tag, e.g. llama3.2:3b",
+    _pattern_of(HfRepo): "a Hugging Face repository owner/name, optionally `:` and a quantization, e.g. "
+    "ggml-org/gemma-3-1b-it-GGUF:Q4_K_M",
 }
 """Every pattern the models use, as the rule a person reads in an error (tests/unit check all are here)."""
