@@ -1088,7 +1088,15 @@ def _dns(raw: Any, f: str, base: tuple[Key, ...], at: str, key: str, state: _Sta
     if not isinstance(value, str) or not value.strip():
         return None
     servers = list(dict.fromkeys(re.split(r"[\s,]+", value.strip())))
-    state.rec.carry(f, (*base, key), f"{at}.nameserver")
+    if f == VMS:
+        state.rec.change(
+            f,
+            (*base, key),
+            f"{at}.nameserver",
+            "the bash VM manager ignored it (it gave every VM 10.0.0.13); Phoenix sends this one",
+        )
+    else:
+        state.rec.carry(f, (*base, key), f"{at}.nameserver")
     return {"nameserver": servers}
 
 
@@ -1162,14 +1170,16 @@ def _firewall(
             "kept the firewall disabled and left the rules out; enable it and add them back if wanted",
         )
     rec.empty(f, (*base, "rules"))
-    if enabled:
+    if enabled and f == LXC:
         rec.change(
             f,
             (*base, "enabled"),
             f"{at}.enabled",
-            "the bash original never set the guest firewall's enable option, so its rules were inert; "
+            "the bash original never set a container firewall's enable option, so its rules were inert; "
             "Phoenix enables it with policy_in DROP: only what the rules allow comes in",
         )
+    elif enabled:
+        rec.carry(f, (*base, "enabled"), f"{at}.enabled", "the bash <vmid>.fw had enable: 1 too")
     else:
         rec.carry(f, (*base, "enabled"), f"{at}.enabled")
     return {"enabled": enabled, "rules": rules} if enabled else {"enabled": False}
@@ -1214,13 +1224,13 @@ def _boot(
         startup["order"] = raw["boot_order"]
         rec.carry(f, (*base, "boot_order"), f"{at}.startup.order")
     if isinstance(raw.get("boot_delay"), int) and raw["boot_delay"] >= 0:
-        startup["up"] = startup["down"] = raw["boot_delay"]
-        rec.carry(
-            f,
-            (*base, "boot_delay"),
-            f"{at}.startup.up, .down",
-            "the bash original passed it as both (--startup order=N,up=D,down=D)",
-        )
+        # pct set got --startup order=N,up=D,down=D; qm set got order=N,up=D.
+        startup["up"] = raw["boot_delay"]
+        if f == LXC:
+            startup["down"] = raw["boot_delay"]
+        how = "--startup order=N,up=D,down=D" if f == LXC else "--startup order=N,up=D"
+        target = f"{at}.startup.up, .down" if f == LXC else f"{at}.startup.up"
+        rec.carry(f, (*base, "boot_delay"), target, f"as the bash original passed it ({how})")
     if startup:
         out["startup"] = startup
 

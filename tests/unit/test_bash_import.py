@@ -187,6 +187,7 @@ def test_full_fixture_is_a_valid_environment(config: Path) -> None:
     assert apps.features == ["base_setup", "docker"] and apps.after == [1001]
     assert apps.dns is not None and apps.dns.searchdomain == "lab.example.net"
     assert apps.disk_gib == 50  # vm_defaults.disk_size_gb, which the bash original ignored
+    assert apps.startup is not None and (apps.startup.up, apps.startup.down) == (2, None)  # qm got no down
     portainer = next(v for v in env.guests.vms if v.vmid == 1001)
     assert portainer.features == ["base_setup", "docker"]  # trusted_ca, step_cli: no Phoenix script
     host = env.host
@@ -273,6 +274,9 @@ def test_rootesting_networks_and_templates(config: Path) -> None:
         (VMS, "vms[1].disk_size_gb", "changed", "disk_gib"),
         (VMS, "vms[1].features[1]", "dropped", ""),
         (VMS, "vms[2].dependencies[0]", "carried", "after"),
+        (VMS, "vms[2].firewall.enabled", "carried", "firewall.enabled"),
+        (VMS, "vms[2].network_config.nameserver", "changed", "dns.nameserver"),
+        (LXC, "lxc_configs.101.network_config.nameservers", "carried", "dns.nameserver"),
         (VMS, "vms[1].dependencies[0]", "carried", "after"),
         (STACKS, "docker_stacks.webapp.environments.production.variables[1].value", "dropped", ""),
     ],
