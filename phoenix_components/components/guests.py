@@ -152,13 +152,16 @@ class LxcGuest(pulumi.ComponentResource):
                 delete_before_replace=True,
             ),
         )
+        # The guest's children take its vmid as the plain number it is, not the guest's Output of it: each
+        # depends on the guest already, and an Output input costs the SDK a task, a dependency walk and
+        # more live objects per resource (bench/eval_scale).
         self.firewall = _firewall(
             name,
             env,
             spec.firewall,
             self.guest,
             kind="lxc",
-            vmid=self.guest.vmid,
+            vmid=spec.vmid,
             guest_instance=self.guest.instance,
             ports=spec.ports,
             retain=spec.retained,
@@ -170,7 +173,7 @@ class LxcGuest(pulumi.ComponentResource):
                 f"{name}-snapshots",
                 GuestSnapshotArgs(
                     node=host.node,
-                    vmid=self.guest.vmid,
+                    vmid=spec.vmid,
                     prefix=policy.prefix,
                     retention=policy.retention,
                     trigger=policy.trigger,
@@ -207,7 +210,7 @@ class LxcGuest(pulumi.ComponentResource):
                 f"{name}-vllm",
                 VllmServiceArgs(
                     node=host.node,
-                    vmid=self.guest.vmid,
+                    vmid=spec.vmid,
                     unit=render_unit(spec.vllm),
                     unit_path=UNIT_PATH,
                     served_model_name=spec.vllm.server.served_model_name,

@@ -7,7 +7,13 @@ they are not :class:`~phoenix_components.config.errors.ConfigError`\\ s.
 
 from __future__ import annotations
 
+import re
+
 from providers.errors import PhoenixError
+
+# A control character (C0 or DEL): a line break, a carriage return, a NUL. One search, not a loop per
+# character: renderers check every value they write (bench/eval_scale counts it at 500 guests).
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class GpuMinorError(PhoenixError):

@@ -19,7 +19,7 @@ from phoenix_components.config.models import (
     Startup,
     VolumeMount,
 )
-from phoenix_components.render.errors import GpuMinorError, UnsafeValueError
+from phoenix_components.render.errors import CONTROL_CHARACTER, GpuMinorError, UnsafeValueError
 from providers.nvidia_driver import NvidiaOutputError, normalize_bus_id
 
 # Device nodes a CUDA process needs besides /dev/nvidiaN (present once the host driver is loaded).
@@ -166,6 +166,10 @@ def container_params(
     return params
 
 
+# The variable naming a container's declared environment (config/features/base_setup.sh reads it).
+GUEST_ENVIRONMENT_NAMES = "PHOENIX_GUEST_ENVIRONMENT"
+
+
 def raw_lines(ct: Container) -> list[str]:
     """Raw ``lxc.*`` lines the API cannot set; written over SSH before the first start.
 
@@ -174,8 +178,13 @@ def raw_lines(ct: Container) -> list[str]:
     the models let through.
     """
     lines = [f"lxc.apparmor.profile: {ct.apparmor_profile}"]
+    if ct.environment:
+        # LXC gives these to the container's init; systemd starts services with a clean environment, so
+        # the base layer's phoenix-guest-environment.service passes on the names listed in the last line.
+        lines += [f"lxc.environment: {name}={value}" for name, value in sorted(ct.environment.items())]
+        lines.append(f"lxc.environment: {GUEST_ENVIRONMENT_NAMES}={','.join(sorted(ct.environment))}")
     for line in lines:
-        if any(ord(c) < 0x20 or c == "\x7f" for c in line) or line != line.strip():
+        if CONTROL_CHARACTER.search(line) or line != line.strip():
             raise UnsafeValueError(
                 f"CT {ct.vmid} ({ct.hostname}): a raw config line must be one plain line: {line!r}"
             )

@@ -157,6 +157,9 @@ class RawLines:
 
     path: str
     lines: list[str]
+    # Keys the previous inputs set and these do not (the last `lxc.environment` removed, say): their lines
+    # go too, or the file would keep what the config no longer declares.
+    retired: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -166,9 +169,10 @@ class RawLines:
         shown = "`, `".join(self.lines)
         argv = write_file_argv(self.path, CONF_MODE)
         write = shown_argv(argv) if compact else display(argv)
+        without = f", without its `{'`, `'.join(self.retired)}` lines" if self.retired else ""
         return [
             ("ssh", display(["cat", self.path])),
-            ("ssh", write + f"  < the config plus `{shown}`"),
+            ("ssh", write + f"  < the config plus `{shown}`{without}"),
         ]
 
 
@@ -199,12 +203,14 @@ class LinkedCheck:
 Step = ApiCall | HostCommand | RawLines | LinkedCheck
 
 
-def merge_raw_lines(conf: str, lines: list[str]) -> str:
-    """The guest's config file with Phoenix's raw lines in its main section, each key exactly once.
+def merge_raw_lines(conf: str, lines: list[str], retired: Sequence[str] = ()) -> str:
+    """The guest's config file with Phoenix's raw lines in its main section.
 
-    Lines for the same ``lxc.*`` key are replaced; snapshot sections (``[name]``) are left untouched.
+    Every line of a key the lines set is replaced by them (a key such as ``lxc.environment`` may take
+    several lines), and the lines of ``retired`` keys are removed; snapshot sections (``[name]``) are left
+    untouched.
     """
-    keys = {line.split(":", 1)[0].strip() for line in lines}
+    keys = {line.split(":", 1)[0].strip() for line in lines} | set(retired)
     main, sep, rest = conf.partition("\n[")
     kept = [line for line in main.splitlines() if line.split(":", 1)[0].strip() not in keys]
     body = "\n".join([*kept, *lines]) + "\n"
@@ -269,7 +275,7 @@ class StepRunner:
 
     def raw_lines(self, step: RawLines) -> bool:
         current = self.ssh.run(["cat", step.path]).stdout
-        merged = merge_raw_lines(current, step.lines)
+        merged = merge_raw_lines(current, step.lines, step.retired)
         if merged == current:
             return False
         self.ssh.run(write_file_argv(step.path, CONF_MODE), stdin=merged)

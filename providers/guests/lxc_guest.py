@@ -103,6 +103,11 @@ class LxcGuestInputs(Inputs):
     retain_on_delete: bool = False
     version: str = PROVIDER_VERSION
 
+    @classmethod
+    def from_props(cls, props: Mapping[str, Any]) -> LxcGuestInputs:
+        # Pulumi leaves a None input out of the props: an adopted guest's absent template is None.
+        return super().from_props({"template_vmid": None, **props})
+
     @property
     def path(self) -> str:
         return guest_path(self.node, self.vmid)

@@ -9,6 +9,8 @@ own bookkeeping) and its stored configs.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tests.cli.test_lab_e2e import assert_guest_serving, dynamic_ops, lxc_cts
@@ -23,10 +25,23 @@ def stack(lab_stack: LabStack) -> LabStack:
     lab_stack.set_guests(
         [
             LabGuest(801, gpu=0, served="tiny-a", after=(802,)),
-            LabGuest(802, gpu=1, served="tiny-b", startup=(("up", 2),)),
+            LabGuest(802, gpu=1, served="tiny-b", startup=(("up", 2),), options=OPTIONS),
         ]
     )
     return lab_stack
+
+
+# Guest options that reach PVE as config keys (dns, tags, a second NIC) and raw lines (environment).
+ENVIRONMENT = {"HF_HOME": "/models/hf cache", "GREETING": "a=$b 'c'"}
+OPTIONS = (
+    ("dns", {"nameserver": ["10.99.0.53", "10.99.0.54"], "searchdomain": "lab.internal"}),
+    ("tags", ["Lab", "apps"]),
+    (
+        "networks",
+        [{"bridge": "vmbr0", "ip": "10.99.0.212/24", "mac": "BC:24:11:99:08:F2", "firewall": False}],
+    ),
+    ("environment", ENVIRONMENT),
+)
 
 
 def first(requests: list[tuple[str, str]], vmid: int) -> int:
@@ -57,3 +72,54 @@ def test_a_guest_after_another_starts_once_the_other_serves_and_pve_keeps_the_or
     assert started[802] < first(requests, 801) < started[801]
     for guest in stack.guests:
         assert_guest_serving(stack, guest)
+
+
+def environment_lines(stack: LabStack, vmid: int) -> list[str]:
+    """The ``lxc.environment`` lines of the container's /etc/pve/lxc/<vmid>.conf (its main section)."""
+    main = stack.host.pve_conf(vmid).read_text().partition("\n[")[0]
+    return [line for line in main.splitlines() if line.startswith("lxc.environment")]
+
+
+def test_dns_tags_more_nics_and_the_environment_reach_pve(stack: LabStack) -> None:
+    stack.ensure_up()
+    config = lxc_cts(stack)[802]
+    print(f"\nPVE config of 802: nameserver {config.get('nameserver')!r}, tags {config.get('tags')!r}")
+    assert config["nameserver"] == "10.99.0.53 10.99.0.54"
+    assert config["searchdomain"] == "lab.internal"
+    assert config["tags"] == "apps;lab"  # as PVE keeps them: lower-case, sorted
+    assert "hwaddr=BC:24:11:99:08:F2" in config["net1"] and "ip=10.99.0.212/24" in config["net1"]
+    assert environment_lines(stack, 802) == [
+        "lxc.environment: GREETING=a=$b 'c'",
+        "lxc.environment: HF_HOME=/models/hf cache",
+        "lxc.environment: PHOENIX_GUEST_ENVIRONMENT=GREETING,HF_HOME",
+    ]
+    assert "nameserver" not in lxc_cts(stack)[801] and environment_lines(stack, 801) == []
+
+
+def test_a_changed_environment_rewrites_its_lines_with_a_restart_and_removing_it_leaves_none(
+    stack: LabStack,
+) -> None:
+    stack.ensure_up()
+    guests = {g.vmid: g for g in stack.guests}
+    less = tuple((k, {"HF_HOME": "/models/hf"} if k == "environment" else v) for k, v in OPTIONS)
+    stack.set_guests([guests[801], replace(guests[802], options=less)])
+    since = len(stack.host.pve.requests())
+    report = stack.up()
+    assert dynamic_ops(report)["ct-802-container"] == "update"
+    assert environment_lines(stack, 802) == [
+        "lxc.environment: HF_HOME=/models/hf",
+        "lxc.environment: PHOENIX_GUEST_ENVIRONMENT=HF_HOME",
+    ]
+    mutations = stack.api_mutations(since)
+    # Raw lines are read at start: the container is shut down and started again, and nothing else is.
+    assert any(m == "POST" and p.endswith("/lxc/802/status/shutdown") for m, p in mutations), mutations
+    assert any(m == "POST" and p.endswith("/lxc/802/status/start") for m, p in mutations), mutations
+    assert not [p for _m, p in mutations if "/lxc/801/" in p]
+
+    none = tuple((k, v) for k, v in OPTIONS if k != "environment")
+    stack.set_guests([guests[801], replace(guests[802], options=none)])
+    stack.up()
+    assert environment_lines(stack, 802) == []
+    assert_guest_serving(stack, replace(guests[802], options=none))
+    again = stack.up()
+    assert again.changes == 0 and set(again.summary) == {"same"}

@@ -51,6 +51,7 @@ PROFILE = "phoenix-lxc-gpu-docker"
 # Startup deadline of the healthy lab guests: the stand-in answers within a second; a broken one must not
 # hold the test for vLLM's default 900 s.
 HEALTHY_STARTUP_S = 60
+ENGINE_TITLES = {"vllm": "vLLM", "ollama": "ollama", "llamacpp": "llama.cpp"}
 
 
 def lab_chain(product: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +110,8 @@ def lab_host_json(host: LabHost, nvidia_version: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class LabGuest:
-    """One vLLM workload container of the lab's guests.json."""
+    """One model-server workload container of the lab's guests.json: vLLM unless ``engine`` says
+    ``ollama`` or ``llamacpp`` (on the chain layer of that name; ``gpu_memory_mib`` is then its budget)."""
 
     vmid: int
     gpu: int
@@ -126,10 +128,45 @@ class LabGuest:
     # Start order: the vmids it starts after, and its own PVE startup parts ((name, seconds or order)).
     after: tuple[int, ...] = ()
     startup: tuple[tuple[str, int], ...] = ()
+    # More guests.json keys as they are written there (environment, dns, tags, networks, ...).
+    options: tuple[tuple[str, Any], ...] = ()
+    engine: str = "vllm"
+    gpu_memory_mib: int = 4096
 
     @property
     def hostname(self) -> str:
-        return f"lab-vllm-{self.vmid}"
+        return f"lab-{self.engine}-{self.vmid}"
+
+    def engine_json(self) -> dict[str, Any]:
+        """The engine's config. The lab's containers share the host's network namespace (LXC network
+        type none), so each server listens on loopback, on a port of its own."""
+        if self.engine == "ollama":
+            return {
+                "model": self.served,
+                "host": "127.0.0.1",
+                "port": self.port,
+                "gpu_memory_mib": self.gpu_memory_mib,
+                "startup_timeout_s": self.startup_timeout_s,
+            }
+        if self.engine == "llamacpp":
+            return {
+                "hf_repo": "phoenix-lab/tiny-GGUF:Q4_K_M",
+                "served_model_name": self.served,
+                "host": "127.0.0.1",
+                "port": self.port,
+                "ctx_size": 2048,
+                "n_gpu_layers": 99,
+                "gpu_memory_mib": self.gpu_memory_mib,
+                "extra_args": list(self.extra_args),
+                "startup_timeout_s": self.startup_timeout_s,
+            }
+        return {
+            "model": {"model": "phoenix-lab/tiny", "max_model_len": 1024},
+            "cache": {"gpu_memory_utilization": self.gpu_memory_utilization},
+            "server": {"host": "127.0.0.1", "port": self.port, "served_model_name": self.served},
+            "extra_args": list(self.extra_args),
+            "startup_timeout_s": self.startup_timeout_s,
+        }
 
     def to_json(self) -> dict[str, Any]:
         own: dict[str, Any] = {}
@@ -143,12 +180,13 @@ class LabGuest:
             own["after"] = list(self.after)
         if self.startup:
             own["startup"] = dict(self.startup)
+        own.update(dict(self.options))
         return {
             **own,
             "vmid": self.vmid,
             "hostname": self.hostname,
-            "layer": "vllm",
-            "description": f"vLLM (lab stand-in) serving {self.served}",
+            "layer": self.engine,
+            "description": f"{ENGINE_TITLES[self.engine]} (lab stand-in) serving {self.served}",
             "cores": 1,
             "memory_mib": 512,
             "disk_gib": 2,  # above the layer's 1 GiB: the clone is grown (resize)
@@ -167,15 +205,7 @@ class LabGuest:
                 "enabled": True,
                 "rules": [{"direction": "in", "action": "ACCEPT", "proto": "tcp", "dport": str(self.port)}],
             },
-            "vllm": {
-                "model": {"model": "phoenix-lab/tiny", "max_model_len": 1024},
-                "cache": {"gpu_memory_utilization": self.gpu_memory_utilization},
-                # The lab's containers share the host's network namespace (LXC network type none), so
-                # each server listens on loopback, on a port of its own.
-                "server": {"host": "127.0.0.1", "port": self.port, "served_model_name": self.served},
-                "extra_args": list(self.extra_args),
-                "startup_timeout_s": self.startup_timeout_s,
-            },
+            self.engine: self.engine_json(),
         }
 
 
@@ -191,6 +221,8 @@ def write_lab_config(root: Path, host: LabHost, guests: Sequence[LabGuest]) -> P
     (root / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
     shutil.rmtree(config / "features")  # the product scripts never run in the lab
     shutil.copytree(STANDIN_FEATURES, config / "features")
+    for script in (config / "features").glob("*.sh"):
+        script.write_text(standin_text(script.read_text()))
     product = json.loads((REPO_ROOT / "config" / "chain.json").read_text())
     (config / "chain.json").write_text(json.dumps(lab_chain(product), indent=2))
     env_dir = config / "environments" / ENV
@@ -202,6 +234,23 @@ def write_lab_config(root: Path, host: LabHost, guests: Sequence[LabGuest]) -> P
     return config
 
 
+INCLUDE = "# @include "
+
+
+def standin_text(script: str) -> str:
+    """A stand-in as the lab runs it: each ``# @include NAME`` line replaced by tests/lab/standins/NAME
+    without its leading comment lines (the lab's systemctl stand-in, shared by the model servers'
+    stand-ins)."""
+    lines = []
+    for line in script.splitlines(keepends=True):
+        if line.startswith(INCLUDE):
+            text = (STANDIN_FEATURES.parent / line[len(INCLUDE) :].strip()).read_text().splitlines(keepends=True)
+            lines += text[next(i for i, t in enumerate(text) if not t.startswith("#")) :]
+        else:
+            lines.append(line)
+    return "".join(lines)
+
+
 def write_feature(config: Path, name: str, script: str) -> Path:
     """A TEST-ONLY feature script in the lab config (``features/<name>.sh``), for a guest's ``features``."""
     path = config / "features" / f"{name}.sh"
@@ -209,14 +258,27 @@ def write_feature(config: Path, name: str, script: str) -> Path:
     return path
 
 
-def write_guests(config: Path, guests: Sequence[LabGuest]) -> None:
-    document = {
+def write_stack(config: Path, name: str, compose: str, settings: dict[str, Any] | None = None) -> Path:
+    """A Compose stack in the lab config (``stacks/<name>/compose.yaml``, and ``stack.json`` when
+    ``settings`` are given); place it on a guest with :meth:`LabStack.set_stacks`."""
+    directory = config / "stacks" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "compose.yaml").write_text(compose)
+    if settings is not None:
+        (directory / "stack.json").write_text(json.dumps(settings, indent=2))
+    return directory
+
+
+def write_guests(config: Path, guests: Sequence[LabGuest], stacks: Sequence[tuple[str, int]] = ()) -> None:
+    document: dict[str, Any] = {
         "containers": [guest.to_json() for guest in guests],
         # compression "on": zfs-fuse predates lz4 (the default), which every ZFS on a PVE host has.
         "datasets": {
             "models": {"dataset": DATA_DATASET, "snapshot": "v1", "quota_gib": 1, "compression": "on"}
         },
     }
+    if stacks:  # only then: a lab without stacks has exactly the guests.json it had before them
+        document["stacks"] = [{"name": name, "guest": vmid} for name, vmid in stacks]
     (config / "environments" / ENV / "guests.json").write_text(json.dumps(document, indent=2))
 
 
@@ -231,6 +293,7 @@ class LabStack:
     config: Path
     engine: Engine
     guests: list[LabGuest]
+    stacks: list[tuple[str, int]] = field(default_factory=list)
 
     def environment(self) -> Environment:
         from phoenix_components.config.load import load_environment
@@ -239,7 +302,12 @@ class LabStack:
 
     def set_guests(self, guests: Sequence[LabGuest]) -> None:
         self.guests = list(guests)
-        write_guests(self.config, self.guests)
+        write_guests(self.config, self.guests, self.stacks)
+
+    def set_stacks(self, stacks: Sequence[tuple[str, int]]) -> None:
+        """Place Compose stacks (written with :func:`write_stack`): ``[(name, vmid)]``."""
+        self.stacks = list(stacks)
+        write_guests(self.config, self.guests, self.stacks)
 
     first: Report | None = None
     """The report of the latest up that started from an empty state."""

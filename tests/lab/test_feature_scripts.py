@@ -335,6 +335,43 @@ def test_base_setup_installs_only_what_is_missing_and_runs_twice(box: Sandbox) -
     assert box.calls_to("apt-get") == [["clean"]]
 
 
+@pytest.mark.lab
+def test_base_setup_passes_only_the_declared_environment_from_init_to_systemd(
+    box: Sandbox, tmp_path: Path
+) -> None:
+    """guests.json `environment` reaches init as lxc.environment lines (render/lxc.py); the base layer's
+    unit hands exactly the names PHOENIX_GUEST_ENVIRONMENT lists to `systemctl set-environment`, each
+    value one argv word as init had it (spaces, `$`, `=` and quotes untouched)."""
+    ok(box.run(BASE, {"PHOENIX_TARGET": "lxc"}))
+    unit = box.path("/etc/systemd/system/phoenix-guest-environment.service").read_text()
+    assert "ExecStart=/usr/local/lib/phoenix/guest-environment" in unit
+    assert box.path("/etc/systemd/system/sysinit.target.wants/phoenix-guest-environment.service").is_symlink()
+
+    init_environ = {
+        "container": "lxc",
+        "HF_HOME": "/models/hf cache",
+        "TOKEN_HINT": "a=$HOME 'q' \\",
+        "NOT_DECLARED": "stays with init",
+        "PHOENIX_GUEST_ENVIRONMENT": "HF_HOME,TOKEN_HINT,ABSENT",
+    }
+    box.path("/tmp/environ").write_bytes(
+        b"".join(f"{k}={v}".encode() + b"\0" for k, v in init_environ.items())
+    )
+    box.clear_log()
+    caller = tmp_path / "call.sh"
+    caller.write_text("/usr/local/lib/phoenix/guest-environment /tmp/environ\n")
+    ok(box.run(caller, {}))
+    assert box.calls_to("systemctl") == [
+        ["set-environment", "HF_HOME=/models/hf cache", "TOKEN_HINT=a=$HOME 'q' \\"]
+    ]
+
+    # A container that declares nothing: the unit does nothing.
+    box.path("/tmp/environ").write_bytes(b"container=lxc\0")
+    box.clear_log()
+    ok(box.run(caller, {}))
+    assert box.calls_to("systemctl") == []
+
+
 # Every script with inputs: a missing or empty one fails before anything runs. (base_setup.sh has none;
 # PHOENIX_TARGET is optional everywhere, defaulting to lxc; an unknown one is refused, tested below.)
 

@@ -30,7 +30,8 @@ from pydantic import BaseModel
 
 from phoenix_components.config.errors import ConfigError
 from phoenix_components.config.load import load_environment
-from phoenix_components.config.models import Container, Host, Layer, Vm
+from phoenix_components.config.models import Container, Host, Layer, StackPlacement, Vm
+from phoenix_components.config.stack_files import StackSettings
 from phoenix_components.program import build
 from tests.support.recording import install
 
@@ -95,12 +96,56 @@ ENRICH = (
     guests("vms", 0, "networks", value=[{"bridge": "vmbr0", "ip": "10.0.10.131/24", "firewall": False}]),
     guests("vms", 0, "feature_files", value=[{"path": "/etc/phoenix/stack.env", "content": "A=1\n"}]),
 )
+# An ollama and a llama.cpp guest beside the dev config's vLLM guests (on GPU 1, with vLLM's 0.85 of it), so
+# the engines' fields are walked too (see walked()).
+ENGINE_GUESTS = len(json.loads((ROOT / "config" / GUESTS_FILE).read_text())["containers"])
+ENRICH = (
+    *ENRICH,
+    *(
+        guests(
+            "containers",
+            ENGINE_GUESTS + i,
+            value={
+                "vmid": 203 + i,
+                "hostname": f"{engine}-walk",
+                "layer": engine,
+                "network": {"bridge": "vmbr0", "ip": f"10.0.10.{203 + i}/24", "gateway": "10.0.10.1"},
+                "gpus": [1],
+                engine: config,
+            },
+        )
+        for i, (engine, config) in enumerate(
+            [
+                ("ollama", {"model": "llama3.2:3b", "gpu_memory_mib": 2048, "environment": {"A": "1"}}),
+                (
+                    "llamacpp",
+                    {
+                        "hf_repo": "ggml-org/gemma-3-1b-it-GGUF",
+                        "served_model_name": "gemma",
+                        "gpu_memory_mib": 2048,
+                    },
+                ),
+            ]
+        )
+    ),
+)
+# A Compose stack (config/stacks/qdrant) on the VM, so the placement's and stack.json's fields are walked.
+ENRICH = (*ENRICH, guests("stacks", value=[{"name": "qdrant", "guest": 231}]))
+STACK_FILE = "stacks/qdrant/stack.json"
+STACK_SECRETS = {
+    "phoenix:stackSecrets": json.dumps(
+        {name: {"QDRANT_API_KEY": "walk", "EXTRA": "walk"} for name in ("qdrant", "qdrant-b")}
+    )
+}
 GPU_MINORS = (host("gpus", 0, "minor", value=0), host("gpus", 1, "minor", value=1))
 # Contexts a field only acts in, applied to both sides of its comparison.
 PLAIN_HOST = (  # no devN, no bind mounts: what API-token auth and another user are allowed for
     guests("containers", value=[]),
     guests("vms", value=[]),
-    *(chain("layers", layer, "build", "gpus", value=False) for layer in ("gpu", "docker", "vllm")),
+    *(
+        chain("layers", layer, "build", "gpus", value=False)
+        for layer in ("gpu", "docker", "vllm", "ollama", "llamacpp")
+    ),
 )
 UNMANAGED_DRIVER = (host("nvidia", "manage", value=False), *GPU_MINORS)
 VM_WITH_GPU = (guests("containers", 0, value=DELETE), guests("vms", 0, "gpus", value=[0]))
@@ -190,6 +235,7 @@ VALUES: dict[str, list[Any]] = {
     "Container.gpus": [[0, 1]],
     "Container.features": [["docker", "vllm"]],
     "Container.feature_env": [{"GREETING": "hello again"}],
+    "Container.environment": [{"HF_HOME": "/models/hf"}],
     "Container.feature_files": [[{"path": "/etc/phoenix/app.conf", "content": "a=2\n"}]],
     "Container.apparmor_profile": ["phoenix-lxc-nesting", "phoenix-lxc-confined"],
     "Container.ports": [[{"name": "metrics", "port": 9101}]],
@@ -243,6 +289,37 @@ VALUES: dict[str, list[Any]] = {
     "ServerSection.host": ["127.0.0.1"],
     "ServerSection.served_model_name": ["renamed-model"],
     "VllmEngine.extra_args": [["--enable-prefix-caching"]],
+    "VllmEngine.environment": [{"TORCH_CUDA_ARCH_LIST": "9.0"}],
+    # A vLLM guest turned into another engine's (on that engine's layer).
+    **{
+        f"Container.{engine}": [
+            Change(
+                config,
+                (
+                    guests("containers", 0, "vllm", value=DELETE),
+                    guests("containers", 0, "layer", value=engine),
+                ),
+            )
+        ]
+        for engine, config in (
+            ("ollama", {"model": "qwen3:8b", "gpu_memory_mib": 1024}),
+            ("llamacpp", {"model_path": "/models/q.gguf", "served_model_name": "q", "gpu_memory_mib": 1024}),
+        )
+    },
+    "OllamaEngine.host": ["127.0.0.1"],
+    "OllamaEngine.environment": [{"A": "2"}],
+    "LlamaCppEngine.host": ["127.0.0.1"],
+    "LlamaCppEngine.model_path": [
+        Change(
+            "/models/gemma.gguf",
+            (guests("containers", ENGINE_GUESTS + 1, "llamacpp", "hf_repo", value=DELETE),),
+        )
+    ],
+    "LlamaCppEngine.ctx_size": [4096],
+    "LlamaCppEngine.n_gpu_layers": [99],
+    "LlamaCppEngine.parallel": [4],
+    "LlamaCppEngine.environment": [{"GGML_CUDA_ENABLE_UNIFIED_MEMORY": "1"}],
+    "LlamaCppEngine.extra_args": [["--flash-attn"]],
     "Insecure.unconfined_apparmor": ["a reason that is long enough"],
     "Insecure.writable_host_system_mount": ["a reason that is long enough"],
     "Vm.image": [
@@ -268,8 +345,14 @@ VALUES: dict[str, list[Any]] = {
     "Dns.nameserver": [["10.0.10.54"]],
     "Container.networks": [[{"bridge": "vmbr0", "ip": "10.0.10.132/24"}]],
     "Dns.searchdomain": ["other.internal"],
-    "Vm.vmid": [Change(232, (guests("containers", 0, "after", value=[232]),))],  # the guest after it follows
+    "Vm.vmid": [
+        Change(232, (guests("containers", 0, "after", value=[232]), guests("stacks", 0, "guest", value=232)))
+    ],  # the guest after it follows
     "CloudInit.user": ["ops"],
+    "Vm.features": [["docker"]],  # still docker: the stack on it needs it
+    "StackPlacement.name": ["qdrant-b"],
+    "StackPlacement.guest": [201],
+    "StackSettings.secrets": [["QDRANT_API_KEY", "EXTRA"]],
     "CloudInit.ssh_authorized_keys": [["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGQ2 ops@example"]],
 }
 
@@ -280,6 +363,11 @@ CHECK_ONLY: dict[str, str] = {
     "Bridge.gateway": "validation refuses a guest address equal to the bridge's gateway",
     "Bridge.vlan_aware": "validation refuses a guest VLAN tag on a bridge that is not VLAN-aware",
     "HostGpu.memory_mib": "the budget validation checks the GPU memory of every engine on the GPU against",
+    **{
+        f"{engine}.gpu_memory_mib": "the engine's GPU memory budget: validation sums it with every other "
+        "engine on the GPU against host gpus[].memory_mib (ollama and llama.cpp take no hard cap)"
+        for engine in ("OllamaEngine", "LlamaCppEngine")
+    },
     **{
         f"Capacity.{field}": "validation sums the guests against it (times overcommit); nothing is sent"
         for field in ("memory_mib", "cores", "storage_gib")
@@ -370,6 +458,7 @@ def enriched(root: Path) -> Path:
     """A copy of the repository's config (and AppArmor profiles) under ``root``, :data:`ENRICH` applied."""
     shutil.copytree(ROOT / "config", root / "config")
     shutil.copytree(ROOT / "apparmor", root / "apparmor")
+    shutil.copytree(root / "config/stacks/qdrant", root / "config/stacks/qdrant-b")  # another stack to name
     apply(root / "config", ENRICH)
     return root / "config"
 
@@ -381,7 +470,13 @@ def walked(config: Path) -> tuple[list[Leaf], set[str]]:
     for name in ("base", "vllm"):  # the root layer (os_template) and a child (parent, versions)
         found += leaves(env.chain.layers[name], "chain.json", ("layers", name), reached)
     found += leaves(env.guests.containers[0], GUESTS_FILE, ("containers", 0), reached)
+    for i, ct in enumerate(env.guests.containers):  # the other engines' fields (ENRICH's engine guests)
+        engine = ct.engine()
+        if engine is not None and engine[0] != "vllm":
+            found += leaves(engine[1], GUESTS_FILE, ("containers", i, engine[0]), reached)
     found += leaves(env.guests.vms[0], GUESTS_FILE, ("vms", 0), reached)
+    found += leaves(env.guests.stacks[0], GUESTS_FILE, ("stacks", 0), reached)
+    found += leaves(env.stacks["qdrant"].settings, STACK_FILE, (), reached)
     unique: dict[str, Leaf] = {}
     for leaf in found:  # a field of a shared model (Network, Firewall) once, where it is set if anywhere
         if leaf.key not in unique or (
@@ -435,7 +530,7 @@ def candidates(leaf: Leaf) -> list[Change]:
 def sent(config: Path) -> dict[str, dict[str, Any]]:
     """URN -> the inputs of every resource the program registers for ``config`` (providers' targets
     included)."""
-    monitor = install(ENV, {"phoenix:environment": ENV})
+    monitor = install(ENV, {"phoenix:environment": ENV, **STACK_SECRETS})
     env = load_environment(config, ENV)
 
     @pulumi.runtime.test
@@ -467,7 +562,7 @@ def config(tmp_path: Path) -> Path:
 
 
 def test_the_walk_covers_every_field_of_the_four_models() -> None:
-    for model in (Host, Layer, Container, Vm):
+    for model in (Host, Layer, Container, Vm, StackPlacement, StackSettings):
         missing = [f"{model.__name__}.{f}" for f in model.model_fields if f != "schema_ref"]
         missing = [k for k in missing if k not in REACHED]
         assert not missing, f"fields the walk never reached (give ENRICH a use of them): {missing}"
@@ -479,7 +574,7 @@ def test_changing_a_field_changes_what_is_sent(leaf: Leaf, config: Path) -> None
     context = CONTEXT.get(leaf.key, ())
     apply(config, context)
     before = sent(config)
-    pristine = {f: (config / f).read_text() for f in (HOST_FILE, GUESTS_FILE, "chain.json")}
+    pristine = {f: (config / f).read_text() for f in (HOST_FILE, GUESTS_FILE, "chain.json", STACK_FILE)}
     problems: list[str] = []
     for change in candidates(leaf):
         for f, text in pristine.items():

@@ -5,13 +5,15 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+import pytest
 import yaml
+from pydantic import ValidationError
 
 from phoenix_components.config.cloud import load_cloud_environment
 from phoenix_components.config.features import feature_env as one_feature_env
 from phoenix_components.config.features import feature_pins
 from phoenix_components.config.load import load_environment
-from phoenix_components.config.models import Dns, Network, Startup, VllmEngine
+from phoenix_components.config.models import Container, Dns, Network, Startup, VllmEngine
 from phoenix_components.render.cloud import ec2_user_data
 from phoenix_components.render.features import chain_feature_env, exec_argv
 from phoenix_components.render.lxc import container_params, net0, raw_lines, startup
@@ -51,6 +53,35 @@ def test_a_container_without_gpus_gets_no_devices() -> None:
 
 def test_the_apparmor_profile_is_a_raw_line() -> None:
     assert raw_lines(ENV.guests.containers[0]) == ["lxc.apparmor.profile: phoenix-lxc-gpu-docker"]
+
+
+def test_a_declared_environment_is_lxc_environment_lines_with_the_names_for_systemd() -> None:
+    spec = ENV.guests.containers[0].model_dump(mode="json")
+    ct = Container.model_validate({**spec, "environment": {"HF_HOME": "/models/hf", "A_B": "x = $y 'z'"}})
+    assert raw_lines(ct) == [
+        "lxc.apparmor.profile: phoenix-lxc-gpu-docker",
+        "lxc.environment: A_B=x = $y 'z'",
+        "lxc.environment: HF_HOME=/models/hf",
+        "lxc.environment: PHOENIX_GUEST_ENVIRONMENT=A_B,HF_HOME",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("environment", "refusal"),
+    [
+        ({"PHOENIX_GUEST_ENVIRONMENT": "A"}, "PHOENIX_\\* variables are Phoenix's own"),
+        ({"container": "docker"}, "set by LXC itself"),
+        ({"A": "trailing "}, "ending in blanks"),
+        ({"A": "line\nbreak"}, "String should match pattern"),
+        ({"1A": "x"}, "String should match pattern"),
+    ],
+)
+def test_an_environment_value_pve_or_lxc_would_change_is_refused(
+    environment: dict[str, str], refusal: str
+) -> None:
+    spec = ENV.guests.containers[0].model_dump(mode="json")
+    with pytest.raises(ValidationError, match=refusal):
+        Container.model_validate({**spec, "environment": environment})
 
 
 def test_feature_env_carries_the_versions_pinned_by_the_introducing_layer() -> None:

@@ -243,6 +243,26 @@ def test_update_raw_lines_rewrites_the_file_with_a_stop_and_start() -> None:
     assert len(writes) == 1 and confined in str(writes[0].stdin)
 
 
+def test_update_removing_the_last_environment_line_removes_it_from_the_file() -> None:
+    """``lxc.environment`` takes several lines; when a change leaves none, the old ones go too (a key the
+    new raw lines no longer set is retired), so the file keeps nothing the config stopped declaring."""
+    pve, provider, _shell = lab()
+    confined = "lxc.apparmor.profile: phoenix-lxc-confined"
+    env = [
+        "lxc.environment: A=1",
+        "lxc.environment: B=two words",
+        "lxc.environment: PHOENIX_GUEST_ENVIRONMENT=A,B",
+    ]
+    outs = created(pve, provider, raw_lines=[confined, *env])
+    assert pve.guests[201].raw_lines == [confined, *env]
+    outs = update(
+        provider, outs, raw_lines=[confined, env[0], "lxc.environment: PHOENIX_GUEST_ENVIRONMENT=A"]
+    )
+    assert pve.guests[201].raw_lines == [confined, env[0], "lxc.environment: PHOENIX_GUEST_ENVIRONMENT=A"]
+    update(provider, outs, raw_lines=[confined])
+    assert pve.guests[201].raw_lines == [confined]
+
+
 def test_update_a_bigger_disk_resizes_live_and_a_smaller_one_is_refused_before_anything() -> None:
     pve, provider, _shell = lab()
     outs = created(pve, provider, disk_gib=8.0)
