@@ -520,7 +520,8 @@ def _host(doc: dict[str, Any], state: _State) -> dict[str, Any]:
         rec.carry(f, ("network", "hostname"), "host.json node", "PVE names its node after the hostname")
     elif facts.node:
         rec.change(f, ("network", "hostname"), "host.json node", "replaced by --node")
-    if not isinstance(node, str) or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?", node):
+    # An invalid --node or hostname is left in: Phoenix's validation then refuses it, naming the rule.
+    if not isinstance(node, str):
         node = "phoenix"
         state.find(
             "assumed",
@@ -703,6 +704,15 @@ def _template(ctid: str, raw: Any, configs: Mapping[str, Any], state: _State) ->
         "the clone chain is the layer chain",
     )
     rec.carry(f, (*base, "is_template"), f"config/chain.json layers.{layer}", "layers are PVE templates")
+    assignment = str(raw.get("gpu_assignment", ""))
+    if re.fullmatch(r"[0-9]+( *, *[0-9]+)*", assignment.strip()):
+        state.gpus.update(int(x) for x in assignment.split(","))
+        rec.change(
+            f,
+            (*base, "gpu_assignment"),
+            "host.json gpus",
+            "the host has these GPUs; Phoenix builds its GPU layers with the host's GPUs passed in",
+        )
     rec.drop(
         f,
         base,

@@ -261,7 +261,13 @@ def test_rootesting_networks_and_templates(config: Path) -> None:
         (LXC, "lxc_configs.101.mount_points[0].owner_uid", "dropped", ""),
         (LXC, "lxc_configs.101.id_maps[0].host_id", "dropped", ""),
         (LXC, "lxc_configs.101.features[1]", "dropped", ""),  # trusted_ca: no Phoenix script
-        (LXC, "lxc_configs.900.memory_mb", "dropped", ""),  # a template: the layer's build is the chain's
+        (LXC, "lxc_configs.900.memory_mb", "dropped", ""),
+        (
+            LXC,
+            "lxc_configs.901.gpu_assignment",
+            "changed",
+            "host.json gpus",
+        ),  # a template: the layer's build is the chain's
         (LXC, "lxc_configs.900.template", "changed", "os_template"),
         (LXC, "lxc_configs.920.vllm_engine_config.ModelConfig.model", "dropped", ""),
         (LXC, "nvidia_driver_version", "carried", "nvidia.version"),
@@ -359,6 +365,13 @@ def test_a_runfile_no_environment_pins_blocks_until_its_checksum_is_given(config
 def test_gpu_memory_is_a_fact_the_user_gives(config: Path) -> None:
     conversion = convert("full", config, Facts())
     assert [f.kind for f in conversion.findings if f.blocking] == ["gpu-memory"]
+
+
+def test_a_given_fact_phoenix_refuses_blocks_naming_the_field(config: Path) -> None:
+    conversion = convert("full", config, Facts(gpu_memory_mib=GPU_MIB, node="pve_01"))
+    blocking = [f for f in conversion.findings if f.blocking]
+    assert [f.kind for f in blocking] == ["invalid"]
+    assert blocking[0].where == "host.json" and blocking[0].message.startswith("node:")
 
 
 # ---------------------------------------------------------------- the command
