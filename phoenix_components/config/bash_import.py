@@ -1103,7 +1103,8 @@ def _dns(raw: Any, f: str, base: tuple[Key, ...], at: str, key: str, state: _Sta
             f,
             (*base, key),
             f"{at}.nameserver",
-            "the bash VM manager ignored it (it gave every VM 10.0.0.13); Phoenix sends this one",
+            "the bash VM manager set it at creation, then overwrote it with 10.0.0.13 when it applied the "
+            "network config; Phoenix keeps this one",
         )
     else:
         state.rec.carry(f, (*base, key), f"{at}.nameserver")
@@ -1297,7 +1298,8 @@ def _vm_file(doc: dict[str, Any], hv: dict[str, Any], host: dict[str, Any], stat
     rec.drop(
         HYPERVISOR,
         ("domain_name",),
-        "Phoenix has no host-wide domain; it is the VMs' DNS search domain, and no VM is imported",
+        "Phoenix has no host-wide domain; it is a VM's DNS search domain where the VM names none, and no VM "
+        "took it",
     )
     if vms and image is None:
         state.find(
@@ -1358,14 +1360,18 @@ def _vm(
     nic_raw = {"bridge": bridge, **{k: v for k, v in cfg.items() if k in ("ip", "gw")}}
     vm["network"] = _nic(nic_raw, None, f, (*base, "network_config"), f"{at}.network", state)
     dns = _dns(cfg, f, (*base, "network_config"), f"{at}.dns", "nameserver", state)
-    domain = hv.get("domain_name")
-    if isinstance(domain, str) and HOSTNAME.fullmatch(domain):
+    # The bash VM manager's searchdomain: the VM's own, else the host-wide domain_name.
+    own, domain = cfg.get("searchdomain"), hv.get("domain_name")
+    if isinstance(own, str) and HOSTNAME.fullmatch(own):
+        dns = {**(dns or {}), "searchdomain": own}
+        rec.carry(f, (*base, "network_config", "searchdomain"), f"{at}.dns.searchdomain")
+    elif isinstance(domain, str) and HOSTNAME.fullmatch(domain):
         dns = {**(dns or {}), "searchdomain": domain}
-        state.rec.carry(
+        rec.carry(
             HYPERVISOR,
             ("domain_name",),
             "guests.json vms[].dns.searchdomain",
-            "the bash VM manager's searchdomain",
+            "the bash VM manager's searchdomain for a VM that names none",
         )
     if dns:
         vm["dns"] = dns
