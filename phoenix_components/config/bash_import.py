@@ -440,6 +440,8 @@ def best_layer(features: Sequence[str], chain: Chain) -> str:
 def _host(doc: dict[str, Any], state: _State) -> dict[str, Any]:
     rec, facts = state.rec, state.facts
     f = HYPERVISOR
+    # HEAD keeps the datacenter firewall under shared_volumes (rootesting moves it to the top level).
+    rec.drop(f, ("shared_volumes", "firewall"), HOST_DROPPED["firewall"])
     for key, why in HOST_DROPPED.items():
         rec.drop(f, (key,), why)
     for secret in ("password_hash",):
@@ -1253,7 +1255,9 @@ def _vm_file(doc: dict[str, Any], hv: dict[str, Any], host: dict[str, Any], stat
     rec, f = state.rec, VMS
     defaults = doc.get("vm_defaults", {}) if isinstance(doc.get("vm_defaults"), dict) else {}
     rec.drop(
-        f, ("vm_defaults", "template"), "never read by the bash original (images come from template_image)"
+        f,
+        ("vm_defaults", "template"),
+        "Phoenix's VMs clone a cloud image (host.json cloud_images), not a template by this name",
     )
     if isinstance(defaults.get("storage_pool"), str):
         host["storage"].setdefault("vm_disks", defaults["storage_pool"])

@@ -240,6 +240,8 @@ def test_rootesting_networks_and_templates(config: Path) -> None:
     macvlan = [e for e in options if e.path.endswith(("[3]", "[4]", "[5]"))]
     assert macvlan and all(e.disposition == "dropped" and "macvlan" in e.reason for e in macvlan)
     assert entry(conversion, HYPERVISOR, "firewall.enabled").reason.startswith("the datacenter firewall")
+    full = convert("full", config)  # HEAD's place for it
+    assert entry(full, HYPERVISOR, "shared_volumes.firewall.enabled").reason.startswith("the datacenter")
     assert entry(conversion, VMS, "vms[1].swarm_role").disposition == "dropped"
 
 
@@ -275,6 +277,7 @@ def test_rootesting_networks_and_templates(config: Path) -> None:
         (HYPERVISOR, "network.interfaces.address", "changed", "api.endpoint"),
         (HYPERVISOR, "portainer_api.admin_password", "dropped", ""),
         (HYPERVISOR, "samba.shares[0].path", "dropped", ""),
+        (HYPERVISOR, "shared_volumes.vllm_models.host_path", "dropped", ""),
         (HYPERVISOR, "proxmox_storage_ids.tank_lxc", "carried", "storage.rootfs"),
         (VMS, "vms[0].template_image", "changed", "cloud_images"),
         (VMS, "vms[1].disk_size_gb", "changed", "disk_gib"),
