@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from phoenix_components.config.cloud_models import Cloud
 from phoenix_components.config.models import Chain, Guests, Host
 from phoenix_components.config.promotion import PromotionLock
+from phoenix_components.config.stack_files import StackSettings
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "chain.schema.json": Chain,
@@ -22,6 +23,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "guests.schema.json": Guests,
     "cloud.schema.json": Cloud,
     "promotion.schema.json": PromotionLock,
+    "stack.schema.json": StackSettings,  # config/stacks/<name>/stack.json
 }
 
 

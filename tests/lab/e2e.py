@@ -244,7 +244,8 @@ def standin_text(script: str) -> str:
     lines = []
     for line in script.splitlines(keepends=True):
         if line.startswith(INCLUDE):
-            text = (STANDIN_FEATURES.parent / line[len(INCLUDE) :].strip()).read_text().splitlines(keepends=True)
+            included = STANDIN_FEATURES.parent / line[len(INCLUDE) :].strip()
+            text = included.read_text().splitlines(keepends=True)
             lines += text[next(i for i, t in enumerate(text) if not t.startswith("#")) :]
         else:
             lines.append(line)

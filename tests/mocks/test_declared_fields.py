@@ -150,14 +150,23 @@ PLAIN_HOST = (  # no devN, no bind mounts: what API-token auth and another user 
 UNMANAGED_DRIVER = (host("nvidia", "manage", value=False), *GPU_MINORS)
 VM_WITH_GPU = (guests("containers", 0, value=DELETE), guests("vms", 0, "gpus", value=[0]))
 ONE_VLLM = (guests("containers", 1, value=DELETE),)
+# The engine guests (ENRICH) off their GPU, for the changes that give a GPU to a VM (exclusively).
+NO_ENGINE_GPUS = tuple(
+    edit
+    for i, engine in enumerate(("ollama", "llamacpp"))
+    for edit in (
+        guests("containers", ENGINE_GUESTS + i, "gpus", value=[]),
+        guests("containers", ENGINE_GUESTS + i, engine, "gpu_memory_mib", value=DELETE),
+    )
+)
 CONTEXT: dict[str, tuple[Edit, ...]] = {
     "Api.auth": PLAIN_HOST,
     "Bridge.cidr": PLAIN_HOST,  # with guests on the bridge, a new subnet needs new guest addresses
     "Api.user": PLAIN_HOST,
     "Api.token_id": PLAIN_HOST,
     "HostGpu.minor": UNMANAGED_DRIVER,
-    "HostGpu.pci": VM_WITH_GPU,
-    "Vm.gpus": ONE_VLLM,
+    "HostGpu.pci": (*NO_ENGINE_GPUS, *VM_WITH_GPU),
+    "Vm.gpus": (*NO_ENGINE_GPUS, *ONE_VLLM),
     "Container.gpus": ONE_VLLM,
     "ParallelSection.tensor_parallel_size": (*ONE_VLLM, guests("containers", 0, "gpus", value=[0, 1])),
 }

@@ -1,7 +1,7 @@
 """Every malformed config in tests/config_corpus gets exit 2 and `file: json.path: message`, offline.
 
 Each case is a small edit of the shipped dev config (set / delete / replace text / replace with raw
-bytes / remove a file) and the lines the user must see. All cases run in one child process whose audit
+bytes / remove a file / write a new file) and the lines the user must see. All cases run in one child process whose audit
 hook refuses any socket or process: validation must never reach for the host.
 """
 
@@ -38,6 +38,9 @@ def apply_edits(config_dir: Path, edits: list[dict[str, Any]]) -> None:
         target = config_dir / edit["file"]
         if edit.get("remove"):
             target.unlink()
+        elif "write" in edit:  # a new file (a stack's Compose file), its directories made
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(edit["write"])
         elif "replace_bytes" in edit:  # text -> raw bytes (hex), for files that are not UTF-8
             old, new_hex = edit["replace_bytes"]
             data = target.read_bytes()
