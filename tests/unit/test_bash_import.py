@@ -321,6 +321,7 @@ def test_full_fixture_findings(config: Path) -> None:
         ("vllm_without_gpu", "invalid", 802, None),
         ("privileged", "privileged", None, (802, "unprivileged", True)),
         ("firewall_disabled", "firewall-disabled", None, (801, "firewall", {"enabled": False})),
+        ("boot_order", "boot-order", None, (802, "startup", {"up": 5, "down": 5})),
     ],
 )
 def test_mistakes_become_findings_and_the_rest_validates(
@@ -343,6 +344,12 @@ def test_mistakes_become_findings_and_the_rest_validates(
         guest = next(c for c in conversion.guests["containers"] if c["vmid"] == vmid)
         assert guest.get(key, True if key == "unprivileged" else None) == value
         assert vmid in vmids
+
+
+def test_a_boot_order_not_after_its_dependency_is_derived_instead(config: Path) -> None:
+    env = write_and_load(convert("boot_order", config), config, "boot-order")
+    orders = {c.vmid: c.startup.order if c.startup else None for c in env.guests.containers}
+    assert orders[801] == 6 and orders[802] == 7  # one more than the guest it starts after
 
 
 def test_gpu_oversubscription_names_the_guests_and_the_sum(config: Path) -> None:
