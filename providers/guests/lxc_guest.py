@@ -51,12 +51,14 @@ from providers.channels.pve import parse_property_string, size_gib
 from providers.channels.steps import ApiCall, HostCommand
 from providers.errors import HostError, PhoenixError
 from providers.guests.common import (
+    DeviceCheck,
     GuestProvider,
     LinkedCheck,
     LinkedCloneResource,
     RawLines,
     Step,
     StepRunner,
+    device_paths,
     family,
     guest_path,
     is_running,
@@ -97,6 +99,7 @@ class LxcGuestInputs(Inputs):
     snapshot_before_update: bool = False
     snapshot_retention: int = 3  # pre-update snapshots kept; older ones are pruned
     pve_config_dir: str = "/etc/pve/lxc"
+    dev_root: str = "/dev"  # where the host's device nodes are looked for (DeviceCheck); a host's /dev
     task_timeout_s: int = 600
     # New inputs default to what a guest made before them is: created by Phoenix, destroyed with it.
     adopt: bool = False
@@ -297,7 +300,7 @@ def adopt_steps(inputs: LxcGuestInputs, change: Adoption) -> list[Step]:
         steps.append(RawLines(inputs.conf_path, list(inputs.raw_lines)))
     if inputs.start and (not change.running or change.cold):
         steps.append(start_step(inputs))
-    return steps
+    return checked_devices(inputs, steps)
 
 
 def adopted_outputs(inputs: LxcGuestInputs, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -318,6 +321,21 @@ def adopted_outputs(inputs: LxcGuestInputs, config: Mapping[str, Any]) -> dict[s
 
 def start_step(inputs: LxcGuestInputs) -> ApiCall:
     return ApiCall("POST", f"{inputs.path}/status/start", step="start", wait="task")
+
+
+def device_check(inputs: LxcGuestInputs) -> DeviceCheck | None:
+    """The check that the guest's ``devN`` nodes exist on the host; None when it passes none through."""
+    paths = device_paths(inputs.params)
+    guest = f"CT {inputs.vmid} ({inputs.hostname})"
+    return DeviceCheck(guest, paths, inputs.dev_root) if paths else None
+
+
+def checked_devices(inputs: LxcGuestInputs, steps: list[Step]) -> list[Step]:
+    """``steps``, with the device check first when they start the guest: before a shutdown, so a guest
+    whose nodes are gone is never stopped for a start that cannot succeed."""
+    check = device_check(inputs)
+    starts = any(isinstance(s, ApiCall) and s.path == f"{inputs.path}/status/start" for s in steps)
+    return [check, *steps] if check is not None and starts else steps
 
 
 def shutdown_step(inputs: LxcGuestInputs, step: str) -> ApiCall:
@@ -394,7 +412,8 @@ def plan_steps(inputs: LxcGuestInputs, template: int | str | None = None) -> lis
             AdoptConfigure(inputs.path, dict(inputs.params)),
             RawLines(inputs.conf_path, list(inputs.raw_lines)),
         ]
-    return [clone_step(inputs, template), *create_steps(inputs, template)]
+    check = device_check(inputs) if inputs.start else None
+    return [*([check] if check else []), clone_step(inputs, template), *create_steps(inputs, template)]
 
 
 @dataclass(frozen=True)
@@ -476,7 +495,7 @@ def update_steps(
         steps.append(start_step(new))
     elif not new.start and running and not change.cold:
         steps.append(shutdown_step(new, "stop"))
-    return steps
+    return checked_devices(new, steps)
 
 
 def created_outputs(inputs: LxcGuestInputs, linked: Mapping[str, Any]) -> dict[str, Any]:
@@ -521,6 +540,9 @@ class LxcGuestProvider(GuestProvider):
         runner = self.runner(inputs.task_timeout_s)
         api = runner.api
         api.require_root_for(inputs.params)  # before the clone: nothing is made that cannot be finished
+        check = device_check(inputs) if inputs.start else None
+        if check is not None:  # likewise: a guest that could not start is not made
+            runner.one(check)
         runner.one(clone_step(inputs))
         try:
             answers = runner.run(create_steps(inputs))

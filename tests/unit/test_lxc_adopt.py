@@ -220,3 +220,8 @@ def test_check_needs_a_template_unless_adopting() -> None:
     assert provider.check({}, dict(PROPS)).failures == []
     refused = provider.check({}, {**PROPS, "adopt": False})
     assert [f.property for f in refused.failures] == ["template_vmid"]
+
+
+def test_an_absent_template_reads_as_none_as_pulumi_leaves_a_none_input_out() -> None:
+    props = {k: v for k, v in PROPS.items() if k != "template_vmid"}
+    assert LxcGuestInputs.from_props(props).template_vmid is None
