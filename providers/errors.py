@@ -155,3 +155,18 @@ class IommuError(HostError):
         self.problems = dict(problems)
         listed = "; ".join(f"{address}: {why}" for address, why in sorted(problems.items()))
         super().__init__(host, f"GPU passthrough is not possible: {listed}")
+
+
+class MissingDeviceNodeError(HostError):
+    """Device nodes a container passes through (its ``devN`` keys) are not on the host, so pve-container
+    would refuse to start it. Raised before the clone or the start: nothing is made or started."""
+
+    def __init__(self, host: str, guest: str, missing: list[str]) -> None:
+        self.guest, self.missing = guest, list(missing)
+        super().__init__(
+            host,
+            f"{guest}: device nodes missing on the host: {', '.join(missing)}. The NVIDIA nodes come from "
+            "phoenix-nvidia-nodes.service (nvidia-modprobe -u -c=N) at boot; run it, or `pulumi up` the "
+            "host baseline first",
+        )
+

@@ -5,16 +5,17 @@ do as a list of :data:`Step` values from its inputs and what it has read from th
 running, which snapshots exist), then hands the list to :class:`StepRunner`. ``phoenix plan`` renders
 the same lists (each step's :meth:`plan_lines`), so the plan is the provider's own and cannot drift.
 
-Four kinds of step:
+Five kinds of step:
 
 - :class:`ApiCall`: one PVE API request, optionally a task that is waited for;
 - :class:`HostCommand`: one argv command over SSH;
 
 (these two are every provider's, from ``providers/channels/steps.py``; re-exported here)
 - :class:`RawLines`: put Phoenix's raw ``lxc.*`` lines into a guest's config file (read, merge, write);
-- :class:`LinkedCheck`: verify that a guest's root volume is a ZFS linked clone of the expected base.
+- :class:`LinkedCheck`: verify that a guest's root volume is a ZFS linked clone of the expected base;
+- :class:`DeviceCheck`: the host device nodes a container passes through exist, before it starts.
 
-The last two read before they act; they are steps (data) all the same, and ``plan`` shows the commands
+The last three read before they act; they are steps (data) all the same, and ``plan`` shows the commands
 they run. Also here: the linked-clone rule, volume → dataset, snapshot naming, and stop-then-destroy.
 """
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -30,12 +31,12 @@ import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, DiffResult
 
 from providers.base import VERSION_KEY, DynamicResource, HostProvider, as_int, diff_inputs, with_defaults
-from providers.channels.command import CommandResult, Executor, display, write_file_argv
-from providers.channels.pve import PveClient, is_missing
+from providers.channels.command import CommandResult, Executor, display, sh_argv, write_file_argv
+from providers.channels.pve import PveClient, is_missing, parse_property_string
 from providers.channels.steps import ApiCall, HostCommand, shown_argv
 from providers.channels.steps import plan_lines as plan_lines  # re-exported for the guests and tests
 from providers.channels.targets import ApiTarget, SshTarget
-from providers.errors import NoTargetError, PhoenixError, PveError
+from providers.errors import MissingDeviceNodeError, NoTargetError, PhoenixError, PveError
 
 BASE_SNAPSHOT = "__base__"  # PVE's ZFS plugin names a template's snapshot this way
 CONF_MODE = 0o640  # /etc/pve/lxc/<vmid>.conf as pmxcfs shows it
@@ -200,7 +201,49 @@ class LinkedCheck:
         ]
 
 
-Step = ApiCall | HostCommand | RawLines | LinkedCheck
+# Prints each path given that is not a character or block device (PVE passes only those through).
+DEVICE_CHECK = 'for d do [ -c "$d" ] || [ -b "$d" ] || printf "%s\\n" "$d"; done'
+
+
+@dataclass(frozen=True)
+class DeviceCheck:
+    """Before a container is made or started: every host device node its ``devN`` keys pass through
+    exists. pve-container checks them at start and fails with a bare path; this names the guest, every
+    missing node and what makes them (:class:`MissingDeviceNodeError`), before anything changes.
+
+    ``root`` is where the host's ``/dev`` is looked for (``/dev`` on a host; the lab's TEST-ONLY fake
+    driver keeps its nodes elsewhere)."""
+
+    guest: str
+    paths: list[str]
+    root: str = "/dev"
+
+    @property
+    def label(self) -> str:
+        return "check device nodes"
+
+    def argv(self) -> list[str]:
+        return sh_argv(DEVICE_CHECK, "phoenix-devices", *(self.host_path(p) for p in self.paths))
+
+    def host_path(self, path: str) -> str:
+        return self.root.rstrip("/") + path[len("/dev") :] if path.startswith("/dev/") else path
+
+    def plan_lines(self, compact: bool = False) -> list[tuple[str, str]]:
+        argv = self.argv()
+        return [("ssh", shown_argv(argv) if compact else display(argv))]
+
+
+def device_paths(params: Mapping[str, Any]) -> list[str]:
+    """The host paths of a container's ``devN`` keys (``/dev/nvidia0,gid=44``: the path is the first
+    part, or ``path=``), in key order."""
+    paths = []
+    for key in sorted((k for k in params if re.fullmatch(r"dev\d+", k)), key=lambda k: int(k[3:])):
+        positional, options = parse_property_string(str(params[key]))
+        paths.append(options.get("path") or positional)
+    return paths
+
+
+Step = ApiCall | HostCommand | RawLines | LinkedCheck | DeviceCheck
 
 
 def merge_raw_lines(conf: str, lines: list[str], retired: Sequence[str] = ()) -> str:
@@ -254,6 +297,8 @@ class StepRunner:
                 return self.command(step)
             if isinstance(step, RawLines):
                 return self.raw_lines(step)
+            if isinstance(step, DeviceCheck):
+                return self.device_check(step)
             return self.linked_check(step)
         except Exception:
             self.failed = step.label
@@ -280,6 +325,11 @@ class StepRunner:
             return False
         self.ssh.run(write_file_argv(step.path, CONF_MODE), stdin=merged)
         return True
+
+    def device_check(self, step: DeviceCheck) -> None:
+        missing = self.ssh.run(step.argv()).check(step.label).stdout.split()
+        if missing:
+            raise MissingDeviceNodeError(self.ssh.host, step.guest, missing)
 
     def linked_check(self, step: LinkedCheck) -> dict[str, Any]:
         config: dict[str, Any] = self.api.get(step.config_path)

@@ -9,9 +9,12 @@ own bookkeeping) and its stored configs.
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from pulumi.automation import CommandError
 
 from tests.cli.test_lab_e2e import assert_guest_serving, dynamic_ops, lxc_cts
 from tests.lab.e2e import LabGuest, LabStack
@@ -123,3 +126,30 @@ def test_a_changed_environment_rewrites_its_lines_with_a_restart_and_removing_it
     assert_guest_serving(stack, replace(guests[802], options=none))
     again = stack.up()
     assert again.changes == 0 and set(again.summary) == {"same"}
+
+
+def test_a_guest_whose_device_node_is_missing_is_refused_before_it_is_cloned(stack: LabStack) -> None:
+    """Issue 16: pve-container refuses to start a container whose devN node is missing (after a reboot,
+    /dev/nvidia-uvm exists only once something loads nvidia-uvm). Phoenix checks first: the error names the
+    guest and the node, nothing of the new guest reaches PVE, and once the node is back the same up
+    creates it."""
+    stack.ensure_up()
+    uvm = Path("/dev/nvidia-uvm")
+    if uvm not in stack.host.gpu_nodes:
+        pytest.skip("/dev/nvidia-uvm is this machine's own (a real GPU host): the lab will not remove it")
+    guests = {g.vmid: g for g in stack.guests}
+    stack.set_guests([guests[801], guests[802], LabGuest(803, gpu=0, served="tiny-c")])
+    uvm.unlink()
+    since = len(stack.host.pve.requests())
+    try:
+        with pytest.raises(CommandError) as failed:
+            stack.up()
+    finally:
+        subprocess.run(["mknod", "-m", "0666", str(uvm), "c", "195", "3"], check=True)
+    print(f"\nthe error: {str(failed.value).split('MissingDeviceNodeError: ')[-1].splitlines()[0]}")
+    assert "CT 803 (lab-vllm-803): device nodes missing on the host: /dev/nvidia-uvm." in str(failed.value)
+    assert not [p for _m, p in stack.host.pve.requests()[since:] if "803" in p]
+
+    report = stack.up()
+    assert dynamic_ops(report)["ct-803-container"] == "create"
+    assert_guest_serving(stack, stack.guests[-1])

@@ -933,6 +933,7 @@ class LabHost:
     glue: FakePveZfsGlue = field(repr=False)
     node: str = NODE
     storage: str = ZFS_STORAGE
+    gpu_nodes: list[Path] = field(default_factory=list)  # the TEST-ONLY stand-in nodes this lab made
 
     def client(self) -> PveClient:
         """A new API client (root@pam, lab-fast retries); close it when done."""
@@ -997,7 +998,8 @@ def running_lab_host(
     pve.call(glue.install)
     try:
         pve.call(glue.sync_configs)
-        yield LabHost(pve=pve, zpool=zpool, sshd=sshd, rootfs=rootfs, glue=glue)
+        with standin_gpu_nodes() as nodes:
+            yield LabHost(pve=pve, zpool=zpool, sshd=sshd, rootfs=rootfs, glue=glue, gpu_nodes=nodes)
     finally:
         try:
             wait_until(
@@ -1010,6 +1012,40 @@ def running_lab_host(
             pve.call(glue.uninstall)
             mirror.cleanup()
             clean_pool(storage, zpool)
+
+
+# ----------------------------------------------------------------- TEST-ONLY stand-in GPU device nodes
+
+# The nodes the lab's GPU guests pass through (their devN keys: GPU minors 0 and 1 of the lab's host.json,
+# then the control devices), as the host driver would have made them.
+STANDIN_DEVICES = ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools")
+STANDIN_MANIFEST = LAB_DIR / "pve" / "standin-devices"  # nodes a lab run made, so a crashed run's go too
+NVIDIA_MAJOR = 195  # the NVIDIA driver's character-device major; with no driver loaded, opening one fails
+
+
+@contextlib.contextmanager
+def standin_gpu_nodes(dev: Path = Path("/dev")) -> Iterator[list[Path]]:
+    """TEST-ONLY. Character devices at the paths the lab's GPU guests pass through, so the LXC guest
+    provider's device check (run over the lab's sshd, on this machine) finds them as it would on a GPU
+    host; they lead nowhere (no NVIDIA driver here). Only missing nodes are made, and only those are
+    removed afterwards: a machine with real GPUs keeps its own. Yields the nodes made (tests remove one
+    to play a host whose driver has not made it)."""
+    for stale in STANDIN_MANIFEST.read_text().split() if STANDIN_MANIFEST.exists() else []:
+        Path(stale).unlink(missing_ok=True)
+    made = []
+    STANDIN_MANIFEST.parent.mkdir(parents=True, exist_ok=True)
+    for minor, name in enumerate(STANDIN_DEVICES):
+        node = dev / name
+        if not node.exists():
+            run(["mknod", "-m", "0666", str(node), "c", str(NVIDIA_MAJOR), str(minor)])
+            made.append(node)
+    STANDIN_MANIFEST.write_text("".join(f"{node}\n" for node in made))
+    try:
+        yield made
+    finally:
+        for node in made:
+            node.unlink(missing_ok=True)
+        STANDIN_MANIFEST.unlink(missing_ok=True)
 
 
 @pytest.fixture

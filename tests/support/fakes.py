@@ -224,6 +224,7 @@ class FakePve:
         # in the form phoenix plan prints them (providers.guests.common.plan_lines).
         self.timeline: list[tuple[str, str]] = []
         self.full_clones = False  # True: every clone is a full copy (the bash original's mistake)
+        self.missing_devices: set[str] = set()  # host device nodes that are not there (DeviceCheck)
         self._faults: list[tuple[str, str, int | None, str, str | None, list[int]]] = []
         self._macs = itertools.count(1)
         self._clock = itertools.count(1_700_000_000)
@@ -605,6 +606,8 @@ class PveShell:
                 return 1, "", f"mktemp: {args[4]}: No such file"
             self._write_conf(vmid, stdin.decode() if isinstance(stdin, bytes) else stdin or "")
             return 0, "", ""
+        if args[:2] == ["sh", "-c"] and args[3:4] == ["phoenix-devices"]:
+            return 0, "".join(f"{path}\n" for path in args[4:] if path in self.pve.missing_devices), ""
         if args[:6] == ["zfs", "get", "-H", "-o", "value", "origin"]:
             origin = self.pve.origins.get(args[6])
             return (

@@ -7,13 +7,15 @@ from typing import Any
 
 import pytest
 
-from providers.errors import PveError, PvePermissionError
+from providers.channels.command import display
+from providers.errors import MissingDeviceNodeError, PveError, PvePermissionError
 from providers.guests.common import LinkedCloneError, merge_raw_lines, plan_lines
 from providers.guests.lxc_guest import (
     GuestError,
     LxcGuestInputs,
     LxcGuestProvider,
     changes,
+    device_check,
     hwaddr,
     keep_mac,
     observed_params,
@@ -263,6 +265,48 @@ def test_update_removing_the_last_environment_line_removes_it_from_the_file() ->
     assert pve.guests[201].raw_lines == [confined]
 
 
+def test_a_missing_device_node_is_a_typed_error_before_the_clone() -> None:
+    """pve-container checks every devN at start; Phoenix asks first, so nothing is cloned for a guest that
+    could not start, and the error names the guest, each missing node and what creates them."""
+    pve, provider, _shell = lab()
+    pve.missing_devices = {"/dev/nvidia0"}
+    with pytest.raises(
+        MissingDeviceNodeError,
+        match=r"CT 201 \(vllm-a\): device nodes missing on the host: "
+        r"/dev/nvidia0\. .*phoenix-nvidia-nodes\.service",
+    ) as caught:
+        provider.create(provider.check({}, dict(PROPS)).inputs)
+    assert caught.value.missing == ["/dev/nvidia0"]
+    assert pve.mutations == [] and 201 not in pve.guests
+
+
+def test_a_restart_for_an_update_checks_the_nodes_before_the_shutdown() -> None:
+    pve, provider, _shell = lab()
+    outs = created(pve, provider)
+    pve.missing_devices = {"/dev/nvidia0"}
+    with pytest.raises(MissingDeviceNodeError):
+        update(provider, outs, raw_lines=["lxc.apparmor.profile: phoenix-lxc-confined"])
+    assert pve.mutations == [] and pve.guests[201].status == "running", "never stopped for a doomed start"
+    # A live change starts nothing, so the nodes do not matter to it.
+    update(provider, outs, params={**PROPS["params"], "memory": 4096.0})
+    assert pve.mutations == [("PUT", "nodes/pve/lxc/201/config")]
+
+
+def test_the_device_check_reads_the_devn_paths_under_the_host_root() -> None:
+    inputs = LxcGuestInputs.from_props(
+        {
+            **PROPS,
+            "params": {**PROPS["params"], "dev1": "path=/dev/nvidia-uvm,gid=44"},
+            "dev_root": "/lab/dev",
+        }
+    )
+    check = device_check(inputs)
+    assert check is not None and check.paths == ["/dev/nvidia0", "/dev/nvidia-uvm"]
+    assert check.argv()[-2:] == ["/lab/dev/nvidia0", "/lab/dev/nvidia-uvm"]
+    no_gpus = {k: v for k, v in PROPS["params"].items() if k != "dev0"}
+    assert device_check(LxcGuestInputs.from_props({**PROPS, "params": no_gpus})) is None
+
+
 def test_update_a_bigger_disk_resizes_live_and_a_smaller_one_is_refused_before_anything() -> None:
     pve, provider, _shell = lab()
     outs = created(pve, provider, disk_gib=8.0)
@@ -395,12 +439,14 @@ def test_update_steps_are_pure_data_from_the_inputs_and_what_was_read() -> None:
     assert update_steps(new, change, running=False) == update_steps(new, change, running=False)
     stopped = [s.label for s in update_steps(new, change, running=False)]
     running = [s.label for s in update_steps(new, change, running=True)]
-    assert stopped == ["configure", "start"]
-    assert running == ["stop for update", "configure", "start"]
+    # The guest passes a GPU through: its nodes are checked before anything that ends in a start.
+    assert stopped == ["check device nodes", "configure", "start"]
+    assert running == ["check device nodes", "stop for update", "configure", "start"]
 
 
 def test_the_plan_can_name_the_layer_template_by_a_placeholder() -> None:
     lines = plan_lines(plan_steps(LxcGuestInputs.from_props(PROPS), "$vmid(vllm)"))
-    assert lines[0] == ("api", "POST /nodes/pve/lxc/$vmid(vllm)/clone newid=201 hostname=vllm-a full=0")
+    assert lines[0] == ("ssh", display(device_check(LxcGuestInputs.from_props(PROPS)).argv()))  # type: ignore[union-attr]
+    assert lines[1] == ("api", "POST /nodes/pve/lxc/$vmid(vllm)/clone newid=201 hostname=vllm-a full=0")
     assert ("ssh", "(must be rpool/data/basevol-$vmid(vllm)-disk-0@__base__)") in lines
     assert lines[-1] == ("api", "POST /nodes/pve/lxc/201/status/start")
