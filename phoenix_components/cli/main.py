@@ -2,7 +2,7 @@
 
 phoenix validate [--stack S | --env ENV]      check the config; exit 2 with `file: json.path: message`
 phoenix plan     [--stack S | --env ENV]      per resource, the API calls and host commands of an up
-phoenix graph    [--format mermaid|dot]       the chain and guests as a graph
+phoenix graph    [--format mermaid|dot]       the chain, guests, Compose stacks and `after` edges as a graph
 phoenix schema   [--write]                    regenerate / check config/schema/*.json
 phoenix preview  [--stack S]                  `pulumi preview`, or the offline view when the CLI is missing
 phoenix import   --from-bash DIR --environment NAME   the bash Phoenix's etc/ files as an environment

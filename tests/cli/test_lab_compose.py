@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from pulumi import automation as auto
+from pulumi.automation.errors import CommandError
 
 from tests.cli.test_lab_e2e import dynamic_ops, outputs
 from tests.lab.e2e import LabGuest, LabStack, write_stack
@@ -149,6 +150,33 @@ def test_a_service_stopped_in_the_guest_is_drift_and_the_next_up_starts_it(stack
     assert dynamic_ops(report)[RESOURCE] == "update"
     assert running_services(stack)["web"] == "running"
     assert stack.up().changes == 0
+
+
+def test_a_stack_that_never_gets_healthy_fails_the_deploy_and_leaves_nothing_behind(stack: LabStack) -> None:
+    stack.ensure_up()
+    # The compose stand-in's `phoenix-lab/unhealthy` image never passes its healthcheck (up --wait fails).
+    write_stack(stack.config, "broken", "services:\n  bad:\n    image: phoenix-lab/unhealthy\n")
+    stack.set_stacks([(STACK, VMID), ("broken", VMID)])
+    try:
+        with pytest.raises(CommandError) as caught:
+            stack.up()
+        details = str(caught.value)
+        headline = next(line for line in details.splitlines() if "Compose stack" in line)
+        print(f"\nunhealthy stack: {headline.strip()}")
+        assert (
+            "Compose stack 'broken' in CT 801 (lab-vllm-801) is not up: `docker compose up --wait` exited 1"
+            in details
+        )
+        assert "--- docker compose (tail) ---" in details and "container broken-bad-1 is unhealthy" in details
+        # The failed first up was taken down again: nothing in the guest that state does not know.
+        assert stack.guest_exec(VMID, "test", "-e", "/opt/phoenix/stacks/broken").returncode == 1
+        assert stack.guest_exec(VMID, "test", "-e", "/var/lib/phoenix-lab-compose/broken").returncode == 1
+        assert "stack-broken-compose" not in {r.rsplit("::", 1)[-1] for r in stack.engine.resources()}
+    finally:
+        stack.set_stacks([(STACK, VMID)])
+    report = stack.up()  # the failed stack's component leaves the state; the healthy stack is untouched
+    assert dynamic_ops(report)[RESOURCE] == "same"
+    assert {n: op for n, op in dynamic_ops(report).items() if op != "same"} == {}
 
 
 def test_destroy_takes_the_stack_down_and_removes_its_files(stack: LabStack) -> None:
