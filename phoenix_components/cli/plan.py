@@ -493,7 +493,7 @@ def gpu_memory_lines(env: Environment) -> list[str]:
     for gpu, users in shares.items():
         total = sum(u.mib for u in users)
         lines.append(f"  GPU {gpu}: {total:.0f} of {memory.get(gpu, 0)} MiB")
-        lines += [f"       {labels[u.guest]} {u.engine} {u.given} = {u.mib:.0f} MiB" for u in users]
+        lines += [f"       {labels[u.guest]} {u.engine} {u.given}" for u in users]
     return lines
 
 

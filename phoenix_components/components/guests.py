@@ -196,7 +196,7 @@ class LxcGuest(pulumi.ComponentResource):
         if engine is not None and self.address is not None:  # every engine speaks OpenAI's API under /v1
             self.endpoint = f"http://{self.address}:{engine[1].listen_port}/v1"
         # The guest's own features (its config files, say) are in place before the server starts.
-        server_after = [self.guest, *([self.features] if self.features else [])]
+        server_after: list[pulumi.Resource] = [self.guest, *([self.features] if self.features else [])]
         if engine is not None and engine[0] != "vllm":
             self.service = ModelServer(
                 f"{name}-{engine[0]}",

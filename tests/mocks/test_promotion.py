@@ -59,7 +59,8 @@ def test_promotion_on_one_host_reuses_the_verified_templates_all_the_way_to_prod
     for env in ("staging", "prod"):  # three environments sharing one Proxmox host
         set_node(project, env, "pve-dev")
     dev, dev_outputs = up(project, "dev")
-    assert len(layer_templates(dev)) == 4
+    layers = len(json.loads((project / "config/chain.json").read_text())["layers"])
+    assert len(layer_templates(dev)) == layers
 
     assert (
         main(
@@ -78,7 +79,7 @@ def test_promotion_on_one_host_reuses_the_verified_templates_all_the_way_to_prod
     staging, staging_outputs = up(project, "staging")
     assert layer_templates(staging) == [], "a promoted layer is reused, never rebuilt"
     promoted = [r for r in staging.registrations if r.type == "phoenix:chain:PromotedLayer"]
-    assert len(promoted) == 4
+    assert len(promoted) == layers
     assert main(["plan", "--stack", "staging"]) == 0
     assert "PromotedLayer layer-vllm" in capsys.readouterr().out
     for ct in load_environment(project / "config", "staging").guests.containers:

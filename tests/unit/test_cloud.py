@@ -209,6 +209,8 @@ def test_feature_pins_come_from_the_layer_that_introduces_each_feature() -> None
         "nvidia": "gpu",
         "docker": "docker",
         "vllm": "vllm",
+        "ollama": "ollama",
+        "llamacpp": "llamacpp",
     }
     assert pins["vllm"].versions == {"vllm": "0.10.1.1"}
 
@@ -283,7 +285,7 @@ def test_phoenix_validate_covers_cloud_environments(
     assert main(["validate", "--config", str(CONFIG)]) == 0
     out = capsys.readouterr().out
     assert "cloud-dev: ok (AWS us-east-1, g5.xlarge, features base_setup, nvidia, docker, vllm)" in out
-    assert "dev: ok (4 layers" in out
+    assert "dev: ok (6 layers" in out
 
     _edit(config_copy, lambda d: d["instance"].update(root_volume_gib=8))
     assert main(["validate", "--config", str(config_copy), "--env", "cloud-dev"]) == 2

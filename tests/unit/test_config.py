@@ -27,7 +27,7 @@ def config_copy(tmp_path: Path) -> Path:
 def test_shipped_example_is_a_two_gpu_host_with_the_chain_two_vllm_guests_and_a_docker_vm() -> None:
     env = load_environment(CONFIG, "dev")
     assert [g.index for g in env.host.gpus] == [0, 1]
-    assert env.layer_order() == ["base", "gpu", "docker", "vllm"]
+    assert env.layer_order() == ["base", "gpu", "docker", "ollama", "llamacpp", "vllm"]
     vllm = [ct for ct in env.guests.containers if ct.vllm is not None]
     assert len(vllm) == 2
     assert sorted(g for ct in vllm for g in ct.gpus) == [0, 1], "the two vLLM guests use separate GPUs"
@@ -67,12 +67,15 @@ def test_a_pinned_version_change_rekeys_and_guest_fields_do_not(config_copy: Pat
     guests["containers"][0]["cores"] = 16
     guests_file.write_text(json.dumps(guests))
     after = load_environment(config_copy, "dev")
-    assert [before.layer_key(n) == after.layer_key(n) for n in before.layer_order()] == [
-        True,
-        True,
-        True,
-        False,
-    ]
+    # Only the vllm layer pins vLLM (the ollama and llama.cpp layers sit beside docker, on gpu).
+    assert {n: before.layer_key(n) == after.layer_key(n) for n in before.layer_order()} == {
+        "base": True,
+        "gpu": True,
+        "docker": True,
+        "vllm": False,
+        "ollama": True,
+        "llamacpp": True,
+    }
 
 
 def test_lineage_walks_to_the_os_template() -> None:

@@ -31,7 +31,9 @@ RULES: dict[str, tuple[str, ...]] = {
     "providers.guests": PROVIDER_CORE,
     "providers.hostfiles": PROVIDER_CORE,
     "providers.nvidia_driver": PROVIDER_CORE,
-    "providers.vllm_service": PROVIDER_CORE,
+    "providers.model_server": PROVIDER_CORE,
+    # vLLM's resource (kept for existing state) runs the shared model server's steps.
+    "providers.vllm_service": (*PROVIDER_CORE, "providers.model_server"),
     "phoenix_components": (),
     "phoenix_components.config": ("providers.errors", CHANNELS),
     "phoenix_components.render": ("phoenix_components.config", "providers"),
