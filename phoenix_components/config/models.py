@@ -1183,7 +1183,9 @@ class StackPlacement(Model):
     (``phoenix_components/config/stack_files.py`` loads and checks the stack's own files)."""
 
     name: Name = Field(description="the directory under config/stacks/; also the Compose project name")
-    guest: VmId = Field(description="vmid of a container on a docker layer, or of a VM with the docker feature")
+    guest: VmId = Field(
+        description="vmid of a container on a docker layer, or of a VM with the docker feature"
+    )
 
 
 class Guests(Document):

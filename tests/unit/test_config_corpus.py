@@ -1,8 +1,8 @@
 """Every malformed config in tests/config_corpus gets exit 2 and `file: json.path: message`, offline.
 
 Each case is a small edit of the shipped dev config (set / delete / replace text / replace with raw
-bytes / remove a file / write a new file) and the lines the user must see. All cases run in one child process whose audit
-hook refuses any socket or process: validation must never reach for the host.
+bytes / remove a file / write a new file) and the lines the user must see. All cases run in one child
+process whose audit hook refuses any socket or process: validation must never reach for the host.
 """
 
 from __future__ import annotations
