@@ -164,7 +164,19 @@ def unwrap(inputs: ComposeStackInputs, result: CommandResult) -> CommandResult:
         answer = json.loads(result.stdout)
     except json.JSONDecodeError:
         return result
-    if not isinstance(answer, dict) or "exitcode" not in answer:
+    if not isinstance(answer, dict):
+        return result
+    if "exitcode" not in answer:
+        # Past its --timeout qm answers only the pid (`exited` 0): the command may still run in the VM.
+        if "pid" in answer and not answer.get("exited"):
+            return CommandResult(
+                result.host,
+                result.argv,
+                124,
+                "",
+                f"qm guest exec: no exit within its --timeout (pid {answer['pid']} in the VM)",
+                result.duration,
+            )
         return result
     return CommandResult(
         result.host,
@@ -255,7 +267,8 @@ def deploy_steps(inputs: ComposeStackInputs) -> list[HostCommand]:
         HostCommand(
             f"docker compose up {inputs.project} in {inputs.guest}",
             up_argv(inputs),
-            timeout_s=inputs.wait_timeout_s + DEADLINE_MARGIN_S,
+            # Past Compose's own deadline and qm's --timeout: SSH ends the command only as a last resort.
+            timeout_s=inputs.wait_timeout_s + 2 * DEADLINE_MARGIN_S,
         ),
         HostCommand(f"docker compose ps {inputs.project} in {inputs.guest}", ps_argv(inputs)),
     ]

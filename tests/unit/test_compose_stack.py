@@ -115,6 +115,8 @@ def test_qm_guest_exec_json_becomes_the_commands_own_result() -> None:
     answer = json.dumps({"exited": 1, "exitcode": 3, "out-data": "out", "err-data": "boom"})
     result = unwrap(vm, CommandResult("pve1", "qm ...", 0, answer, "", 0.1))
     assert (result.exit_status, result.stdout, result.stderr) == (3, "out", "boom")
+    late = unwrap(vm, CommandResult("pve1", "qm ...", 0, json.dumps({"pid": 812, "exited": 0}), "", 30.0))
+    assert late.exit_status == 124 and "no exit within its --timeout" in late.stderr
     plain = CommandResult("pve1", "pct ...", 0, answer, "", 0.1)
     assert unwrap(inputs(), plain) is plain  # pct exec passes the exit code through itself
 
@@ -217,7 +219,7 @@ def test_create_writes_both_files_runs_up_and_records_each_service(monkeypatch: 
     assert result.outs["service_states"] == {"web": "running", "db": "running"}
     assert result.outs["compose_sha256"] == sha256_text(COMPOSE)
     assert [c.stdin for c in ssh.calls[1:3]] == [COMPOSE, env_text(inputs())]
-    assert ssh.calls[3].timeout == 180  # Compose's --wait-timeout plus the margin
+    assert ssh.calls[3].timeout == 240  # Compose's --wait-timeout, then qm's margin, then SSH's
 
 
 def test_a_failed_first_up_is_a_typed_error_with_compose_output_masked_and_the_stack_taken_down(
