@@ -40,14 +40,19 @@ from tests.lab.pve import OS_TEMPLATE
 pytestmark = [pytest.mark.lab, pytest.mark.cli]
 
 HAND_MADE = {811: "hand-web", 812: "hand-db"}
+HAND_DATA = "rpool/data/hand-data"  # a dataset made with `zfs create`, holding data, to adopt
+DATASETS = {"hand": {"dataset": HAND_DATA, "snapshot": "v1", "compression": "on", "adopt": True}}
 
 
 def guests_file(stack: LabStack) -> Path:
     return stack.config / "environments" / ENV / "guests.json"
 
 
-def write_containers(stack: LabStack, containers: list[dict[str, Any]]) -> None:
-    guests_file(stack).write_text(json.dumps({"containers": containers}, indent=2))
+def write_containers(
+    stack: LabStack, containers: list[dict[str, Any]], datasets: dict[str, Any] | None = None
+) -> None:
+    document = {"containers": containers, "datasets": DATASETS if datasets is None else datasets}
+    guests_file(stack).write_text(json.dumps(document, indent=2))
 
 
 def requests_since(stack: LabStack, since: int) -> list[tuple[str, str, dict[str, str]]]:
@@ -143,14 +148,19 @@ def stack(lab_stack: LabStack) -> Iterator[LabStack]:
     chain = json.loads(chain_path.read_text())
     chain["layers"] = {"base": chain["layers"]["base"]}
     chain_path.write_text(json.dumps(chain, indent=2))
-    write_containers(lab_stack, [])
+    write_containers(lab_stack, [], {})
     make_by_hand(lab_stack)
+    zpool = lab_stack.host.zpool
+    zpool.zfs("create", HAND_DATA)
+    (zpool.mountpoint(HAND_DATA) / "weights.bin").write_text("someone's data\n")
     try:
         yield lab_stack
     finally:
         if lab_stack.engine.resources():
             lab_stack.engine.destroy()
         remove_by_hand(lab_stack)
+        if zpool.exists(HAND_DATA):
+            zpool.zfs("destroy", "-r", HAND_DATA)
 
 
 def phoenix_import(stack: LabStack, out: Path) -> subprocess.CompletedProcess[str]:
@@ -209,9 +219,13 @@ def test_the_first_up_adopts_them_with_no_clone_no_create_and_no_restart(stack: 
     assert IMPORTED, "the import test ran first"
     write_containers(stack, IMPORTED)
     since = request_count(stack)
-    report = stack.up()
+    with stack.host.sshd.server.recording() as commands:
+        report = stack.up()
     ops = dynamic_ops(report)
     assert {ops[f"ct-{vmid}-container"] for vmid in HAND_MADE} == {"create"}, "taken into state"
+    assert ops["dataset-hand"] == "create"
+    assert not any(line.startswith("zfs create") and HAND_DATA in line for line in commands), "read, not made"
+    assert (stack.host.zpool.mountpoint(HAND_DATA) / "weights.bin").read_text() == "someone's data\n"
     requests = requests_since(stack, since)
     for vmid in HAND_MADE:
         assert mutations(naming(requests, vmid)) == [], f"CT {vmid}: no clone, create, config or restart"
@@ -267,11 +281,15 @@ def test_removing_them_follows_retain_on_delete(stack: LabStack) -> None:
     since = request_count(stack)
     assert dynamic_ops(stack.up())["ct-812-container"] == "update"
     assert mutations(naming(requests_since(stack, since), 812)) == []
-    write_containers(stack, [])
+    write_containers(stack, [], {})
     since = request_count(stack)
     report = stack.up()
     ops = dynamic_ops(report)
     assert (ops["ct-811-container"], ops["ct-812-container"]) == ("delete", "delete")
+    assert ops["dataset-hand"] == "delete" and stack.host.zpool.exists(HAND_DATA), (
+        "an adopted dataset is kept"
+    )
+    assert stack.host.zpool.exists(f"{HAND_DATA}@v1"), "and so is its snapshot"
     requests = requests_since(stack, since)
     assert mutations(naming(requests, 811)) == [], "retained: only forgotten"
     kept = live_config(stack, 811)
