@@ -6,6 +6,8 @@ phoenix graph    [--format mermaid|dot]       the chain, guests, Compose stacks 
 phoenix schema   [--write]                    regenerate / check config/schema/*.json
 phoenix preview  [--stack S]                  `pulumi preview`, or the offline view when the CLI is missing
 phoenix import   --from-bash DIR --environment NAME   the bash Phoenix's etc/ files as an environment
+phoenix import   --from-host --stack S [--out FILE]   a live host's unmanaged containers to adopt (reads it:
+                                              the stack's secrets, PVE API and SSH; cli/host_import.py)
 phoenix backend bootstrap s3://BUCKET         the Pulumi state bucket on S3 (calls AWS; see cli/aws.py)
 phoenix models sync --bucket B DIR            model files to/from the cache bucket (calls AWS)
 
@@ -287,9 +289,14 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--from-bash", type=Path, metavar="DIR", help="the bash Phoenix's etc/ directory")
     source.add_argument("--from-host", action="store_true", help="the guests of the stack's live host")
     imports.add_argument("--config", type=Path, default=_project_dir() / "config", help="config directory")
-    imports.add_argument("--stack", help="Pulumi stack (with --from-host)")
+    imports.add_argument("--stack", help="Pulumi stack (with --from-host; default dev): its host and secrets")
     imports.add_argument("--environment", metavar="NAME", help="the environment to write (--from-bash)")
-    imports.add_argument("--out", type=Path, help="where to write it (default config/environments/NAME)")
+    imports.add_argument(
+        "--out",
+        type=Path,
+        help="where to write it: --from-bash a directory (default config/environments/NAME), "
+        "--from-host a file (default stdout)",
+    )
     imports.add_argument("--force", action="store_true", help="overwrite an existing environment")
     imports.add_argument("--report", type=Path, metavar="FILE", help="also write the report as JSON")
     imports.add_argument("--node", help="PVE node name (default: the bash network.hostname, else phoenix)")
