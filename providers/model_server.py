@@ -12,7 +12,8 @@ the guest and carrying the tail of the service's journal. Probes run inside the 
 vLLM keeps its own resource (``providers/vllm_service.py``: type token, inputs and state of existing
 stacks), built on the functions here.
 
-``guest_instance``: as for VllmService, a replaced guest (same vmid) is an update that deploys again.
+``guest_instance``: as for VllmService, a replaced guest (same vmid) is an update that deploys again. A
+failed update puts the previous unit back (state keeps the previous inputs), so host and state agree.
 """
 
 from __future__ import annotations
@@ -24,9 +25,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import ReadResult
+from pulumi.dynamic import ReadResult, UpdateResult
 
-from providers.base import VERSION_KEY, ConvergingProvider, DynamicResource, Inputs, Options, stored
+from providers.base import (
+    VERSION_KEY,
+    ConvergingProvider,
+    DynamicResource,
+    Inputs,
+    Options,
+    cleanup_on_failure,
+    stored,
+)
 from providers.channels.command import Executor, sh_argv, sha256_text, write_file_argv
 from providers.channels.pct import exec_argv
 from providers.channels.steps import HostCommand
@@ -327,6 +336,20 @@ class ModelServerProvider(ConvergingProvider):
             inputs.vmid, inputs.unit_path, inputs.service, f"phoenix-{inputs.engine}-rm"
         )
         remove_service(self.ssh(), remove)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Deploy ``news``; if that fails, the previous unit goes back (and is restarted): a failed update
+        keeps the old inputs in state, so the guest must run what they say, and a config set back to them
+        is then really "no change"."""
+        old = ModelServerInputs.from_props(olds)
+        with cleanup_on_failure(
+            lambda: self._install(old), f"restoring the previous {old.service} in CT {old.vmid}"
+        ):
+            return UpdateResult(self.converge(ModelServerInputs.from_props(news)))
+
+    def _install(self, inputs: ModelServerInputs) -> None:
+        install = deploy_steps(inputs)[0]
+        self.ssh().run(install.argv, stdin=install.stdin, check=False).check(install.what)
 
     def converge(self, inputs: ModelServerInputs) -> dict[str, Any]:
         """Install the unit and (re)start the server, pull the model once it answers, then wait until it

@@ -135,7 +135,8 @@ def test_first_up_builds_the_chain_as_linked_clones_and_two_serving_guests(lab_s
     )
     assert set(report.ops.values()) == {"create"} and set(report.summary) == {"create"}
     # The stack outputs __main__.py exports: every layer verified (promotable), each served model's endpoint.
-    assert report.exports["layer_verified"] == dict.fromkeys(LAYERS, True)
+    # Every layer of the chain (the model servers' ollama and llamacpp beside the vLLM line checked below).
+    assert report.exports["layer_verified"] == dict.fromkeys(lab_stack.environment().chain.layers, True)
     assert set(report.exports["vllm_endpoints"]) == {guest.served for guest in lab_stack.guests}
     for name in [*(f"layer-{layer}-template" for layer in LAYERS), f"apparmor-{PROFILE}"]:
         assert ops[name] == "create"

@@ -118,13 +118,24 @@ def test_a_model_that_cannot_be_pulled_fails_the_deploy_naming_the_pull_then_a_f
         print(f"\nunpullable model: failed after {time.monotonic() - started:.1f}s")
         assert "pull lab-standin-missing:latest in CT 803" in details
         assert "pull model manifest: file does not exist" in details
+        # The failed update put the previous unit back: the guest runs what the state (old inputs) says.
+        stored = dict(stack.engine.resource("ct-803-ollama").outputs)
+        unit = stack.guest_exec(OLLAMA.vmid, "cat", "/etc/systemd/system/ollama.service").stdout
+        assert unit == stored["unit"] and "ollama serving tiny-ollama" in unit
+        assert "restoring the previous" not in details  # the restore itself did not fail
     finally:
         stack.set_guests(GUESTS)
     report = stack.up()
     changed = {short(u): op for u, op in report.changed.items() if is_dynamic(u)}
-    # The model is in the guest's description too (the container's update); the server deploys again.
-    assert changed == {"ct-803-container": "update", "ct-803-ollama": "update"}
-    assert get(OLLAMA.port, "/api/tags")[1]["models"][-1]["name"] == "tiny-ollama:latest"
+    print(f"after the fix: {changed}")
+    # The server is as the state says already: set back, its config is no change.
+    assert "ct-803-ollama" not in changed and changed.get("ct-803-container") == "update"
+    assert get(OLLAMA.port, "/api/tags")[1]["models"] == [
+        {"name": "tiny-ollama:latest", "model": "tiny-ollama:latest", "size": 0}
+    ]
+    assert (
+        stack.guest_exec(OLLAMA.vmid, "systemctl", "is-active", "ollama.service").stdout.strip() == "active"
+    )
 
 
 def test_a_llamacpp_server_that_never_loads_fails_with_its_journal_tail(stack: LabStack) -> None:

@@ -74,7 +74,14 @@ def test_feature_script_is_shellcheck_clean(script: Path) -> None:
 
 def test_every_feature_script_is_covered() -> None:
     # A new product script must get its tests here, not slip past them.
-    assert [p.name for p in SCRIPTS] == ["base_setup.sh", "docker.sh", "nvidia.sh", "vllm.sh"]
+    assert [p.name for p in SCRIPTS] == [
+        "base_setup.sh",
+        "docker.sh",
+        "llamacpp.sh",
+        "nvidia.sh",
+        "ollama.sh",
+        "vllm.sh",
+    ]
 
 
 # --- the scripts run for real, in a throwaway root ------------------------------------------------------
@@ -413,4 +420,65 @@ def test_an_unknown_target_is_refused_before_anything_runs(
 
     assert proc.returncode == 2
     assert "PHOENIX_TARGET must be lxc, vm or ec2, not 'k8s'" in proc.stderr
+    assert box.calls() == []
+
+
+# ollama.sh and llamacpp.sh: the downloads need the network, so the sandbox proves the pins' refusals and
+# the idempotent exit; the real tarball and build run only on a host with network.
+
+OLLAMA, LLAMACPP = FEATURES / "ollama.sh", FEATURES / "llamacpp.sh"
+OLLAMA_ENV = {"PHOENIX_OLLAMA_VERSION": PINS["PHOENIX_OLLAMA_VERSION"]}
+OLLAMA_URL = (
+    f"https://github.com/ollama/ollama/releases/download/v{OLLAMA_ENV['PHOENIX_OLLAMA_VERSION']}/"
+    "ollama-linux-amd64.tgz"
+)
+LLAMACPP_ENV = {key: PINS[key] for key in ("PHOENIX_LLAMACPP_VERSION", "PHOENIX_CUDA_TOOLKIT_VERSION")}
+
+
+@pytest.mark.lab
+def test_ollama_refuses_a_tarball_whose_sha256_is_not_the_pinned_one(box: Sandbox) -> None:
+    box.serve(OLLAMA_URL, b"TEST-ONLY: not ollama's release tarball\n")
+
+    proc = box.run(OLLAMA, OLLAMA_ENV)
+
+    assert proc.returncode != 0
+    assert box.calls_to("curl")[0][-1] == OLLAMA_URL and box.calls_to("sha256sum")  # checked, then stopped
+    assert not box.path("/usr/local/bin/ollama").exists() and not box.path("/usr/local/lib/ollama").exists()
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize(
+    ("script", "variable"), [(OLLAMA, "PHOENIX_OLLAMA_VERSION"), (LLAMACPP, "PHOENIX_LLAMACPP_VERSION")]
+)
+def test_a_version_without_a_pinned_digest_is_refused_before_any_download(
+    box: Sandbox, script: Path, variable: str
+) -> None:
+    env = {**OLLAMA_ENV, **LLAMACPP_ENV, variable: "0.0.0-unpinned"}
+
+    proc = box.run(script, env)
+
+    assert proc.returncode == 2 and "0.0.0-unpinned" in proc.stderr
+    assert box.calls() == []
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize(
+    ("script", "binary", "marker", "env"),
+    [
+        (OLLAMA, "/usr/local/bin/ollama", "/usr/local/lib/ollama/.phoenix-version", OLLAMA_ENV),
+        (LLAMACPP, "/usr/local/bin/llama-server", "/usr/local/lib/llama.cpp.phoenix-version", LLAMACPP_ENV),
+    ],
+)
+def test_an_installed_pinned_version_is_left_alone(
+    box: Sandbox, script: Path, binary: str, marker: str, env: dict[str, str]
+) -> None:
+    version = next(v for k, v in env.items() if k != "PHOENIX_CUDA_TOOLKIT_VERSION")
+    box.path(marker).parent.mkdir(parents=True, exist_ok=True)
+    box.path(marker).write_text(version + "\n")
+    box.path(binary).write_text("#!/bin/sh\n# TEST-ONLY: an installed binary\n")
+    box.path(binary).chmod(0o755)
+
+    proc = ok(box.run(script, env))
+
+    assert f"{version} already installed" in proc.stdout
     assert box.calls() == []

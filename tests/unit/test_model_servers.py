@@ -316,6 +316,40 @@ def test_a_server_that_never_lists_the_model_fails_with_its_journal(monkeypatch:
     assert "journalctl -u llama-server.service" in message and "out of memory" in caught.value.journal_tail
 
 
+def test_a_failed_update_puts_the_previous_unit_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """State keeps the previous inputs after a failed update: the guest gets the previous unit again."""
+    new = ModelServerInputs.from_props({**PROPS, "unit": "new", "model": "missing:latest"})
+    install, answers, pull, _serving = deploy_steps(new)
+    restore = deploy_steps(INPUTS)[0]
+    fake = ScriptedExecutor(
+        [
+            Answer(install.argv),
+            Answer(answers.argv, stdout=UP),
+            Answer(pull.argv, 1, stderr="Error: pull model manifest: file does not exist\n"),
+            Answer(restore.argv),
+        ]
+    )
+    with pytest.raises(RemoteCommandError, match="pull missing:latest"):
+        on(ModelServerProvider(), fake, monkeypatch).update("x", INPUTS.to_props(), new.to_props())
+    assert [c.stdin for c in fake.calls] == ["new", None, None, "u"] and fake.done()
+
+
+def test_a_failed_restore_is_a_note_on_the_original_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    new = ModelServerInputs.from_props({**PROPS, "unit": "new", "pull": []})
+    install, serving = deploy_steps(new)
+    fake = ScriptedExecutor(
+        [
+            Answer(install.argv, 1, stderr="Failed to restart ollama.service\n"),
+            Answer(deploy_steps(INPUTS)[0].argv, 255, stderr="CT 203 is not running\n"),
+        ]
+    )
+    with pytest.raises(RemoteCommandError, match="install ollama.service in CT 203") as caught:
+        on(ModelServerProvider(), fake, monkeypatch).update("x", INPUTS.to_props(), new.to_props())
+    assert any(
+        "restoring the previous ollama.service in CT 203 also failed" in n for n in caught.value.__notes__
+    )
+
+
 def test_a_new_unit_or_model_updates_and_a_new_guest_or_engine_replaces() -> None:
     provider = ModelServerProvider()
     for key, value in (("unit", "v"), ("model", "qwen3:8b"), ("pull", []), ("guest_instance", "9a")):
