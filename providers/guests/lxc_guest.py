@@ -307,7 +307,7 @@ def adopted_outputs(inputs: LxcGuestInputs, config: Mapping[str, Any]) -> dict[s
     """An adopted container's outputs: as if created, its origin ``adopted`` (it is no layer's clone)."""
     volume = str(config.get("rootfs", "")).split(",", 1)[0]
     return {
-        **inputs.to_props(),
+        **stored_inputs(inputs),
         "mac": hwaddr(str(config.get("net0", ""))) or hwaddr(str(inputs.params.get("net0", ""))),
         "volume": volume,
         "dataset": volume_dataset(volume, inputs.pool) if volume else "",
@@ -498,10 +498,19 @@ def update_steps(
     return checked_devices(new, steps)
 
 
+ADOPTION_INPUTS = ("adopt", "retain_on_delete")
+
+
+def stored_inputs(inputs: LxcGuestInputs) -> dict[str, Any]:
+    """The inputs as outputs; ``adopt``/``retain_on_delete`` only when set, so a guest Phoenix created keeps
+    exactly the outputs it had before they existed (a missing one reads as false)."""
+    return {k: v for k, v in inputs.to_props().items() if k not in ADOPTION_INPUTS or v}
+
+
 def created_outputs(inputs: LxcGuestInputs, linked: Mapping[str, Any]) -> dict[str, Any]:
     """A new container's outputs, from its linked-clone check (its config, volume, dataset, origin)."""
     return {
-        **inputs.to_props(),
+        **stored_inputs(inputs),
         "mac": hwaddr(str(linked["config"].get("net0", ""))),
         "volume": linked["volume"],
         "dataset": linked["dataset"],
@@ -587,7 +596,7 @@ class LxcGuestProvider(GuestProvider):
         snapshots = api.get(f"{new.path}/snapshot") if restore_point else []
         steps = update_steps(new, change, running=running, snapshots=snapshots, now=time.time())
         self._run_restarting(runner, new, steps, running and change.cold, "update")
-        return UpdateResult({**new.to_props(), **{k: olds.get(k) for k in GENERATED}})
+        return UpdateResult({**stored_inputs(new), **{k: olds.get(k) for k in GENERATED}})
 
     def _run_restarting(
         self, runner: StepRunner, inputs: LxcGuestInputs, steps: list[Step], stops: bool, what: str

@@ -70,7 +70,13 @@ def test_a_stored_guest_resource_unpickles_round_trips_and_diffs_clean(
     inputs = {k: plain(v) for k, v in resource["inputs"].items() if k != PROVIDER_KEY}
     outputs = {k: plain(v) for k, v in resource["outputs"].items() if k != PROVIDER_KEY}
     typed = provider.inputs_class.from_props(inputs)
-    assert {k: v for k, v in typed.to_props().items() if v is not None} == inputs
+    props = {k: v for k, v in typed.to_props().items() if v is not None}
+    assert {k: props[k] for k in inputs} == inputs
+    # An input newer than the state reads as its declared default (what the code before it did).
+    defaults = provider.inputs_class.defaults()
+    assert {k: props[k] for k in props if k not in inputs} == {
+        k: defaults[k] for k in props if k not in inputs
+    }
     checked = provider.check(outputs, inputs)
     assert checked.failures == []
     diff = provider.diff(resource["id"], outputs, checked.inputs)
