@@ -332,6 +332,18 @@ def _empty_lists(rec: _Recorder, file: str, base: tuple[Key, ...]) -> None:
         rec.empty(file, (*base, key))
 
 
+def _items(raw: Mapping[str, Any], key: str) -> list[tuple[int, Any]]:
+    """``enumerate`` of the list at ``key``; nothing when it is not a list (its leaf is then reported as
+    a key the importer does not understand)."""
+    value = raw.get(key)
+    return list(enumerate(value)) if isinstance(value, list) else []
+
+
+def _names(raw: Mapping[str, Any], key: str) -> list[tuple[int, str]]:
+    """The strings of the list at ``key`` (anything else in it is reported as not understood)."""
+    return [(i, value) for i, value in _items(raw, key) if isinstance(value, str)]
+
+
 def _loc(file: str, keys: Sequence[Key], label: str = "") -> str:
     where = f"{file} {render_path(keys)}"
     return f"{where} ({label})" if label else where
@@ -409,9 +421,9 @@ def inherited_features(ctid: str, configs: Mapping[str, Any]) -> list[str]:
     current: str | None = ctid
     while current is not None and current in configs and current not in seen:
         seen.add(current)
-        own = configs[current].get("features", [])
-        features[:0] = [f for f in own if isinstance(f, str) and f not in features]
-        parent = configs[current].get("clone_from_ctid")
+        config = configs[current] if isinstance(configs[current], dict) else {}
+        features[:0] = [f for _, f in _names(config, "features") if f not in features]
+        parent = config.get("clone_from_ctid")
         current = str(parent) if parent is not None else None
     return list(dict.fromkeys(features))
 
@@ -682,7 +694,7 @@ def _template(ctid: str, raw: Any, configs: Mapping[str, Any], state: _State) ->
         f"config/chain.json layers.{layer}",
         f"{why}: its clones use the layer {layer}, which Phoenix names and numbers itself",
     )
-    for i, feature in enumerate(raw.get("features", [])):
+    for i, feature in _names(raw, "features"):
         if feature in runs:
             rec.carry(f, (*base, "features", i), f"config/chain.json layers.{layer} (lineage)")
         else:
@@ -766,7 +778,7 @@ def _container(ctid: str, raw: dict[str, Any], configs: Mapping[str, Any], state
             "chain's OS template (Debian 12)",
         )
     own: list[str] = []
-    for i, feature in enumerate(raw.get("features", [])):
+    for i, feature in _names(raw, "features"):
         if feature in runs:
             rec.carry(f, (*base, "features", i), f"{at}.layer ({layer} runs it)")
         elif feature in state.ref.scripts:
@@ -876,7 +888,7 @@ def _container(ctid: str, raw: dict[str, Any], configs: Mapping[str, Any], state
 
     # Nesting and the AppArmor profile.
     pve_features: dict[str, bool] = {}
-    for i, option in enumerate(raw.get("pct_options", [])):
+    for i, option in _items(raw, "pct_options"):
         flag, _, value = str(option).partition("=")
         if flag in ("nesting", "keyctl", "fuse", "mknod") and value in ("1", ""):
             pve_features[flag] = True
@@ -943,7 +955,7 @@ def _container(ctid: str, raw: dict[str, Any], configs: Mapping[str, Any], state
         )
 
     mounts: list[dict[str, Any]] = []
-    for i, mount in enumerate(raw.get("mount_points", [])):
+    for i, mount in _items(raw, "mount_points"):
         if not isinstance(mount, dict):
             continue
         m = {
@@ -964,7 +976,7 @@ def _container(ctid: str, raw: dict[str, Any], configs: Mapping[str, Any], state
         for owner in ("owner_uid", "owner_gid"):
             rec.drop(f, (*base, "mount_points", i, owner), "Phoenix does not chown host directories")
     for list_key in ("zfs_volumes", "volumes"):
-        for i, volume in enumerate(raw.get(list_key, [])):
+        for i, volume in _items(raw, list_key):
             if not isinstance(volume, dict):
                 continue
             target = f"{at}.mounts[{len(mounts)}]"
@@ -1007,7 +1019,7 @@ def _container(ctid: str, raw: dict[str, Any], configs: Mapping[str, Any], state
             )
 
     _boot(raw, ct, f, base, at, state)
-    deps = [str(d) for d in raw.get("dependencies", [])]
+    deps = [str(d) for _, d in _items(raw, "dependencies")]
     ct["after"] = deps  # resolved to vmids of guests once every guest is known
     if raw.get("enable_lifecycle_snapshots") is True:
         ct["snapshot_before_update"] = True
@@ -1143,7 +1155,7 @@ def _firewall(
     rec = state.rec
     enabled = raw.get("enabled", True) is not False
     rules: list[dict[str, Any]] = []
-    for i, rule in enumerate(raw.get("rules", [])):
+    for i, rule in _items(raw, "rules"):
         if not isinstance(rule, dict):
             continue
         keys = (*base, "rules", i)
@@ -1384,7 +1396,7 @@ def _vm(
         vm["cloud_init"] = {"user": user, "ssh_authorized_keys": []}
         rec.carry(f, (*base, "user_config", "username"), f"{at}.cloud_init.user")
     own = []
-    for i, feature in enumerate(raw.get("features", [])):
+    for i, feature in _names(raw, "features"):
         if feature in state.ref.scripts:
             own.append(feature)
             rec.carry(f, (*base, "features", i), f"{at}.features", "cloud-init runs it at first boot")
@@ -1396,7 +1408,7 @@ def _vm(
     if firewall is not None:
         vm["firewall"] = firewall
     _boot(raw, vm, f, base, at, state)
-    vm["after"] = [str(d) for d in raw.get("dependencies", [])]
+    vm["after"] = [str(d) for _, d in _items(raw, "dependencies")]
     rec.carry(f, (*base, "is_template"), at, "not a template: a guest")
     for key, why in VM_DROPPED.items():
         rec.drop(f, (*base, key), why)
@@ -1594,8 +1606,8 @@ def _unique_addresses(state: _State) -> None:
     seen: dict[str, _Guest] = {}
     for guest in list(state.guests):
         nics = [guest.data["network"], *guest.data.get("networks", [])]
-        mine = [n["ip"].split("/")[0] for n in nics if n.get("ip") not in ("dhcp", "manual", None)]
-        mine += [n["mac"] for n in nics if n.get("mac")]
+        mine = [n["ip"].split("/")[0] for n in nics if isinstance(n.get("ip"), str) and "/" in n["ip"]]
+        mine += [n["mac"] for n in nics if isinstance(n.get("mac"), str)]
         clash = next((a for a in mine if a in seen), None)
         if clash is not None:
             what = "MAC" if ":" in clash else "IP address"

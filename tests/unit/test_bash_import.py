@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from phoenix_components.config.bash_import import (
 )
 from phoenix_components.config.bash_import import convert as convert_docs
 from phoenix_components.config.errors import ConfigError
-from phoenix_components.config.load import load_environment
+from phoenix_components.config.load import Environment, load_environment
 from phoenix_components.config.models import Chain
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +67,7 @@ def convert(case: str, config: Path, facts: Facts = FACTS) -> Conversion:
     return convert_docs(read_bash(FIXTURES / case / "etc"), facts, reference(config))
 
 
-def write_and_load(conversion: Conversion, config: Path, name: str) -> Any:
+def write_and_load(conversion: Conversion, config: Path, name: str) -> Environment:
     """Writes the conversion as environment ``name`` and loads it with Phoenix's loader."""
     out = config / "environments" / name
     out.mkdir(parents=True)
@@ -142,6 +143,7 @@ def test_full_fixture_is_a_valid_environment(config: Path) -> None:
     def runs(vmid: int) -> list[str]:
         """What the guest runs: its layer's lineage, then its own features."""
         ct = containers[vmid]
+        assert ct.layer is not None  # the import gives every container a layer
         layers = env.layer_lineage(ct.layer)
         return [f for name in layers for f in env.chain.layers[name].features] + ct.features
 
@@ -307,6 +309,37 @@ def test_full_fixture_findings(config: Path) -> None:
     secrets = [f.where for f in conversion.findings if f.kind == "plaintext-secret"]
     assert any("admin_password" in w for w in secrets) and any("variables[1].value" in w for w in secrets)
     assert "hunter2" not in json.dumps([conversion.host, conversion.guests])  # never carried
+
+
+def _nodes(data: Any, at: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+    """Every key path at or under ``at`` (objects and lists included, not only leaves)."""
+    yield at
+    children = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in children:
+        yield from _nodes(value, (*at, key))
+
+
+def test_odd_values_are_reported_and_never_crash_the_import(config: Path) -> None:
+    """Each value of one container, one VM and the host file's sections, replaced by a string and by null:
+    the import still reports every field of its input and raises nothing."""
+    docs = read_bash(FIXTURES / "full" / "etc")
+    ref = reference(config)
+    paths = [
+        *((LXC, p) for p in _nodes(docs[LXC]["lxc_configs"]["801"], ("lxc_configs", "801"))),
+        *((VMS, p) for p in _nodes(docs[VMS]["vms"][2], ("vms", 2))),
+        *((HYPERVISOR, (key,)) for key in docs[HYPERVISOR]),
+        *((HYPERVISOR, ("network", key)) for key in docs[HYPERVISOR]["network"]),
+    ]
+    for file, path in paths:
+        for odd in ("x", None):
+            mutated = json.loads(json.dumps(docs))
+            parent = mutated[file]
+            for key in path[:-1]:
+                parent = parent[key]
+            parent[path[-1]] = odd
+            conversion = convert_docs(mutated, FACTS, ref)
+            expected = {(f, render_path(p)) for f in FILES for p, _ in leaves(mutated[f])}
+            assert {(e.file, e.path) for e in conversion.entries} == expected, (file, path, odd)
 
 
 # ---------------------------------------------------------------- finding cases
