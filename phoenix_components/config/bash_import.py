@@ -383,7 +383,12 @@ class _State:
 
 
 def convert(docs: Mapping[str, Any], facts: Facts, ref: Reference) -> Conversion:
-    """The environment the bash files describe, the report of every field, and the findings."""
+    """The environment the bash files describe, the report of every field, and the findings.
+
+    ``docs`` maps each of :data:`FILES` to its parsed JSON, each with its top-level key of the type
+    :data:`SHAPES` names (``phoenix_components.cli.bash_import.read_bash`` checks that); below that, any
+    value of any type is reported, never a crash.
+    """
     state = _State(_Recorder(docs), ref, facts)
     host = _host(docs[HYPERVISOR], state)
     _lxc_root(docs[LXC], host, state)
