@@ -332,6 +332,11 @@ def _empty_lists(rec: _Recorder, file: str, base: tuple[Key, ...]) -> None:
         rec.empty(file, (*base, key))
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (the value is then reported on its own)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _items(raw: Mapping[str, Any], key: str) -> list[tuple[int, Any]]:
     """``enumerate`` of the list at ``key``; nothing when it is not a list (its leaf is then reported as
     a key the importer does not understand)."""
@@ -583,8 +588,7 @@ def _host(doc: dict[str, Any], state: _State) -> dict[str, Any]:
             f"replaced: `ssh-keyscan {endpoint_host} | ssh-keygen -lf -` (or pass --ssh-host-key)",
         )
 
-    nvidia = doc.get("nvidia_driver") if isinstance(doc.get("nvidia_driver"), dict) else {}
-    assert isinstance(nvidia, dict)
+    nvidia = _obj(doc.get("nvidia_driver"))
     version, url = nvidia.get("version"), nvidia.get("runfile_url")
     if isinstance(version, str) and isinstance(url, str):
         driver: dict[str, Any] = {"version": version, "runfile_url": url}
@@ -1373,8 +1377,7 @@ def _vm(
                 rec.carry(f, (*base, key), f"{at}.{target}")
     if "storage_pool" in raw:
         rec.change(f, (*base, "storage_pool"), "host.json storage.vm_disks", "one VM disk storage, host-wide")
-    cfg = raw.get("network_config") if isinstance(raw.get("network_config"), dict) else {}
-    assert isinstance(cfg, dict)
+    cfg = _obj(raw.get("network_config"))
     bridge = raw.get("network_bridge", defaults.get("network_bridge", "vmbr0"))
     if "network_bridge" in raw:
         rec.carry(f, (*base, "network_bridge"), f"{at}.network.bridge")
