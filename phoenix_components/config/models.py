@@ -8,7 +8,7 @@ Three files describe one environment (see config/README.md):
 - ``config/environments/<env>/guests.json`` LXC containers, VMs and data datasets.
 
 Everything here is shape and single-record rules. Facts that relate records (unique vmids, a layer's parent
-exists, the engines' GPU memory per GPU, …) live in :mod:`phoenix_components.config.load`, which names the file
+exists, GPU memory summed per GPU, …) live in :mod:`phoenix_components.config.load`, which names the file
 and JSON path of every mistake. ``extra="forbid"`` everywhere: a typo in a key is an error, never silently
 ignored.
 """
