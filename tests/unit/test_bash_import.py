@@ -446,6 +446,8 @@ def test_command_writes_validates_and_refuses_to_overwrite(
     assert report["written"] is True and len(report["entries"]) == 564
     assert {"file", "path", "disposition", "target", "reason"} == set(report["entries"][0])
     assert any(f["kind"] == "unconfined-apparmor" for f in report["findings"])
+    for secret in ("hunter2-not-a-real-one", "prod-password-in-git"):  # reported by path, never by value
+        assert secret not in out + err and secret not in (tmp_path / "report.json").read_text()
 
     code, _, err = run(args, capsys)
     assert code == 2 and "exists; pass --force to overwrite it" in err
