@@ -451,7 +451,8 @@ class ComposeStackProvider(ConvergingProvider):
     def _run(
         ssh: Executor, inputs: ComposeStackInputs, step: HostCommand, *, check: bool = False
     ) -> CommandResult:
-        result = ssh.run(step.argv, stdin=step.stdin or None, check=False, timeout=step.timeout_s)
+        # Always a stdin, even an empty one: the write steps `cat` it, and only a sent stdin is closed.
+        result = ssh.run(step.argv, stdin=step.stdin, check=False, timeout=step.timeout_s)
         result = unwrap(inputs, result)
         if check:
             result.check(step.what)

@@ -219,6 +219,10 @@ def test_create_writes_both_files_runs_up_and_records_each_service(monkeypatch: 
     assert result.outs["service_states"] == {"web": "running", "db": "running"}
     assert result.outs["compose_sha256"] == sha256_text(COMPOSE)
     assert [c.stdin for c in ssh.calls[1:3]] == [COMPOSE, env_text(inputs())]
+    empty = ScriptedExecutor(deploy_script(ps=ps_lines(web="running", db="running")))
+    on(ComposeStackProvider(), empty, monkeypatch).create(props(environment={}, secrets={}))
+    # No variables: the env file is empty, but still sent (and so closed): `cat` must not wait for more.
+    assert empty.calls[2].stdin == ""
     assert ssh.calls[3].timeout == 240  # Compose's --wait-timeout, then qm's margin, then SSH's
 
 
