@@ -48,7 +48,7 @@ from phoenix_components.config.load import (
     json_path,
     name_guests,
 )
-from phoenix_components.config.models import Chain, Guests, Host
+from phoenix_components.config.models import Chain, Container, Guests, Host
 
 HYPERVISOR = "phoenix_hypervisor_config.json"
 LXC = "phoenix_lxc_configs.json"
@@ -1025,6 +1025,17 @@ def _container(ctid: str, raw: dict[str, Any], configs: Mapping[str, Any], state
                 f,
                 (*base, "application_script"),
                 "bash scripts pushed into the guest are not run by Phoenix (a guest feature would be)",
+            )
+    # The bash ollama/llama.cpp guests name no model (their app scripts chose it); Phoenix's model
+    # servers of those engines need one, so the import installs the engine and leaves the choice to you.
+    for server in ("ollama", "llamacpp"):
+        if server in features and server in Container.model_fields:
+            state.find(
+                "model-server",
+                _loc(f, base, label),
+                f"the guest runs {server}, but the bash files do not say which model it serves",
+                f"installed {server} (layer or feature) without a model server; add "
+                f'`"{server}": {{"model": ...}}` to the guest to have Phoenix serve and health-check one',
             )
 
     _boot(raw, ct, f, base, at, state)

@@ -305,6 +305,8 @@ def test_full_fixture_findings(config: Path) -> None:
     assert found.count("unconfined-apparmor") == 7  # every guest container
     assert found.count("plaintext-secret") == 2  # the Portainer password, DATABASE_PASS
     assert "placeholder" in found  # ssh.host_key
+    servers = [f for f in conversion.findings if f.kind == "model-server"]
+    assert [f.where for f in servers] == [f"{LXC} lxc_configs.914 (CT 914 ollama-gpu1)"]
     assert not any(f.blocking for f in conversion.findings)
     secrets = [f.where for f in conversion.findings if f.kind == "plaintext-secret"]
     assert any("admin_password" in w for w in secrets) and any("variables[1].value" in w for w in secrets)
