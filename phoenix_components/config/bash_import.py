@@ -298,7 +298,7 @@ VM_DROPPED: dict[str, str] = {
     "portainer_agent_hostname": "Portainer is not modelled by Phoenix",
     "traefik_service": "Traefik routes and DNS records are not modelled by Phoenix",
     "volumes": "NFS mounts inside VMs are not modelled by Phoenix",
-    "docker_stacks": "Docker Compose stacks are not modelled by Phoenix",
+    "docker_stacks": "a placement of a Compose stack: see the compose-stack finding for what to copy where",
     "dns_records": "DNS records are not modelled by Phoenix",
     "snapshots": "never taken by the bash original (a no-op)",
     "count": "never read by the bash original",
@@ -405,7 +405,7 @@ def convert(docs: Mapping[str, Any], facts: Facts, ref: Reference) -> Conversion
         if ctid not in templates and isinstance(raw, dict):
             _container(ctid, raw, docs[LXC]["lxc_configs"], state)
     _vm_file(docs[VMS], docs[HYPERVISOR], host, state)
-    _stacks(docs[STACKS], state)
+    _stacks(docs[STACKS], docs[VMS], state)
     _host_from_guests(host, state)
     _fit_gpus(state)
     _unique_addresses(state)
@@ -1435,7 +1435,7 @@ def _vm(
     state.guests.append(_Guest("vms", vm, f, base, label))
 
 
-def _stacks(doc: dict[str, Any], state: _State) -> None:
+def _stacks(doc: dict[str, Any], vms_doc: dict[str, Any], state: _State) -> None:
     rec, f = state.rec, STACKS
     rec.drop(f, ("$schema",), "an editor hint of the bash files")
     for leaf, value in leaves(doc.get("docker_stacks", {}), ("docker_stacks",)):
@@ -1448,11 +1448,37 @@ def _stacks(doc: dict[str, Any], state: _State) -> None:
                     f"{variable} is a secret in plain text",
                     "not carried; rotate it, it has been in a file (and likely in git)",
                 )
+    # Phoenix deploys a stack from config/stacks/<name>/ (its Compose file and stack.json) placed on a guest
+    # by guests.json `stacks`; the bash files only point at a Compose file elsewhere, which the import does
+    # not read. So each placement is a finding that says what to copy where.
+    stacks = _obj(doc.get("docker_stacks"))
+    for i, vm in _items(vms_doc, "vms"):
+        if not isinstance(vm, dict) or vm.get("is_template") is True:
+            continue
+        for j, name in _names(vm, "docker_stacks"):
+            stack = _obj(stacks.get(name))
+            compose = stack.get("compose_file_path", f"no entry in {STACKS}")
+            production = _obj(_obj(stack.get("environments")).get("production"))
+            variables = [
+                str(v.get("name")) for _, v in _items(production, "variables") if isinstance(v, dict)
+            ]
+            secrets = [v for v in variables if SECRET_NAME.search(v)]
+            plain = [v for v in variables if v not in secrets]
+            state.find(
+                "compose-stack",
+                _loc(VMS, ("vms", i, "docker_stacks", j), f"VM {vm.get('vmid')} {vm.get('name')}"),
+                f"the VM ran the Compose stack {name!r} ({compose})",
+                "not written (the import reads no Compose file): copy it to "
+                f"config/stacks/{name}/compose.yaml"
+                + (f", give stack.json environment {', '.join(plain)}" if plain else "")
+                + (f" and secrets {', '.join(secrets)} (as Pulumi secrets)" if secrets else "")
+                + f', then add {{"name": "{name}", "guest": {vm.get("vmid")}}} to guests.json stacks',
+            )
     rec.drop(
         f,
         ("docker_stacks",),
-        "Docker Compose stacks are not modelled by Phoenix; deploy them with "
-        "Compose in a VM that has the docker feature",
+        "Phoenix deploys Compose stacks from config/stacks/<name>/ (guests.json stacks); the import reads "
+        "no Compose file, so each stack a VM ran is a compose-stack finding saying what to copy where",
     )
 
 

@@ -305,6 +305,16 @@ def test_full_fixture_findings(config: Path) -> None:
     assert found.count("unconfined-apparmor") == 7  # every guest container
     assert found.count("plaintext-secret") == 2  # the Portainer password, DATABASE_PASS
     assert "placeholder" in found  # ssh.host_key
+    stacks = [f for f in conversion.findings if f.kind == "compose-stack"]
+    assert [f.where.split()[1] for f in stacks] == [
+        "vms[1].docker_stacks[0]",
+        "vms[2].docker_stacks[0]",
+        "vms[2].docker_stacks[1]",
+    ]
+    assert (
+        "secrets DATABASE_PASS" in stacks[2].action
+        and '{"name": "webapp", "guest": 1002}' in stacks[2].action
+    )
     servers = [f for f in conversion.findings if f.kind == "model-server"]
     assert [f.where for f in servers] == [f"{LXC} lxc_configs.914 (CT 914 ollama-gpu1)"]
     assert not any(f.blocking for f in conversion.findings)
