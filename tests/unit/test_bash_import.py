@@ -305,6 +305,8 @@ def test_full_fixture_findings(config: Path) -> None:
     assert found.count("unconfined-apparmor") == 7  # every guest container
     assert found.count("plaintext-secret") == 2  # the Portainer password, DATABASE_PASS
     assert "placeholder" in found  # ssh.host_key
+    existing = next(f for f in conversion.findings if f.kind == "existing-guests")
+    assert "101, 103, 801, 802, 803, 914, 950, 1001, 1002" in existing.message
     stacks = [f for f in conversion.findings if f.kind == "compose-stack"]
     assert [f.where.split()[1] for f in stacks] == [
         "vms[1].docker_stacks[0]",
