@@ -411,6 +411,9 @@ def convert(docs: Mapping[str, Any], facts: Facts, ref: Reference) -> Conversion
     _unique_addresses(state)
     _order_agrees(state)
     state.rec.unknown_rest()
+    # A blocked import writes nothing, so its validation would only repeat the blocking finding.
+    blocked = any(f.blocking for f in state.findings)
+    guests = _guests_doc(state) if blocked else _validated(host, state)
     if state.guests:
         vmids = ", ".join(str(v) for v in sorted(g.data["vmid"] for g in state.guests))
         state.find(
@@ -421,9 +424,6 @@ def convert(docs: Mapping[str, Any], facts: Facts, ref: Reference) -> Conversion
             "wrote them to be built anew: before `up`, back up their data and remove them from the host, or "
             "keep them as they run with `phoenix import --from-host` (adopted, from no layer) instead",
         )
-    # A blocked import writes nothing, so its validation would only repeat the blocking finding.
-    blocked = any(f.blocking for f in state.findings)
-    guests = _guests_doc(state) if blocked else _validated(host, state)
     return Conversion(host, guests, state.rec.ordered(), state.findings)
 
 
