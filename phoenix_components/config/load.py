@@ -884,9 +884,12 @@ def _check_container(
         yield Problem(f, f"{path}.layer", "required: the layer it is cloned from (or adopt: true)")
     if ct.layer is not None and ct.layer not in chain.layers:
         yield Problem(f, f"{path}.layer", f"no layer named {ct.layer!r} in {files.chain}")
-    if ct.layer is None and ct.adopt and ct.vllm is not None:
+    served = ct.engine()
+    if ct.layer is None and ct.adopt and served is not None:  # any model server: its layer installs it
         yield Problem(
-            f, f"{path}.vllm", "an adopted guest without a layer has no vLLM from Phoenix; name its layer"
+            f,
+            f"{path}.{served[0]}",
+            f"an adopted guest without a layer has no {served[1].TITLE} from Phoenix; name its layer",
         )
     if ct.adopt and ct.vmid in host.vmid_ranges.layers:
         r = host.vmid_ranges.layers
