@@ -7,6 +7,11 @@ from collections.abc import Mapping, Sequence
 
 from phoenix_components.render.errors import CONTROL_CHARACTER, UnsafeValueError
 
+# What systemd_quote escapes, in one pass: a backslash and a quote for systemd's quoting, `%` (specifiers)
+# and, in ExecStart only, `$` (variables).
+_ENVIRONMENT = str.maketrans({"\\": "\\\\", '"': '\\"', "%": "%%"})
+_ARGUMENT = str.maketrans({"\\": "\\\\", '"': '\\"', "%": "%%", "$": "$$"})
+
 
 def systemd_quote(arg: str, *, variables: bool = True) -> str:
     """One ExecStart argument: systemd expands ``%`` specifiers and ``$`` variables, so both are escaped.
@@ -17,10 +22,7 @@ def systemd_quote(arg: str, *, variables: bool = True) -> str:
     (``$$`` would reach the process as two dollars)."""
     if CONTROL_CHARACTER.search(arg):
         raise UnsafeValueError(f"a control character in a systemd unit argument: {arg!r}")
-    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
-    if variables:
-        escaped = escaped.replace("$", "$$")
-    return f'"{escaped}"'
+    return f'"{arg.translate(_ARGUMENT if variables else _ENVIRONMENT)}"'
 
 
 def systemd_text(text: str) -> str:
