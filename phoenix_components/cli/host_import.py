@@ -11,7 +11,9 @@ Which containers: every one on the stack's node that is not declared in the envi
 :func:`phoenix_components.render.from_host.container_from_pve` to an entry with ``adopt: true`` and no
 layer; the report (stderr, and ``--report FILE`` as JSON) lists by guest and key what could not be mapped
 and why, what the entry's first ``up`` would send (the provider's own adoption diff: normally nothing),
-and an entry the models refuse, with the model's message. The entries are a guests.json document
+and what validation would refuse of an entry: the model's own rules, and the cross-record checks of
+``phoenix validate`` with the entries beside the declared guests (a bridge host.json lacks, an address
+already used, the host's capacity). The entries are a guests.json document
 (``{"containers": [...]}``) on stdout, or in ``--out FILE``: add them to the environment's guests.json.
 
 Credentials, as ``pulumi up`` gets them: the stack's secret config (``phoenix:pvePassword`` or
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -39,7 +42,16 @@ from pydantic import ValidationError
 
 from phoenix_components.components.targets import api_target, ssh_target
 from phoenix_components.config.errors import ConfigError
-from phoenix_components.config.load import Environment, load_environment
+from phoenix_components.config.load import (
+    CHAIN_FILE,
+    ENVIRONMENTS_DIR,
+    GUESTS_FILE,
+    HOST_FILE,
+    Environment,
+    _Files,
+    check_environment,
+    load_environment,
+)
 from phoenix_components.config.models import Container
 from phoenix_components.config.stacks import stack_environment
 from phoenix_components.render.from_host import Imported, adoption_sends, container_from_pve
@@ -180,6 +192,39 @@ def import_guest(live: LiveGuest, env: Environment) -> tuple[Imported, GuestRepo
     return result, report
 
 
+def environment_problems(
+    env: Environment, imported: list[Container]
+) -> tuple[dict[int, list[str]], list[str]]:
+    """What Phoenix's validation would refuse once the imported containers join guests.json (a bridge
+    host.json lacks, an address or MAC already used, the host's capacity): the cross-record checks
+    ``phoenix validate`` runs, over the declared guests plus these. Only problems the imports bring: by
+    vmid for an entry's own, the rest (capacity) apart."""
+    env_dir = f"{ENVIRONMENTS_DIR}/{env.name}"
+    files = _Files(chain=CHAIN_FILE, host=f"{env_dir}/{HOST_FILE}", guests=f"{env_dir}/{GUESTS_FILE}")
+
+    def problems(guests: Any) -> list[Any]:
+        scripts, profiles = set(env.feature_scripts), set(env.apparmor_profiles)
+        return check_environment(env.host, env.chain, guests, scripts, profiles, files)
+
+    before = {str(p) for p in problems(env.guests)}
+    first = len(env.guests.containers)
+    merged = env.guests.model_copy(update={"containers": [*env.guests.containers, *imported]})
+    by_vmid: dict[int, list[str]] = {}
+    rest: list[str] = []
+    for problem in problems(merged):
+        if str(problem) in before:
+            continue
+        index = re.match(r"containers\[(\d+)\]", problem.path)
+        if index is not None and int(index.group(1)) >= first:
+            ct = imported[int(index.group(1)) - first]
+            by_vmid.setdefault(ct.vmid, []).append(
+                f"{problem.path.partition(']')[2].lstrip('.') or '$'}: {problem.message}"
+            )
+        else:
+            rest.append(str(problem))
+    return by_vmid, rest
+
+
 def print_report(reports: list[GuestReport], skipped: list[Skipped]) -> None:
     out = sys.stderr
     for r in reports:
@@ -188,7 +233,7 @@ def print_report(reports: list[GuestReport], skipped: list[Skipped]) -> None:
         for item in r.unmapped:
             print(f"  not mapped: {item['key']}: {item['reason']}", file=out)
         for line in r.invalid:
-            print(f"  refused by the model (fix the entry before adding it): {line}", file=out)
+            print(f"  refused by validation (fix the entry before adding it): {line}", file=out)
         for key, (live, declared) in r.first_up_sends.items():
             print(f"  the first up would send {key}: {live!r} -> {declared!r}", file=out)
     for s in skipped:
@@ -218,11 +263,17 @@ def import_from_host(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     entries: list[dict[str, Any]] = []
     reports: list[GuestReport] = []
+    valid: list[Container] = []
     for guest in live:
         result, report = import_guest(guest, env)
         reports.append(report)
         if result.entry is not None:
             entries.append(result.entry)
+            if not report.invalid:
+                valid.append(Container.model_validate(result.entry))
+    by_vmid, environment = environment_problems(env, valid)
+    for report in reports:
+        report.invalid += by_vmid.get(report.vmid, [])
     document = json.dumps({"containers": entries}, indent=2) + "\n"
     if args.out is not None:
         args.out.write_text(document)
@@ -230,10 +281,17 @@ def import_from_host(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(document)
     print_report(reports, skipped)
+    for line in environment:
+        print(f"validation, with the imported guests added: {line}", file=sys.stderr)
     if args.report is not None:
         args.report.write_text(
             json.dumps(
-                {"guests": [asdict(r) for r in reports], "skipped": [asdict(s) for s in skipped]}, indent=2
+                {
+                    "guests": [asdict(r) for r in reports],
+                    "skipped": [asdict(s) for s in skipped],
+                    "environment": environment,
+                },
+                indent=2,
             )
         )
     return 0

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from phoenix_components.cli.host_import import import_guest, read_host, stack_config
+from phoenix_components.cli.host_import import environment_problems, import_guest, read_host, stack_config
 from phoenix_components.config.load import load_environment
+from phoenix_components.config.models import Container
 from tests.support.fakes import FakePve
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
-NET = "name=eth0,bridge=vmbr0,firewall=1,hwaddr=BC:24:11:00:00:AA,ip=10.0.0.77/24,type=veth"
+NET = "name=eth0,bridge=vmbr0,firewall=1,hwaddr=BC:24:11:00:00:AA,ip=10.0.10.77/24,type=veth"
 
 
 def host() -> FakePve:
@@ -28,7 +29,9 @@ def host() -> FakePve:
     pve.add_guest(150, template=True, config={"hostname": "golden", "unprivileged": 1, "net0": NET})
     made = {"unprivileged": 1, "cores": 2, "memory": 1024, "swap": 0, "onboot": 1, "net0": NET}
     pve.add_guest(120, status="running", config={"hostname": "web", **made})
-    pve.add_guest(130, config={"hostname": "old-db", **made, "net0": NET.replace("AA", "AB")})
+    pve.add_guest(
+        130, config={"hostname": "old-db", **made, "net0": NET.replace("AA", "AB").replace("77", "78")}
+    )
     pve.guests[120].raw_lines = [
         "lxc.apparmor.profile: lxc-container-default-cgns",
         "lxc.mount.auto: proc:rw",
@@ -78,3 +81,17 @@ def test_each_entry_validates_and_its_report_says_what_the_first_up_would_send()
 def test_the_stack_config_is_read_without_the_cli_as_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     assert stack_config("dev", CONFIG.parent) == {}, "no Pulumi CLI: the PHOENIX_* variables are used"
+
+
+def test_an_entry_validation_would_refuse_beside_the_declared_guests_is_reported_with_why() -> None:
+    env = load_environment(CONFIG, "dev")
+    pve = host()
+    taken = env.guests.containers[0].network.ip  # CT 201's address
+    pve.guests[130].config["net0"] = NET.replace("AA", "AB").replace("10.0.10.77/24", taken)
+    live, _skipped = read_host(pve, pve.shell(), env)  # type: ignore[arg-type]
+    results = [import_guest(guest, env) for guest in live]
+    valid = [Container.model_validate(r.entry) for r, _report in results if r.entry is not None]
+    by_vmid, rest = environment_problems(env, valid)
+    address = taken.split("/")[0]
+    assert by_vmid == {130: [f"network.ip: IP address {address} is already used at containers[0].network.ip"]}
+    assert rest == []
