@@ -1,8 +1,10 @@
 """A Docker Compose stack end to end on the lab under the real engine: it goes up in CT 801 (a guest of the
-vllm layer, which descends from the docker layer), a second up changes nothing, a changed environment
-and a changed Compose file each update it in place (checked inside the guest), a service stopped by hand
-is drift that refresh reports and the next up repairs, a secret stays out of the state's plain text, and
-destroy leaves nothing of it in the guest.
+vllm layer, which descends from the docker layer) running exactly the commands ``phoenix plan`` lists for
+it, a second up changes nothing, a changed environment and a changed Compose file each update it in place
+(checked inside the guest), a service stopped by hand is drift that refresh reports and the next up
+repairs, a stack that never gets healthy fails the deploy with Compose's output and leaves nothing behind,
+a secret stays out of the state's plain text and out of every command line, and removing the stack leaves
+nothing of it in the guest.
 
 **Docker in the lab, what happened** (the brief asked to try a real engine first, for at most 15
 minutes). Debian bookworm's docker.io 20.10.24 (with its containerd and runc) runs on the lab machine:
@@ -28,7 +30,10 @@ import pytest
 from pulumi import automation as auto
 from pulumi.automation.errors import CommandError
 
+from phoenix_components.cli.plan import build_plan
+from providers.channels.steps import HostCommand
 from tests.cli.test_lab_e2e import dynamic_ops, outputs
+from tests.cli.test_lab_plan import recorded_ssh
 from tests.lab.e2e import LabGuest, LabStack, write_stack
 
 pytestmark = [pytest.mark.lab, pytest.mark.cli]
@@ -92,7 +97,18 @@ def running_services(stack: LabStack) -> dict[str, str]:
 
 
 def test_the_stack_goes_up_in_the_guest_after_it_with_its_environment_and_secret(stack: LabStack) -> None:
-    report = stack.ensure_up()
+    (planned,) = [r for r in build_plan(stack.environment()) if r.name == f"stack-{STACK}"]
+    assert stack.first is None, "this test needs the first up (it compares the plan with it)"
+    with stack.host.sshd.server.recording() as commands:
+        report = stack.ensure_up()
+    # `phoenix plan`'s steps for the stack are the commands the up ran for it, in order, and no others
+    # (the lab sshd's TEST-ONLY recorder saw them; a secret is in no argv, only in the env file's stdin).
+    recorded = recorded_ssh(commands)
+    steps = [tuple(step.argv) for step in planned.calls if isinstance(step, HostCommand)]
+    ours = [argv for argv in recorded if any(DIRECTORY in word for word in argv)]
+    print(f"\nplan vs up for stack-{STACK}: {len(steps)} planned commands, {len(ours)} recorded for it")
+    assert ours == steps
+    assert not any(TOKEN in word for argv in recorded for word in argv)
     ops = dynamic_ops(report)
     assert ops[RESOURCE] == "create" and ops[f"ct-{VMID}-vllm"] == "create"
     assert running_services(stack) == {"web": "running", "worker": "running"}
