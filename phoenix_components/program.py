@@ -27,6 +27,7 @@ from phoenix_components.config.cloud import CloudEnvironment, is_cloud_environme
 from phoenix_components.config.errors import ConfigError
 from phoenix_components.config.load import Environment, dependency_order, load_environment
 from phoenix_components.config.models import Container, Vm
+from phoenix_components.render.stacks import vm_instance
 
 
 def load_stack_environment(config_dir: Path) -> Environment | CloudEnvironment:
@@ -149,7 +150,11 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
                 stack=stack,
                 guest=built[stack.guest],
                 secrets=stack_secrets[name],
-                guest_instance=containers[stack.guest].guest.instance if stack.guest in containers else None,
+                guest_instance=(
+                    containers[stack.guest].guest.instance
+                    if stack.guest in containers
+                    else vm_instance(env, stack.guest)
+                ),
             ),
         )
         for name, stack in env.stacks.items()

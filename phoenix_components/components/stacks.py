@@ -72,7 +72,8 @@ class StackComponentArgs:
     secrets: Mapping[str, str]
     """The stack's secret values (from :func:`read_stack_secrets`); sent as a Pulumi secret."""
     guest_instance: pulumi.Input[str] | None = None
-    """A container's ``LxcGuest.instance``: a replaced container gets the stack deployed again."""
+    """A container's ``LxcGuest.instance``, a VM's user-data hash (``render.stacks.vm_instance``): a
+    replaced guest gets the stack deployed again."""
 
 
 class StackComponent(pulumi.ComponentResource):

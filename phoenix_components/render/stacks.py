@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from phoenix_components.config.load import Environment
 from phoenix_components.config.models import Container
 from phoenix_components.config.stack_files import StackFiles, content_key
+from phoenix_components.render.vm import vm_user_data
 from providers.channels.command import sha256_text
 
 
@@ -47,3 +48,10 @@ def stack_inputs(env: Environment, stack: StackFiles, secrets: Mapping[str, str]
         "guest_kind": kind,
         "guest_name": guest_name,
     }
+
+
+def vm_instance(env: Environment, vmid: int) -> str:
+    """Which VM a stack runs in, beyond its vmid: the hash of its cloud-init user-data, which is what
+    replaces the VM (components/guests.py's replacement trigger). A new VM gets the stack deployed again."""
+    vm = next(vm for vm in env.guests.vms if vm.vmid == vmid)
+    return sha256_text(vm_user_data(env, vm))[:16]

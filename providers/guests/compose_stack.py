@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CreateResult, ReadResult
+from pulumi.dynamic import CheckFailure, CreateResult, DiffResult, ReadResult
 
 from providers.base import (
     VERSION_KEY,
@@ -45,6 +45,7 @@ from providers.base import (
     Inputs,
     Options,
     cleanup_on_failure,
+    diff_inputs,
     is_unknown,
     stored,
 )
@@ -94,7 +95,7 @@ class ComposeStackInputs(Inputs):
     wait_timeout_s: int = 300
     guest_kind: str = "lxc"
     state: str = RUNNING  # always `running` as an input; `read` puts the drift it saw here
-    guest_instance: str | None = None  # a container's LxcGuest.instance: a new container gets the stack again
+    guest_instance: str | None = None  # LxcGuest.instance, or a VM's user-data hash: a new guest, a new up
     guest_name: str = ""  # for messages only
     version: str = PROVIDER_VERSION
 
@@ -387,6 +388,13 @@ class ComposeStackProvider(ConvergingProvider):
             for name in unquotable(secrets)
         ]
 
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        # The old stack goes first: the new one (another project, or the same on another guest's vmid)
+        # would often publish the same ports, and two stacks with one port cannot both be up.
+        return diff_inputs(
+            olds, news, replace_on=self.replace_on, update_on=self.update_on, delete_before_replace=True
+        )
+
     def resource_id(self, inputs: ComposeStackInputs) -> str:
         return f"{inputs.vmid}/{inputs.project}"
 
@@ -481,7 +489,8 @@ class ComposeStackArgs:
     wait_timeout_s: pulumi.Input[int] = 300
     guest_kind: GuestKind = "lxc"
     guest_instance: pulumi.Input[str] | None = None
-    """A container's ``LxcGuest.instance``: a replaced container gets the stack deployed again."""
+    """A container's ``LxcGuest.instance`` or a VM's user-data hash: a replaced guest gets the stack
+    deployed again."""
     guest_name: str = ""
 
 

@@ -125,3 +125,18 @@ def test_no_stack_registers_nothing_for_stacks() -> None:
     monitor = install("dev", {"phoenix:environment": "dev"})
     run_program(lambda: build(env))
     assert not [r for r in monitor.registrations if "ComposeStack" in r.type]
+
+
+def test_a_replaced_vm_gets_the_stack_again(tmp_path: Path) -> None:
+    """A VM is replaced when its cloud-init user-data changes (its vmid stays): the stack's guest_instance
+    is that user-data's hash, so the stack updates (deploys again) into the new VM."""
+    config = config_with_stacks(tmp_path, [{"name": "qdrant", "guest": 231}])
+    before = run(config, SECRETS).by_name()
+    guests_file = config / "environments/dev/guests.json"
+    doc = json.loads(guests_file.read_text())
+    doc["vms"][0]["feature_env"] = {"STACK": "changed"}
+    guests_file.write_text(json.dumps(doc))
+    after = run(config, SECRETS).by_name()
+    assert before["vm-231-vm"].replacement_trigger != after["vm-231-vm"].replacement_trigger
+    old, new = (r["stack-qdrant-compose"].inputs["guest_instance"] for r in (before, after))
+    assert old and new and old != new

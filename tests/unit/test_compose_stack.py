@@ -191,7 +191,8 @@ def test_diff_updates_on_content_and_drift_and_replaces_on_identity() -> None:
     assert provider.diff("810/apps", old, props(secrets={"DB_PASSWORD": "other"})).changes
     drifted = {**old, "state": "db exited"}
     assert provider.diff("810/apps", drifted, props()).changes
-    assert provider.diff("810/apps", old, props(vmid=811)).replaces == ["vmid"]
+    moved = provider.diff("810/apps", old, props(vmid=811))
+    assert moved.replaces == ["vmid"] and moved.delete_before_replace  # its ports are free for the new one
     assert provider.diff("810/apps", old, props(compose=COMPOSE + "#\n")).replaces == []
 
 
