@@ -632,6 +632,9 @@ class LxcGuestProvider(GuestProvider):
             "hostname": config.get("hostname", inputs.hostname),
             "params": observed_params(config, inputs.params),
             "raw_lines": raw_lines_present(conf, inputs.raw_lines),
+            # Declared running and found stopped (a host rebooted before its nodes were there, say) is
+            # drift: the next up starts it, through the device check.
+            "start": is_running(api, guest_path(inputs.node, id_)),
         }
         return ReadResult(id_, outputs)
 

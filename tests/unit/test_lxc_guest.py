@@ -421,6 +421,26 @@ def test_read_reports_drift_made_by_hand_and_a_missing_guest_as_gone() -> None:
     assert provider.read("201", outs).id is None
 
 
+def test_a_guest_found_stopped_is_drift_and_the_next_update_starts_it_after_the_device_check() -> None:
+    """After a host reboot that left a declared-running guest stopped, refresh says so, and up starts it;
+    with its nodes gone, the typed error comes first and nothing is started."""
+    pve, provider, _shell = lab()
+    outs = created(pve, provider)
+    pve.guests[201].status = "stopped"
+    found = provider.read("201", outs).outs
+    assert found["start"] is False
+    news = provider.check(found, dict(PROPS)).inputs
+    assert provider.diff("201", found, news).changes is True
+    pve.missing_devices = {"/dev/nvidia0"}
+    with pytest.raises(MissingDeviceNodeError):
+        provider.update("201", found, news)
+    assert pve.mutations == [] and pve.guests[201].status == "stopped"
+    pve.missing_devices = set()
+    provider.update("201", found, news)
+    assert pve.mutations == [("POST", "nodes/pve/lxc/201/status/start")]
+    assert pve.guests[201].status == "running"
+
+
 def test_delete_stops_then_destroys_with_purge_and_a_guest_gone_is_no_error() -> None:
     pve, provider, _shell = lab()
     outs = created(pve, provider)
