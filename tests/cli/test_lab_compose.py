@@ -7,13 +7,17 @@ a secret stays out of the state's plain text and out of every command line, and 
 nothing of it in the guest.
 
 **Docker in the lab, what happened** (the brief asked to try a real engine first, for at most 15
-minutes). Debian bookworm's docker.io 20.10.24 (with its containerd and runc) runs on the lab machine:
-``dockerd --storage-driver=vfs --bridge=none --iptables=false`` started in about a second and ran an
-imported busybox image (``docker run --rm --network none``). It was not carried into the lab's
-containers, for two reasons: Debian bookworm ships no Compose v2 (``docker compose``, the plugin that has
-``up --wait``); its ``docker-compose`` 1.29.2 is Compose v1, which has neither the ``docker compose``
-subcommand nor ``--wait``; and the lab's containers have no network from which to fetch the v2 plugin
-(Docker's own apt repository or GitHub). The lab's containers also share the host's network namespace,
+minutes). Debian bookworm's docker.io 20.10.24 (with its containerd and runc) runs on the lab machine
+itself: ``dockerd --storage-driver=vfs --bridge=none --iptables=false`` started in about a second and ran
+an imported busybox image (``docker run --rm --network none``). Inside an LXC container made the way the
+lab's ``pct`` shim makes them (the lab's rootfs, privileged, ``lxc.net.0.type = none``, ``sleep
+infinity`` as init; docker.io, containerd, runc and their libraries unpacked into it) the same daemon
+stops at once: ``failed to start daemon: Devices cgroup isn't mounted`` — the lab kernel's hierarchy is
+cgroup v1, and the container gets no cgroup mount (not even with ``lxc.mount.auto = cgroup:rw``). Two
+more reasons it could not be the lab's engine: Debian bookworm ships no Compose v2 (``docker compose``,
+the plugin that has ``up --wait``); its ``docker-compose`` 1.29.2 is Compose v1, which has neither the
+``docker compose`` subcommand nor ``--wait``, and the lab's containers have no network from which to
+fetch the v2 plugin (Docker's apt repository or GitHub); and they share the host's network namespace,
 so a daemon there would change this shared machine's networking. So the docker layer's TEST-ONLY
 stand-in (tests/lab/standins/features/docker.sh) carries a ``docker compose`` stand-in implementing
 exactly what Phoenix calls (``up -d --wait``, ``ps --all --format json``, ``down``), a process per
