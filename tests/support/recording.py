@@ -23,6 +23,8 @@ class Registration:
     delete_before_replace: bool = False
     replacement_trigger: Any = None
     """The ``replacement_trigger`` option's value (the engine replaces the resource when it changes)."""
+    retain_on_delete: bool = False
+    """The ``retain_on_delete`` option: a destroy only forgets the resource."""
 
 
 class EchoMocks(pulumi.runtime.Mocks):
@@ -58,7 +60,12 @@ class EchoMocks(pulumi.runtime.Mocks):
         elif args.typ.endswith("phoenix:NvidiaHostDriver"):
             outs.update(gpus=[dict(g) for g in self.gpu_inventory], majors={"nvidia": 195, "nvidia-uvm": 511})
         elif args.typ.endswith("phoenix:LxcGuest"):
-            origin = f"rpool/data/basevol-{outs['template_vmid']}-disk-0@__base__"
+            # An adopted guest is no layer's clone (providers/guests/lxc_guest.adopted_outputs).
+            origin = (
+                "adopted"
+                if outs.get("adopt")
+                else f"rpool/data/basevol-{outs['template_vmid']}-disk-0@__base__"
+            )
             outs.update(mac="BC:24:11:00:00:01", origin=origin)
         return f"{args.name}-id", outs
 
@@ -85,6 +92,7 @@ class RecordingMonitor(MockMonitor):
                     custom=bool(request.custom),
                     inputs=rpc.deserialize_properties(request.object),
                     delete_before_replace=bool(request.deleteBeforeReplace),
+                    retain_on_delete=bool(request.retainOnDelete),
                     replacement_trigger=(
                         json_format.MessageToDict(request.replacement_trigger)
                         if request.HasField("replacement_trigger")
