@@ -142,6 +142,7 @@ GPU_MINORS = (host("gpus", 0, "minor", value=0), host("gpus", 1, "minor", value=
 PLAIN_HOST = (  # no devN, no bind mounts: what API-token auth and another user are allowed for
     guests("containers", value=[]),
     guests("vms", value=[]),
+    guests("stacks", value=[]),  # no guest left to run one
     *(
         chain("layers", layer, "build", "gpus", value=False)
         for layer in ("gpu", "docker", "vllm", "ollama", "llamacpp")
