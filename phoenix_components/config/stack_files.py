@@ -183,11 +183,12 @@ def load_stacks(
             )
         elif not runs_docker(chain, entry[1]):
             path, guest = entry
-            where = (
-                f"its layer {guest.layer!r} (and its parents) run no {DOCKER_FEATURE!r} feature"
-                if isinstance(guest, Container)
-                else f"its features do not include {DOCKER_FEATURE!r}"
-            )
+            if isinstance(guest, Container) and guest.layer is not None:
+                where = f"its layer {guest.layer!r} (and its parents) run no {DOCKER_FEATURE!r} feature"
+            elif isinstance(guest, Container):  # adopted without a layer: only its own features tell
+                where = f"it has no layer and its features do not include {DOCKER_FEATURE!r}"
+            else:
+                where = f"its features do not include {DOCKER_FEATURE!r}"
             found.append(
                 StackProblem(guests_file, f"{at}.guest", f"{path} cannot run a Compose stack: {where}", label)
             )
