@@ -166,6 +166,7 @@ def test_a_service_stopped_in_the_guest_is_drift_and_the_next_up_starts_it(stack
     print(f"\nrefresh after killing web: {drift[RESOURCE]}")
     assert drift[RESOURCE].kind == "changed" and "state" in drift[RESOURCE].changed
     assert outputs(stack, RESOURCE)["state"] == "web exited"
+    assert TOKEN not in stack.engine.export_text()  # what read returned is stored sealed too
     report = stack.up()
     assert dynamic_ops(report)[RESOURCE] == "update"
     assert running_services(stack)["web"] == "running"
