@@ -169,4 +169,3 @@ class MissingDeviceNodeError(HostError):
             "phoenix-nvidia-nodes.service (nvidia-modprobe -u -c=N) at boot; run it, or `pulumi up` the "
             "host baseline first",
         )
-

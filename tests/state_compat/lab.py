@@ -63,8 +63,26 @@ def compat_guest(greeting: str = "hello") -> LabGuest:
 FIXTURE_LAYERS = ("base", "gpu", "docker", "vllm")
 
 
+def fixture_scripts(fixture: Path = FIXTURES / "pre-move.json") -> dict[str, str]:
+    """Feature name -> the script the fixture's layers ran (their stored inputs hold each one's text).
+
+    The lab's stand-ins change with the features they stand in for (the model servers' shared systemctl,
+    the compose stand-in of issue 14); a layer's key is a hash of its scripts, so today's would make every
+    layer look like another one. The compatibility test is about the code reading old state, so its
+    config runs the scripts the fixture was written with."""
+    deployment = json.loads(fixture.read_text())["deployment"]
+    return {
+        feature["name"]: feature["script"]
+        for resource in deployment["resources"]
+        if resource["type"] == "pulumi-python:dynamic/phoenix:TemplateLayer"
+        for feature in (resource.get("inputs") or {}).get("features") or []
+    }
+
+
 def write_compat_config(root: Path, host: LabHost, guests: Sequence[LabGuest]) -> Path:
     config = write_lab_config(root, host, guests)
+    for name, script in fixture_scripts().items():
+        (config / "features" / f"{name}.sh").write_text(script)
     (config / "features" / f"{FEATURE}.sh").write_text(FEATURE_SCRIPT)
     chain = json.loads((config / "chain.json").read_text())
     chain["layers"] = {name: layer for name, layer in chain["layers"].items() if name in FIXTURE_LAYERS}

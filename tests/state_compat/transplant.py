@@ -41,6 +41,14 @@ HOST_ASSIGNED: dict[str, frozenset[str]] = {
 """Per resource type: the output keys whose value the host chose when the object was created (and the
 inputs that carry such a value from another resource)."""
 
+ADDED_SINCE: dict[str, dict[str, Any]] = {
+    # Where the device check (issue 16) looks for the host's nodes: a host's /dev unless a test says.
+    "pulumi-python:dynamic/phoenix:LxcGuest": {"dev_root": "/dev"},
+}
+"""Per resource type: inputs added after the fixture was written, with the default they take. The new
+code's state holding exactly that default where the fixture has no such key is no difference in what the
+old code stored; any other value is."""
+
 
 @dataclass(frozen=True)
 class LabValues:
@@ -157,8 +165,13 @@ def transplant(fixture: Mapping[str, Any], seed: Mapping[str, Any], new: LabValu
         if twin is None or not resource.get("custom"):
             continue
         outputs, fresh = resource.get("outputs") or {}, twin.get("outputs") or {}
+        added = ADDED_SINCE.get(resource["type"], {})
         differing = {
-            k for k in set(outputs) | set(fresh) if k != PROVIDER_KEY and outputs.get(k) != fresh.get(k)
+            k
+            for k in set(outputs) | set(fresh)
+            if k != PROVIDER_KEY
+            and outputs.get(k) != fresh.get(k)
+            and not (k not in outputs and k in added and fresh.get(k) == added[k])
         }
         allowed = HOST_ASSIGNED.get(resource["type"], frozenset())
         for k in differing & allowed:
