@@ -16,7 +16,7 @@ when ``net0`` is sent again, say). Some guests are not imported at all (privileg
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +144,30 @@ def _features(m: _Mapping, value: str) -> dict[str, bool]:
             f"{extra}={parts[extra]} has no field: kept, but dropped if Phoenix ever sends features",
         )
     return flags
+
+
+def _numbered(
+    m: _Mapping,
+    config: Mapping[str, Any],
+    prefix: str,
+    what: str,
+    handled: set[str],
+    parse: Callable[[str, int], dict[str, Any] | None],
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The config's ``<prefix>N`` keys in number order, and what ``parse(key, position)`` maps of each.
+    The model lists them in order (``networks``, ``mounts``) and Phoenix sends them numbered from 0, so
+    a gap is noted: the key would be sent under another number."""
+    keys = [
+        k for _n, k in sorted((int(k[len(prefix) :]), k) for k in config if re.fullmatch(rf"{prefix}\d+", k))
+    ]
+    found = []
+    for position, key in enumerate(keys):
+        handled.add(key)
+        if key != f"{prefix}{position}":
+            m.skip(key, f"{what} are numbered in order: this one would be sent as {prefix}{position}")
+        if (value := parse(key, position)) is not None:
+            found.append(value)
+    return keys, found
 
 
 def _mount(m: _Mapping, key: str, value: str) -> dict[str, Any] | None:
@@ -319,15 +343,10 @@ def container_from_pve(
             m.skip(f"rootfs.{extra}", f"{extra}={parts[extra]} has no field: left as it is")
     if (features := take("features")) is not None and (flags := _features(m, str(features))):
         entry["pve_features"] = flags
-    nets = sorted((int(k[3:]), k) for k in config if re.fullmatch(r"net\d+", k))
-    nics = []
-    for position, (number, key) in enumerate(nets):
-        handled.add(key)
-        if number != position:
-            m.skip(key, f"NICs are numbered in order: this one would be sent as net{position}")
-        if (net := _network(m, key, str(config[key]), position)) is not None:
-            nics.append(net)
-    if not nics or nets[0][0] != 0:
+    nets, nics = _numbered(
+        m, config, "net", "NICs", handled, lambda key, position: _network(m, key, str(config[key]), position)
+    )
+    if not nics or nets[0] != "net0":
         m.skip("net0", "net0 cannot be mapped; not imported")
         return Imported(vmid, hostname, None, m.unmapped)
     entry["network"], more = nics[0], nics[1:]
@@ -337,14 +356,9 @@ def container_from_pve(
     handled |= {k for _n, k in devices}
     if found := _gpus(m, [(k, str(config[k])) for _n, k in devices], gpus):
         entry["gpus"] = found
-    mounts = sorted((int(k[2:]), k) for k in config if re.fullmatch(r"mp\d+", k))
-    declared_mounts = []
-    for position, (number, key) in enumerate(mounts):
-        handled.add(key)
-        if number != position:
-            m.skip(key, f"mount points are numbered in order: this one would be sent as mp{position}")
-        if (mount := _mount(m, key, str(config[key]))) is not None:
-            declared_mounts.append(mount)
+    _mps, declared_mounts = _numbered(
+        m, config, "mp", "mount points", handled, lambda key, _position: _mount(m, key, str(config[key]))
+    )
     if declared_mounts:
         entry["mounts"] = declared_mounts
     for key, value in raw_lines(conf):
