@@ -329,10 +329,9 @@ _declared_types: dict[type, dict[str, type]] = {}
 
 
 def _resource_types(resource_cls: type) -> dict[str, type]:
-    """The SDK's ``resource_types``, read once per :class:`DynamicResource` subclass (see there); any
-    other class goes to the SDK each time, as before. A fresh dict each call, as the SDK hands out."""
-    if not issubclass(resource_cls, DynamicResource):
-        return _sdk_resource_types(resource_cls)
+    """The SDK's ``resource_types``, read once per resource class (see :class:`DynamicResource`): a
+    class's annotations do not change while a program runs, whether it is a dynamic resource, a component
+    (each guest's) or a provider SDK's. A fresh dict each call, as the SDK hands out."""
     found = _declared_types.get(resource_cls)
     if found is None:
         found = _declared_types[resource_cls] = _sdk_resource_types(resource_cls)
