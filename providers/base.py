@@ -276,8 +276,8 @@ class DynamicResource(Resource):
       the recursion limit (cf. pulumi/pulumi#17803). The method is put back after each pickle.
     - resolving the outputs re-reads the output types from the class's annotations for every resource
       (``pulumi._types.resource_types``: ``get_type_hints`` over the merged globals of every module in
-      the MRO), about 6 % of a 500-guest program. A class's annotations do not change, so for a subclass
-      of this one they are read once (:func:`_resource_types`).
+      the MRO), about 6 % of a 500-guest program. A class's annotations do not change, so they are read
+      once per class (:func:`_resource_types`), this one's subclasses and any other resource class.
 
     Everything else is what ``pulumi.dynamic.Resource.__init__`` does: the ``__provider`` input, secret
     when the provider asks for it, and the ``pulumi-python:dynamic/<module>:<name>`` type token.
