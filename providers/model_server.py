@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -290,6 +291,19 @@ def read_service(ssh: Executor, id_: str, props: dict[str, Any], status: list[st
     return ReadResult(id_ if outs is not None else None, outs or {})
 
 
+def restoring(
+    ssh: Callable[[], Executor], install: HostCommand, service: str, vmid: int
+) -> AbstractContextManager[None]:
+    """Around an update: on failure, ``install`` (the previous unit's step) runs again, then the original
+    error is raised (a failed restore is a note on it). Pulumi keeps the previous inputs of a failed update,
+    so the guest must run what they say; a config set back to them is then really "no change"."""
+
+    def reinstall() -> None:
+        ssh().run(install.argv, stdin=install.stdin, check=False).check(install.what)
+
+    return cleanup_on_failure(reinstall, f"restoring the previous {service} in CT {vmid}")
+
+
 def remove_service(ssh: Executor, remove: list[str]) -> None:
     try:
         ssh.run(remove)
@@ -342,14 +356,8 @@ class ModelServerProvider(ConvergingProvider):
         keeps the old inputs in state, so the guest must run what they say, and a config set back to them
         is then really "no change"."""
         old = ModelServerInputs.from_props(olds)
-        with cleanup_on_failure(
-            lambda: self._install(old), f"restoring the previous {old.service} in CT {old.vmid}"
-        ):
+        with restoring(self.ssh, deploy_steps(old)[0], old.service, old.vmid):
             return UpdateResult(self.converge(ModelServerInputs.from_props(news)))
-
-    def _install(self, inputs: ModelServerInputs) -> None:
-        install = deploy_steps(inputs)[0]
-        self.ssh().run(install.argv, stdin=install.stdin, check=False).check(install.what)
 
     def converge(self, inputs: ModelServerInputs) -> dict[str, Any]:
         """Install the unit and (re)start the server, pull the model once it answers, then wait until it

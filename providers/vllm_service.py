@@ -11,9 +11,10 @@ the service would look unchanged while the new container has no unit at all. A n
 update (deploy again into the new container), not a replace: a replace's late delete would run
 ``disable --now`` in the new container, on the service just deployed there.
 
-The steps are the shared model server's (``providers/model_server.py``) with vLLM's service name, checks and
-interpreter; this resource keeps its own inputs, type token and provider class so stored states keep
-working unchanged.
+A failed update puts the previous unit back (Pulumi keeps the previous inputs in state), as ModelServer
+does. The steps are the shared model server's (``providers/model_server.py``) with vLLM's service name,
+checks and interpreter; this resource keeps its own inputs, type token and provider class so stored
+states keep working unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import ReadResult
+from pulumi.dynamic import ReadResult, UpdateResult
 
 from providers.base import VERSION_KEY, ConvergingProvider, DynamicResource, Inputs, Options
 from providers.channels.command import Executor
@@ -44,6 +45,7 @@ from providers.model_server import (
     read_service,
     ready,
     remove_service,
+    restoring,
     run_probe,
     server_probe_argv,
     service_journal_argv,
@@ -152,6 +154,12 @@ class VllmServiceProvider(ConvergingProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         remove_service(self.ssh(), remove_argv(VllmServiceInputs.from_props(props)))
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Deploy ``news``; on failure the previous unit goes back (see ``model_server.restoring``)."""
+        old = VllmServiceInputs.from_props(olds)
+        with restoring(self.ssh, deploy_steps(old)[0], SERVICE, old.vmid):
+            return UpdateResult(self.converge(VllmServiceInputs.from_props(news)))
 
     def converge(self, inputs: VllmServiceInputs) -> dict[str, Any]:
         """Install the unit and (re)start the server, then wait until it serves the model."""

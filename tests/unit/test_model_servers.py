@@ -329,9 +329,10 @@ def test_a_failed_update_puts_the_previous_unit_back(monkeypatch: pytest.MonkeyP
             Answer(restore.argv),
         ]
     )
-    with pytest.raises(RemoteCommandError, match="pull missing:latest"):
+    with pytest.raises(RemoteCommandError, match="pull missing:latest") as caught:
         on(ModelServerProvider(), fake, monkeypatch).update("x", INPUTS.to_props(), new.to_props())
     assert [c.stdin for c in fake.calls] == ["new", None, None, "u"] and fake.done()
+    assert not getattr(caught.value, "__notes__", [])  # the restore itself worked
 
 
 def test_a_failed_restore_is_a_note_on_the_original_error(monkeypatch: pytest.MonkeyPatch) -> None:

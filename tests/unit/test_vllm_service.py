@@ -146,6 +146,8 @@ def test_a_server_not_ready_by_the_deadline_fails_with_its_journal(monkeypatch: 
             Answer(install_argv(INPUTS)),
             Answer(probe_argv(INPUTS), stdout=json.dumps({"health": 503, "models": []})),
             Answer(["pct", "exec", "201", "--", "journalctl", "-u", SERVICE], stdout="CUDA out of memory\n"),
+            # A failed update keeps the previous inputs in state: their unit goes back into the guest.
+            Answer(install_argv(INPUTS)),
         ]
     )
     with pytest.raises(VllmNotReadyError) as caught:
@@ -153,7 +155,7 @@ def test_a_server_not_ready_by_the_deadline_fails_with_its_journal(monkeypatch: 
             "x", STORED, {**INPUTS.to_props(), "guest_name": "q"}
         )
     assert "CT 201 (q)" in str(caught.value) and "CUDA out of memory" in caught.value.journal_tail
-    assert fake.done()
+    assert fake.done() and not getattr(caught.value, "__notes__", [])  # the restore worked
 
 
 def test_a_failed_install_stops_before_any_probe(monkeypatch: pytest.MonkeyPatch) -> None:
