@@ -92,10 +92,18 @@ def rule_calls(inputs: GuestFirewallInputs, current: int) -> list[ApiCall]:
     return [*deletes, *creates]
 
 
-def apply_steps(inputs: GuestFirewallInputs, current_rules: list[dict[str, Any]]) -> list[ApiCall]:
-    """The calls that bring a guest whose rules are ``current_rules`` to ``inputs``; the rules are left
-    alone when they already match (options are always set: one idempotent PUT)."""
-    steps = [options_call(inputs)]
+def apply_steps(
+    inputs: GuestFirewallInputs,
+    current_rules: list[dict[str, Any]],
+    current_options: Mapping[str, Any] | None = None,
+) -> list[ApiCall]:
+    """The calls that bring a guest whose rules are ``current_rules`` and options ``current_options`` to
+    ``inputs``; each is left alone when it already matches (an adopted guest's firewall, say), the options
+    sent when they are not known."""
+    steps = []
+    declared = (inputs.enabled, inputs.policy_in, inputs.policy_out)
+    if current_options is None or tuple(observed(current_options, [])[k] for k in OPTIONS) != declared:
+        steps.append(options_call(inputs))
     if [normalise_rule(r) for r in current_rules] != inputs.rules or not all(
         str(r.get("enable", "0")) == "1" for r in current_rules
     ):
@@ -112,11 +120,15 @@ def options_step(inputs: GuestFirewallInputs) -> ApiCall:
 
 
 def plan_steps(inputs: GuestFirewallInputs) -> list[ApiCall]:
-    """The steps of a first ``up`` (a new guest has no rules): what ``phoenix plan`` shows."""
-    return [rules_step(inputs), *apply_steps(inputs, [])]
+    """The steps of a first ``up`` (a new guest has no rules, and its firewall is off): what ``phoenix
+    plan`` shows."""
+    return [rules_step(inputs), options_step(inputs), *apply_steps(inputs, [], {})]
 
 
-def observed(options: dict[str, Any], rules: list[dict[str, Any]]) -> dict[str, Any]:
+OPTIONS = ("enabled", "policy_in", "policy_out")  # the outputs the options PUT sets
+
+
+def observed(options: Mapping[str, Any], rules: list[dict[str, Any]]) -> dict[str, Any]:
     """The outputs that describe the firewall as PVE has it."""
     return {
         "enabled": str(options.get("enable", "0")) == "1",
@@ -151,7 +163,8 @@ class GuestFirewallProvider(GuestProvider):
 
     def _apply(self, inputs: GuestFirewallInputs) -> dict[str, Any]:
         runner = self.runner(TASK_TIMEOUT_S, ssh=False)
-        runner.run(apply_steps(inputs, runner.one(rules_step(inputs))))
+        rules, options = runner.one(rules_step(inputs)), runner.one(options_step(inputs))
+        runner.run(apply_steps(inputs, rules, options))
         return inputs.to_props()
 
     def create(self, props: dict[str, Any]) -> CreateResult:

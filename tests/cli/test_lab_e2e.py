@@ -335,11 +335,13 @@ def test_changed_docker_feature_rebuilds_docker_vllm_and_guests_only(lab_stack: 
         "layer-docker-template": "replace",
         "layer-vllm-template": "replace",
         **{f"ct-{g.vmid}-container": "replace" for g in lab_stack.guests},
-        # A container keeps its vmid, so it is replaced delete-before-create, and the engine replaces
-        # what depends on it with it: its service is deployed into the new container (health-gated) and
-        # its firewall written again (PVE drops a guest's firewall config with the guest).
-        **{f"ct-{g.vmid}-vllm": "replace" for g in lab_stack.guests},
-        **{f"ct-{g.vmid}-firewall": "replace" for g in lab_stack.guests},
+        # A container keeps its vmid, so it is replaced delete-before-create. What runs in it takes the
+        # new container's instance token (their only input from it; the vmid is plain config): an update,
+        # which deploys the service into the new container (health-gated) and writes the firewall again
+        # (PVE drops a guest's firewall config with the guest). A replace of them would run the old ones'
+        # delete after the new ones exist, inside the new container.
+        **{f"ct-{g.vmid}-vllm": "update" for g in lab_stack.guests},
+        **{f"ct-{g.vmid}-firewall": "update" for g in lab_stack.guests},
     }
     # The engine's own order: each layer's replacement is created before the one it replaces is deleted,
     # and the old vllm layer (a linked clone of the old docker layer) goes before the old docker layer.
@@ -348,12 +350,13 @@ def test_changed_docker_feature_rebuilds_docker_vllm_and_guests_only(lab_stack: 
     assert steps.index(("delete-replaced", "layer-vllm-template")) < steps.index(
         ("delete-replaced", "layer-docker-template")
     )
-    # A container (fixed vmid) goes before its replacement comes, its dependents before it.
+    # A container (fixed vmid) goes before its replacement comes; what runs in it is updated after.
     for guest in lab_stack.guests:
         container, service = f"ct-{guest.vmid}-container", f"ct-{guest.vmid}-vllm"
-        assert steps.index(("delete-replaced", service)) < steps.index(("delete-replaced", container))
+        firewall = f"ct-{guest.vmid}-firewall"
         assert steps.index(("delete-replaced", container)) < steps.index(("create-replacement", container))
-        assert steps.index(("create-replacement", container)) < steps.index(("create-replacement", service))
+        assert steps.index(("create-replacement", container)) < steps.index(("update", service))
+        assert steps.index(("create-replacement", container)) < steps.index(("update", firewall))
     after = assert_linked_chain(lab_stack)
     assert after["base"] == before["base"] and after["gpu"] == before["gpu"]
     for layer in ("base", "gpu"):  # the very same datasets, not rebuilt

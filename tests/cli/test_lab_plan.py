@@ -44,7 +44,7 @@ import pytest
 from phoenix_components.cli.plan import LAYER_VMID, MOUNTPOINT, PlannedResource, build_plan
 from providers.channels.command import write_file_argv
 from providers.channels.steps import ApiCall, HostCommand
-from providers.guests.common import CONF_MODE, LinkedCheck, RawLines, origin_argv
+from providers.guests.common import CONF_MODE, DeviceCheck, LinkedCheck, RawLines, origin_argv
 from tests.cli.test_lab_e2e import dynamic_ops, outputs, short
 from tests.lab.e2e import LabStack
 
@@ -100,6 +100,8 @@ def expected(resource: PlannedResource, placeholders: dict[str, str]) -> Expecte
             ]
         elif isinstance(step, LinkedCheck):  # its GET of the config is a read; the origin check is a command
             out.ssh.append((argv(origin_argv(step.expected_dataset)), False))
+        elif isinstance(step, DeviceCheck):  # one command: the nodes the guest passes through
+            out.ssh.append((argv(step.argv()), False))
         else:
             raise AssertionError(f"{resource.name}: a step the comparison does not know: {step!r}")
     return out

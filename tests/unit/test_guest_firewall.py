@@ -63,6 +63,16 @@ def test_matching_rules_are_left_alone_and_only_the_options_are_set() -> None:
     ]
 
 
+def test_options_already_as_declared_are_not_sent_again() -> None:
+    """An adopted guest whose firewall PVE already has as declared gets no call at all."""
+    declared = inputs(WEB)
+    rules = [{**WEB, "enable": 1, "pos": 0}]
+    live = {"enable": 1, "policy_in": "DROP", "policy_out": "ACCEPT", "digest": "x"}
+    assert apply_steps(declared, rules, live) == []
+    assert [c.method for c in apply_steps(declared, rules, {**live, "policy_in": "ACCEPT"})] == ["PUT"]
+    assert [c.method for c in apply_steps(declared, rules, {})] == ["PUT"]  # PVE's default: off
+
+
 def test_deletes_go_bottom_up_so_each_position_still_names_its_rule() -> None:
     calls = rule_calls(inputs(), current=3)
     assert [c.path.rsplit("/", 1)[1] for c in calls] == ["2", "1", "0"]
@@ -71,10 +81,13 @@ def test_deletes_go_bottom_up_so_each_position_still_names_its_rule() -> None:
 def test_a_vm_firewall_uses_the_qemu_path_and_the_plan_is_a_read_then_the_first_up() -> None:
     vm = inputs(WEB, kind="qemu")
     steps = plan_steps(vm)
-    assert steps[0] == ApiCall("GET", "nodes/pve1/qemu/201/firewall/rules")
-    assert [s.method for s in steps[1:]] == ["PUT", "POST"]
+    assert steps[:2] == [
+        ApiCall("GET", "nodes/pve1/qemu/201/firewall/rules"),
+        ApiCall("GET", "nodes/pve1/qemu/201/firewall/options"),
+    ]
+    assert [s.method for s in steps[2:]] == ["PUT", "POST"]
     assert (
-        steps[2].render()
+        steps[3].render()
         == "POST /nodes/pve1/qemu/201/firewall/rules type=in action=ACCEPT proto=tcp dport=80,443 enable=1"
     )
 
