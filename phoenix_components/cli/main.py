@@ -215,7 +215,7 @@ def _promote(args: argparse.Namespace) -> int:
     project = _project_dir()
     target_env = stack_environment(project, args.target)
     env = load_environment(args.config, target_env, promotion=False)
-    keys = {name: env.layer_key(name) for name in env.layer_order()}
+    keys = {name: env.layer_key(name) for name in env.built_layers()}
     try:
         lock = promote(_source_outputs(args), keys, stack_environment(project, args.source))
     except PromotionError as error:

@@ -245,7 +245,7 @@ def _plan_layers(
     if env.reuses_promoted_templates():
         assert env.promotion is not None
         source = env.promotion.source
-        for name in env.layer_order():
+        for name in env.built_layers():
             promoted = env.promotion.layers[name]
             label = f"{name} ({promoted.key}) = template {promoted.vmid}, verified in {source}"
             layers[name] = b.add(
@@ -257,7 +257,7 @@ def _plan_layers(
                 label,
             )
         return layers
-    for name in env.layer_order():
+    for name in env.built_layers():
         layer = env.chain.layers[name]
         deps: list[str] = []
         if layer.os_template is not None and layer.os_template in templates:

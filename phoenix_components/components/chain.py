@@ -116,7 +116,8 @@ class TemplateChainArgs:
 
 
 class TemplateChain(pulumi.ComponentResource):
-    """Every layer of the chain, parents first; ``layers[name]`` is the component for that layer."""
+    """The layers the environment builds (``Environment.built_layers``: those its guests run on, and their
+    ancestors), parents first; ``layers[name]`` is the component for that layer."""
 
     def __init__(
         self, name: str, args: TemplateChainArgs, opts: pulumi.ResourceOptions | None = None
@@ -125,7 +126,7 @@ class TemplateChain(pulumi.ComponentResource):
         env = args.environment
         self.layers: dict[str, ChainLayer] = {}
         reuse = env.reuses_promoted_templates()
-        for layer_name in env.layer_order():
+        for layer_name in env.built_layers():
             layer = env.chain.layers[layer_name]
             if reuse:
                 self.layers[layer_name] = PromotedLayer(

@@ -133,6 +133,15 @@ class Environment:
         """Layer names, parents before children (checked acyclic at load)."""
         return layer_order(self.chain.layers)
 
+    def built_layers(self) -> list[str]:
+        """The layers this environment builds, parents first: those its containers run on, and their
+        ancestors. chain.json is shared by every environment, so a layer no guest here runs on (a model
+        server only another environment uses, say) is not built here: nothing would use it."""
+        used = {
+            n for ct in self.guests.containers if ct.layer is not None for n in self.layer_lineage(ct.layer)
+        }
+        return [name for name in self.layer_order() if name in used]
+
     def reuses_promoted_templates(self) -> bool:
         """Promoted templates can be reused only where they are: on the node they were built on."""
         lock = self.promotion
@@ -235,7 +244,7 @@ def load_environment(config_dir: Path | str, environment: str, *, promotion: boo
     lock = load_lock(config_dir, environment) if promotion else None
     if lock is None:
         return env
-    lock_problems = check_lock(lock, {name: env.layer_key(name) for name in env.layer_order()}, environment)
+    lock_problems = check_lock(lock, {name: env.layer_key(name) for name in env.built_layers()}, environment)
     if lock_problems:
         raise ConfigError(lock_problems)
     return replace(env, promotion=lock)

@@ -28,6 +28,9 @@ def test_shipped_example_is_a_two_gpu_host_with_the_chain_two_vllm_guests_and_a_
     env = load_environment(CONFIG, "dev")
     assert [g.index for g in env.host.gpus] == [0, 1]
     assert env.layer_order() == ["base", "gpu", "docker", "ollama", "llamacpp", "vllm"]
+    # Its guests run on vllm: that layer and its ancestors are built, the model servers no guest here
+    # runs are not (chain.json is shared by every environment).
+    assert env.built_layers() == ["base", "gpu", "docker", "vllm"]
     vllm = [ct for ct in env.guests.containers if ct.vllm is not None]
     assert len(vllm) == 2
     assert sorted(g for ct in vllm for g in ct.gpus) == [0, 1], "the two vLLM guests use separate GPUs"
