@@ -16,8 +16,9 @@ they go into the environment's guests.json as they came out, and the real progra
 - removing them from guests.json: the one with the default ``retain_on_delete`` (adopted: keep) still runs,
   the one declared ``retain_on_delete: false`` is stopped and destroyed.
 
-The stack's chain is the product's base layer only (adoption needs no layer; the layer builds are proven by
-tests/cli/test_lab_e2e.py), so the module stays short.
+The stack's chain is the product's base layer only, and no guest here runs on it, so the stack builds no
+layer (adoption needs none; the layer builds are proven by tests/cli/test_lab_e2e.py): the module stays
+short.
 """
 
 from __future__ import annotations
@@ -248,13 +249,33 @@ def test_the_second_up_changes_nothing(stack: LabStack) -> None:
     assert mutations(requests_since(stack, since)) == []
 
 
-def test_an_import_after_adoption_finds_nothing_new_and_skips_the_layer(
+def test_an_import_after_adoption_finds_nothing_new_and_skips_the_layers_range(
     stack: LabStack, tmp_path: Path
 ) -> None:
-    run = phoenix_import(stack, tmp_path / "again.json")
+    """No guest here runs on a layer, so the stack builds none; a container made by hand in the layers
+    range stands for one (what a Phoenix layer's vmid would be) and is skipped, not imported."""
+    layer = 9919
+    node = stack.host.node
+    client = stack.host.client()
+    try:
+        client.run_task(
+            "POST",
+            f"nodes/{node}/lxc",
+            timeout=120,
+            step="create in the layers range",
+            vmid=layer,
+            ostemplate=OS_TEMPLATE,
+            hostname="layer-stand-in",
+            rootfs=f"{stack.host.storage}:1",
+            unprivileged=1,
+            net0="name=eth0,bridge=vmbr0,ip=dhcp",
+        )
+        run = phoenix_import(stack, tmp_path / "again.json")
+    finally:
+        client.run_task("DELETE", f"nodes/{node}/lxc/{layer}", timeout=120, step="destroy", purge=1)
+        client.close()
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp_path / "again.json").read_text()) == {"containers": []}, "both are declared now"
-    layer = int(stack.engine.resource("layer-base-template").outputs["vmid"])
     assert f"CT {layer}: skipped: in the layers range 9900-9919: a Phoenix layer" in run.stderr
 
 

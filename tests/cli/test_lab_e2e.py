@@ -135,8 +135,10 @@ def test_first_up_builds_the_chain_as_linked_clones_and_two_serving_guests(lab_s
     )
     assert set(report.ops.values()) == {"create"} and set(report.summary) == {"create"}
     # The stack outputs __main__.py exports: every layer verified (promotable), each served model's endpoint.
-    # Every layer of the chain (the model servers' ollama and llamacpp beside the vLLM line checked below).
-    assert report.exports["layer_verified"] == dict.fromkeys(lab_stack.environment().chain.layers, True)
+    # The layers the guests run on and their ancestors: the vLLM line, not the chain's ollama and llamacpp
+    # layers, which no guest here runs on.
+    assert report.exports["layer_verified"] == dict.fromkeys(LAYERS, True)
+    assert not {"layer-ollama-template", "layer-llamacpp-template"} & set(ops)
     assert set(report.exports["vllm_endpoints"]) == {guest.served for guest in lab_stack.guests}
     for name in [*(f"layer-{layer}-template" for layer in LAYERS), f"apparmor-{PROFILE}"]:
         assert ops[name] == "create"
