@@ -182,7 +182,7 @@ def test_the_plan_of_a_first_up_is_what_the_up_ran(lab_stack: LabStack) -> None:
 
     placeholders = {
         LAYER_VMID.format(layer): str(outputs(lab_stack, f"layer-{layer}-template")["vmid"])
-        for layer in env.layer_order()
+        for layer in env.built_layers()
     }
     for name in ops:
         if short(lab_stack.engine.resource(name).urn).endswith("-models"):
