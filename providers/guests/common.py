@@ -246,6 +246,11 @@ def device_paths(params: Mapping[str, Any]) -> list[str]:
 Step = ApiCall | HostCommand | RawLines | LinkedCheck | DeviceCheck
 
 
+def raw_keys(lines: Sequence[str]) -> set[str]:
+    """The ``lxc.*`` keys raw lines set (``lxc.environment`` may appear on several lines)."""
+    return {line.split(":", 1)[0].strip() for line in lines}
+
+
 def merge_raw_lines(conf: str, lines: list[str], retired: Sequence[str] = ()) -> str:
     """The guest's config file with Phoenix's raw lines in its main section.
 
@@ -253,7 +258,7 @@ def merge_raw_lines(conf: str, lines: list[str], retired: Sequence[str] = ()) ->
     several lines), and the lines of ``retired`` keys are removed; snapshot sections (``[name]``) are left
     untouched.
     """
-    keys = {line.split(":", 1)[0].strip() for line in lines} | set(retired)
+    keys = raw_keys(lines) | set(retired)
     main, sep, rest = conf.partition("\n[")
     kept = [line for line in main.splitlines() if line.split(":", 1)[0].strip() not in keys]
     body = "\n".join([*kept, *lines]) + "\n"
