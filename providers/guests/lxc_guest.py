@@ -62,6 +62,7 @@ from providers.guests.common import (
     family,
     guest_path,
     is_running,
+    raw_keys,
     stop_and_destroy,
     take_snapshot_steps,
     unless_missing,
@@ -177,11 +178,6 @@ def observed_params(config: dict[str, Any], declared: dict[str, Any]) -> dict[st
     }
 
 
-def raw_keys(lines: Sequence[str]) -> set[str]:
-    """The ``lxc.*`` keys raw lines set (``lxc.environment`` may appear on several lines)."""
-    return {line.split(":", 1)[0].strip() for line in lines}
-
-
 def raw_lines_present(conf: str, lines: list[str]) -> list[str]:
     """The managed lines as they are in the file now (for drift): only the main section counts."""
     main = conf.partition("\n[")[0].splitlines()
@@ -221,11 +217,16 @@ def identity_problem(inputs: LxcGuestInputs, config: Mapping[str, Any]) -> str |
 
 
 # Raw lines PVE applies when the file has none: an unprivileged container runs under this profile.
-RAW_DEFAULTS = {"lxc.apparmor.profile": "lxc-container-default-cgns"}
+RAW_DEFAULTS = {"lxc.apparmor.profile": ["lxc-container-default-cgns"]}
 
 
-def _raw_values(lines: Sequence[str]) -> dict[str, str]:
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+def _raw_values(lines: Sequence[str]) -> dict[str, list[str]]:
+    """Each key's values, in order: a key such as ``lxc.environment`` takes several lines, and a change
+    to any of them is a change."""
+    values: dict[str, list[str]] = {}
+    for key, _, value in (line.partition(":") for line in lines):
+        values.setdefault(key.strip(), []).append(value.strip())
+    return values
 
 
 @dataclass(frozen=True)

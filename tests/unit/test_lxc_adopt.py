@@ -111,6 +111,19 @@ def test_a_cold_key_or_another_profile_restarts_a_running_guest() -> None:
     assert (profile.raw_write, profile.raw_cold, profile.cold) == (True, True, True)
 
 
+def test_any_differing_line_of_a_key_with_several_restarts_the_guest() -> None:
+    """``lxc.environment`` takes a line per variable; one of them differing (not only the last) is a
+    change init reads at start, so the guest restarts; the same lines in any order are no change."""
+    profile = "lxc.apparmor.profile: lxc-container-default-cgns"
+    env = ["lxc.environment: A=1", "lxc.environment: B=2", "lxc.environment: PHOENIX_GUEST_ENVIRONMENT=A,B"]
+    declared = inputs(raw_lines=[profile, *env])
+    live = "\n".join([profile, "lxc.environment: A=0", *env[1:]]) + "\n"
+    changed = adoption_changes(declared, LIVE, live, running=True)
+    assert (changed.raw_write, changed.raw_cold) == (True, True)
+    same = adoption_changes(declared, LIVE, "\n".join([profile, *env]) + "\n", running=True)
+    assert (same.raw_write, same.raw_cold) == (False, False)
+
+
 def test_a_stopped_guest_is_started_and_nothing_else_done() -> None:
     conf = "lxc.apparmor.profile: lxc-container-default-cgns\n"
     change = adoption_changes(inputs(), LIVE, conf, running=False)
