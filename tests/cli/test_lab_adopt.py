@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from providers.channels.pve import PveClient
 from tests.cli.test_lab_e2e import dynamic_ops
 from tests.lab.e2e import ENV, LabStack
 from tests.lab.pve import OS_TEMPLATE
@@ -98,22 +99,33 @@ def live_config(stack: LabStack, vmid: int) -> dict[str, Any] | None:
         client.close()
 
 
+def create_by_hand(stack: LabStack, client: PveClient, vmid: int, hostname: str, **config: Any) -> None:
+    """One container from the OS template, through the API: what the web UI's Create CT sends."""
+    client.run_task(
+        "POST",
+        f"nodes/{stack.host.node}/lxc",
+        timeout=120,
+        step="create by hand",
+        vmid=vmid,
+        ostemplate=OS_TEMPLATE,
+        hostname=hostname,
+        rootfs=f"{stack.host.storage}:1",
+        unprivileged=1,
+        **config,
+    )
+
+
 def make_by_hand(stack: LabStack) -> None:
     """The two containers, through the API (what the web UI's Create CT sends), then started."""
     node = stack.host.node
     client = stack.host.client()
     try:
         for n, (vmid, hostname) in enumerate(sorted(HAND_MADE.items())):
-            client.run_task(
-                "POST",
-                f"nodes/{node}/lxc",
-                timeout=120,
-                step="create by hand",
-                vmid=vmid,
-                ostemplate=OS_TEMPLATE,
-                hostname=hostname,
-                rootfs=f"{stack.host.storage}:1",
-                unprivileged=1,
+            create_by_hand(
+                stack,
+                client,
+                vmid,
+                hostname,
                 cores=1,
                 memory=256 + 128 * n,
                 swap=0,
@@ -258,18 +270,7 @@ def test_an_import_after_adoption_finds_nothing_new_and_skips_the_layers_range(
     node = stack.host.node
     client = stack.host.client()
     try:
-        client.run_task(
-            "POST",
-            f"nodes/{node}/lxc",
-            timeout=120,
-            step="create in the layers range",
-            vmid=layer,
-            ostemplate=OS_TEMPLATE,
-            hostname="layer-stand-in",
-            rootfs=f"{stack.host.storage}:1",
-            unprivileged=1,
-            net0="name=eth0,bridge=vmbr0,ip=dhcp",
-        )
+        create_by_hand(stack, client, layer, "layer-stand-in", net0="name=eth0,bridge=vmbr0,ip=dhcp")
         run = phoenix_import(stack, tmp_path / "again.json")
     finally:
         client.run_task("DELETE", f"nodes/{node}/lxc/{layer}", timeout=120, step="destroy", purge=1)

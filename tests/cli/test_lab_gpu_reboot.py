@@ -18,7 +18,6 @@ once the nodes are back.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from pulumi.automation import CommandError
 
 from tests.cli.test_lab_e2e import assert_guest_serving, dynamic_ops, lxc_cts
 from tests.lab.e2e import LabGuest, LabStack
-from tests.lab.host import NVIDIA_MAJOR, STANDIN_DEVICES
+from tests.lab.host import STANDIN_DEVICES, make_standin_node
 
 pytestmark = [pytest.mark.lab, pytest.mark.cli]
 
@@ -71,9 +70,9 @@ def shut_down(stack: LabStack, nodes: list[Path]) -> None:
 
 def boot_nodes(nodes: list[Path]) -> None:
     """Stands in for phoenix-nvidia-nodes.service at boot (see the module docstring)."""
-    for minor, node in enumerate(sorted(nodes, key=lambda p: STANDIN_DEVICES.index(p.name))):
+    for node in nodes:
         if not node.exists():
-            subprocess.run(["mknod", "-m", "0666", str(node), "c", str(NVIDIA_MAJOR), str(minor)], check=True)
+            make_standin_node(node)
 
 
 def pve_guests(stack: LabStack) -> list[int]:

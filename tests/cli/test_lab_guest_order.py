@@ -9,7 +9,6 @@ own bookkeeping) and its stored configs.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from pulumi.automation import CommandError
 
 from tests.cli.test_lab_e2e import assert_guest_serving, dynamic_ops, lxc_cts
 from tests.lab.e2e import LabGuest, LabStack
+from tests.lab.host import make_standin_node
 
 pytestmark = [pytest.mark.lab, pytest.mark.cli]
 
@@ -145,7 +145,7 @@ def test_a_guest_whose_device_node_is_missing_is_refused_before_it_is_cloned(sta
         with pytest.raises(CommandError) as failed:
             stack.up()
     finally:
-        subprocess.run(["mknod", "-m", "0666", str(uvm), "c", "195", "3"], check=True)
+        make_standin_node(uvm)
     print(f"\nthe error: {str(failed.value).split('MissingDeviceNodeError: ')[-1].splitlines()[0]}")
     assert "CT 803 (lab-vllm-803): device nodes missing on the host: /dev/nvidia-uvm." in str(failed.value)
     assert not [p for _m, p in stack.host.pve.requests()[since:] if "803" in p]

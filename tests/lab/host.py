@@ -1023,6 +1023,12 @@ STANDIN_MANIFEST = LAB_DIR / "pve" / "standin-devices"  # nodes a lab run made, 
 NVIDIA_MAJOR = 195  # the NVIDIA driver's character-device major; with no driver loaded, opening one fails
 
 
+def make_standin_node(node: Path) -> None:
+    """TEST-ONLY. One stand-in node (see :func:`standin_gpu_nodes`): a character device of the NVIDIA
+    major, its minor the name's place in :data:`STANDIN_DEVICES`."""
+    run(["mknod", "-m", "0666", str(node), "c", str(NVIDIA_MAJOR), str(STANDIN_DEVICES.index(node.name))])
+
+
 @contextlib.contextmanager
 def standin_gpu_nodes(dev: Path = Path("/dev")) -> Iterator[list[Path]]:
     """TEST-ONLY. Character devices at the paths the lab's GPU guests pass through, so the LXC guest
@@ -1034,10 +1040,10 @@ def standin_gpu_nodes(dev: Path = Path("/dev")) -> Iterator[list[Path]]:
         Path(stale).unlink(missing_ok=True)
     made = []
     STANDIN_MANIFEST.parent.mkdir(parents=True, exist_ok=True)
-    for minor, name in enumerate(STANDIN_DEVICES):
+    for name in STANDIN_DEVICES:
         node = dev / name
         if not node.exists():
-            run(["mknod", "-m", "0666", str(node), "c", str(NVIDIA_MAJOR), str(minor)])
+            make_standin_node(node)
             made.append(node)
     STANDIN_MANIFEST.write_text("".join(f"{node}\n" for node in made))
     try:
