@@ -22,7 +22,8 @@ Three things about the floors were unfair to Phoenix and are fixed here, in the 
 - Each timed run starts after a ``gc.collect()``, so that no program pays for the garbage of the one
   before it (the floors used to pay for Phoenix's, Phoenix for the previous round's floor's).
 
-After the timings it profiles one more Phoenix run (cProfile) and prints where the time goes: each
+After the timings it profiles one more run of Phoenix and of the same-inputs floor (cProfile), prints the
+number of Python calls each made, and where Phoenix's time goes: each
 function's own time is counted as Phoenix's (``phoenix_components/``, ``providers/``), the SDK's
 (``pulumi``, ``pulumi_proxmoxve``) or the bench's, and the time of everything else (the asyncio loop,
 protobuf, pathlib, typing, ...) goes to whichever of those called it; and it measures the share of an
@@ -31,7 +32,7 @@ unprofiled run spent in the cyclic garbage collector.
 Where the time goes, 500 guests (2518 resources, pulumi 3.272, a 2-core machine shared with other jobs):
 Phoenix's own code (rendering, config, the components' bodies) is 2-3 % of the profile, the SDK 94-98 %.
 Inside the SDK: the stack trace per resource 11-21 %, input serialization 6-11 %, output resolution
-7-15 %. About half of either program's unprofiled time (47-52 % of Phoenix's, 46-48 % of the floor's) is
+7-15 %. About half of either program's unprofiled time (45-52 % of Phoenix's, 45-48 % of the floor's) is
 Python's cyclic GC walking the Outputs, futures and tasks the SDK keeps alive for every resource until the
 program ends. One SDK cost was Phoenix's to remove: the output types the SDK re-read from a resource
 class's ``pulumi.Output`` annotations for every resource (``pulumi._types.resource_types``, about 6 % of
@@ -40,18 +41,23 @@ graph, which the floors do not have: inputs that are other resources' Outputs (`
 dependency tracking, more asyncio tasks and more live objects for the GC), ``parent``/``depends_on``
 options, and 500 components registering their outputs.
 
-Measured (best of 3 rounds each, wall time, load average 2-6 from other jobs, so read the ratios):
-before, 1.53x and 1.80x the same-inputs floor (two runs); after, 1.28x, 1.48x and 1.57x (three runs).
-The run-to-run noise is larger than what the fixes moved, and the 1.2x target is not met.
+Measured (best of the rounds, wall time, on a shared 2-core machine, so read the ratios): before the
+fixes, 1.53x and 1.80x the same-inputs floor; after a first round, 1.28x to 1.57x; after a second round
+(a guest's children take its vmid as the plain number it is, not as the guest's Output; systemd quoting
+in one pass; the SDK's output types read once for every resource class, components included), 1.31x to
+1.37x. Wall time moves by up to 0.3 from run to run with the machine's load, so the bench also prints the
+number of Python calls each program makes (cProfile's count, which hardly moves): 1.325x the floor's
+before the second round, 1.237x after it.
 
-A steadier measure than wall time is the number of Python calls a program makes (cProfile's count,
-deterministic for a given program): at 200 and 500 guests Phoenix made 1.325x the same-inputs floor's
-calls, and 1.237x after a second round of fixes (a guest's children take its vmid as the plain number it
-is, not as the guest's Output; one Output.all for a guest's params instead of two; systemd quoting in one
-pass; the SDK's output types read once for every resource class, components included). Wall time after
-them, on a machine with one other job: 1.37x and 1.31x at 500 guests, 1.28x at 50. What is left is the
-graph itself: each child's ``parent``, its ``depends_on`` (kept beside Output inputs on purpose: the SDK
-drops the dependency of an input whose value is None), and the Outputs other resources feed in.
+The third round found the largest single cost Phoenix still added: each guest combined its devN map (the
+host's GPU minors) and its clones' mountpoints with ``Output.all``, which lifts every argument *deeply*,
+one more Output and asyncio task per key and value of the map, all kept alive to the end. They are now
+combined with one shallow ``apply`` per Output (``phoenix_components/components/outputs.py``). At 500
+guests: 1.182x the floor's calls, and 1.12x its wall time (5 rounds, an otherwise idle machine; 1.24x at
+50 guests, where the chain and the host baseline weigh more); GC 46 % of Phoenix's time, 45 % of the
+floor's. What is left is the graph itself: each child's ``parent``, its ``depends_on`` (kept beside Output
+inputs on purpose: the SDK drops the dependency of an input whose value is None), the Outputs other
+resources feed in, and the components registering their outputs.
 
 The synthetic environment is built from validated models directly (the checks that would refuse 500
 guests on one 2-GPU host, like GPU memory, are not the point here). Nothing touches a host.
@@ -195,6 +201,15 @@ def registered_keys(env: Environment) -> dict[tuple[str, str], list[str]]:
     return keys
 
 
+def _same_inputs(keys: dict[tuple[str, str], list[str]], mocks: _Mocks) -> list[dict[str, Any]]:
+    """The same-inputs floor's props: every key each resource was constructed with, the values the mocks
+    saw serialized."""
+    return [
+        {**dict.fromkeys(keys.get(name, ())), **{k: v for k, v in props.items() if v is not None}}
+        for name, props in zip(mocks.names, mocks.inputs, strict=True)
+    ]
+
+
 def measure(guests: int, rounds: int) -> tuple[float, float, float, int]:
     env = scaled(load_environment(ROOT / "config", "dev"), guests)
     keys = registered_keys(env)
@@ -204,11 +219,7 @@ def measure(guests: int, rounds: int) -> tuple[float, float, float, int]:
         phoenix_times.append(_run(lambda: build(env), mocks))
         count = mocks.count
         floor_times.append(_run(floor(count), _Mocks()))
-        same = [
-            {**dict.fromkeys(keys.get(name, ())), **{k: v for k, v in props.items() if v is not None}}
-            for name, props in zip(mocks.names, mocks.inputs, strict=True)
-        ]
-        same_times.append(_run(same_inputs_floor(same), _Mocks()))
+        same_times.append(_run(same_inputs_floor(_same_inputs(keys, mocks)), _Mocks()))
     return min(phoenix_times), min(floor_times), min(same_times), count
 
 
@@ -271,15 +282,24 @@ _HOT_SPOTS = {
 }
 
 
-def profile(guests: int) -> tuple[dict[str, float], dict[str, float]]:
-    """One profiled Phoenix run: the owners' shares and the named SDK steps' inclusive shares."""
-    env = scaled(load_environment(ROOT / "config", "dev"), guests)
+def _profiled(program: Callable[[], Any]) -> pstats.Stats:
     gc.collect()  # the collection _run starts with is then next to nothing in the profile
     profiler = cProfile.Profile()
     profiler.enable()
-    _run(lambda: build(env), _Mocks())
+    _run(program, _Mocks())
     profiler.disable()
-    stats = pstats.Stats(profiler)
+    return pstats.Stats(profiler)
+
+
+def profile(guests: int) -> tuple[dict[str, float], dict[str, float], tuple[int, int]]:
+    """One profiled run of Phoenix and one of the same-inputs floor: Phoenix's owners' shares, the named
+    SDK steps' inclusive shares, and the Python calls each program made (cProfile's count, which unlike
+    wall time hardly moves from run to run or with the machine's load)."""
+    env = scaled(load_environment(ROOT / "config", "dev"), guests)
+    mocks = _Mocks()
+    _run(lambda: build(env), mocks)
+    stats = _profiled(lambda: build(env))
+    floor_stats = _profiled(same_inputs_floor(_same_inputs(registered_keys(env), mocks)))
     raw: dict[_Func, tuple[int, int, float, float, object]] = getattr(stats, "stats")  # noqa: B009
     total = sum(entry[2] for entry in raw.values())
     steps = {
@@ -287,7 +307,8 @@ def profile(guests: int) -> tuple[dict[str, float], dict[str, float]]:
         / total
         for step, (where, name) in _HOT_SPOTS.items()
     }
-    return where_the_time_goes(stats), steps
+    calls = (getattr(stats, "total_calls"), getattr(floor_stats, "total_calls"))  # noqa: B009
+    return where_the_time_goes(stats), steps, calls
 
 
 def gc_share(program: Callable[[], Any]) -> float:
@@ -311,7 +332,7 @@ def gc_share(program: Callable[[], Any]) -> float:
 
 def main(quick: bool = False) -> None:
     print("== eval_scale: program evaluation under mocks, Phoenix vs the bare-SDK floors (best of rounds)")
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 5
     sizes = (50, 500)
     for guests in sizes:
         phoenix, bare, same, count = measure(guests, rounds)
@@ -321,7 +342,11 @@ def main(quick: bool = False) -> None:
             f"phoenix/same-inputs = {phoenix / same:.2f}x (target <= 1.2x)"
         )
     guests = sizes[0] if quick else sizes[-1]
-    owners, steps = profile(guests)
+    owners, steps, (calls, floor_calls) = profile(guests)
+    print(
+        f"  Python calls ({guests} guests, one cProfile run each): phoenix {calls}, same-inputs floor "
+        f"{floor_calls}, phoenix/same-inputs = {calls / floor_calls:.3f}x (a steadier measure than wall time)"
+    )
     print(
         f"  where the time goes ({guests} guests, one cProfile run, stdlib and protobuf time given to their "
         "callers): " + ", ".join(f"{who} {share:.0%}" for who, share in owners.items())

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from phoenix_components.components.outputs import with_values
 from phoenix_components.components.targets import api_target, ssh_target
 from phoenix_components.config.load import Environment
 from phoenix_components.render.chain import build_devices, layer_inputs
@@ -57,8 +58,8 @@ class TemplateLayer(ChainLayer):
         env = args.environment
         inputs = layer_inputs(env, args.name)
         if env.chain.layers[args.name].build.gpus:
-            inputs["build_devices"] = pulumi.Output.from_input(args.gpu_minors or {}).apply(
-                lambda minors: build_devices(env, args.name, minors)
+            inputs["build_devices"] = with_values(
+                [args.gpu_minors or {}], lambda got: build_devices(env, args.name, got[0])
             )
         if args.parent is not None:
             inputs["parent_vmid"] = args.parent.vmid

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_proxmoxve as proxmox
 
+from phoenix_components.components.outputs import with_values
 from phoenix_components.components.targets import api_target, ssh_target
 from phoenix_components.config.load import Environment
 from phoenix_components.config.models import (
@@ -112,15 +113,16 @@ class LxcGuest(pulumi.ComponentResource):
                     ssh_target=target,
                     opts=pulumi.ResourceOptions(parent=self),
                 )
-        # devN paths use the device minors the host's NVIDIA inventory read, never the GPU index. One
-        # Output.all over both (each one is more SDK work per guest: bench/eval_scale).
+        # devN paths use the device minors the host's NVIDIA inventory read, never the GPU index. Combined
+        # with with_values, not Output.all, which lifts the minors map deeply (components/outputs.py).
         keys = list(self.clones)
-        params = pulumi.Output.all(args.gpu_minors or {}, *(self.clones[k].mountpoint for k in keys)).apply(
+        params = with_values(
+            [args.gpu_minors or {}, *(self.clones[k].mountpoint for k in keys)],
             lambda got: {
                 k: v
                 for k, v in container_params(spec, dict(zip(keys, got[1:], strict=True)), got[0]).items()
                 if k != "hostname"
-            }
+            },
         )
         self.guest = LxcGuestResource(
             f"{name}-container",
