@@ -180,4 +180,11 @@ def build(env: Environment | CloudEnvironment) -> dict[str, Any]:
             for ct in env.guests.containers
             if ct.vllm is not None
         },
+        # Every model server, whatever its engine, by hostname (unique, where two guests may serve one
+        # model): the OpenAI-compatible base URL each one answers under.
+        "model_endpoints": {
+            ct.hostname: {"engine": engine[0], "model": engine[1].served_name, "url": endpoint}
+            for ct in env.guests.containers
+            if (engine := ct.engine()) is not None and (endpoint := containers[ct.vmid].endpoint) is not None
+        },
     }

@@ -42,6 +42,7 @@ from pydantic import ValidationError
 
 from phoenix_components.components.targets import api_target, ssh_target
 from phoenix_components.config.errors import ConfigError
+from phoenix_components.config.features import fresh_guest_scripts
 from phoenix_components.config.load import (
     CHAIN_FILE,
     ENVIRONMENTS_DIR,
@@ -204,7 +205,8 @@ def environment_problems(
 
     def problems(guests: Any) -> list[Any]:
         scripts, profiles = set(env.feature_scripts), set(env.apparmor_profiles)
-        return check_environment(env.host, env.chain, guests, scripts, profiles, files)
+        fresh = fresh_guest_scripts(env.feature_scripts)
+        return check_environment(env.host, env.chain, guests, scripts, profiles, files, fresh_guest=fresh)
 
     before = {str(p) for p in problems(env.guests)}
     first = len(env.guests.containers)

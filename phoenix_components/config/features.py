@@ -23,6 +23,28 @@ from phoenix_components.config.models import Chain, Layer, NvidiaDriver
 Target = Literal["lxc", "vm", "ec2"]
 
 
+FRESH_GUEST = "# phoenix: fresh-guest"
+"""The line a feature script carries in its leading comments when it must run in a new guest: its change
+replaces the container (say, a feature that partitions a disk or sets up a CA), instead of running again
+in the one that is there."""
+
+
+def needs_fresh_guest(script: str) -> bool:
+    """Whether ``script`` says :data:`FRESH_GUEST` among its leading comment lines (the shebang included)."""
+    for line in script.splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("#"):
+            return False
+        if stripped == FRESH_GUEST:
+            return True
+    return False
+
+
+def fresh_guest_scripts(scripts: Mapping[str, str]) -> frozenset[str]:
+    """The names of the scripts (name -> text) that need a fresh guest."""
+    return frozenset(name for name, text in scripts.items() if needs_fresh_guest(text))
+
+
 def version_variable(name: str) -> str:
     """``nvidia_container_toolkit -> PHOENIX_NVIDIA_CONTAINER_TOOLKIT_VERSION``, as the scripts expect."""
     return f"PHOENIX_{name.upper()}_VERSION"

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from phoenix_components.config.errors import ConfigError
-from phoenix_components.config.features import feature_env, layer_order
+from phoenix_components.config.features import FRESH_GUEST, feature_env, fresh_guest_scripts, layer_order
 from phoenix_components.config.models import (
     ESCAPABLE_PROFILES,
     PATTERN_RULES,
@@ -224,7 +224,8 @@ def load_environment(config_dir: Path | str, environment: str, *, promotion: boo
         host=_rel(env_dir / HOST_FILE, config_dir),
         guests=_rel(env_dir / GUESTS_FILE, config_dir),
     )
-    checked = check_environment(host, chain, guests, set(scripts), set(profiles), files)
+    fresh = fresh_guest_scripts(scripts)
+    checked = check_environment(host, chain, guests, set(scripts), set(profiles), files, fresh_guest=fresh)
     problems.extend(name_guests(checked, files.guests, guest_labels(guests)))
     stacks, stack_problems = load_stacks(config_dir, chain, guests, files.guests, _reader(config_dir))
     problems += [Problem(p.file, p.path, p.message, p.guest) for p in stack_problems]
@@ -427,13 +428,21 @@ class _Files:
 
 
 def check_environment(
-    host: Host, chain: Chain, guests: Guests, scripts: set[str], profiles: set[str], files: _Files
+    host: Host,
+    chain: Chain,
+    guests: Guests,
+    scripts: set[str],
+    profiles: set[str],
+    files: _Files,
+    *,
+    fresh_guest: frozenset[str] = frozenset(),
 ) -> list[Problem]:
-    """Every cross-record fact config/README.md lists. Pure: the inputs are already-parsed documents."""
+    """Every cross-record fact config/README.md lists. Pure: the inputs are already-parsed documents.
+    ``fresh_guest``: the scripts among ``scripts`` that need a fresh guest (``# phoenix: fresh-guest``)."""
     return [
         *_check_host(host, chain, profiles, files),
         *_check_chain(host, chain, scripts, files),
-        *_check_guests(host, chain, guests, scripts, files),
+        *_check_guests(host, chain, guests, scripts, files, fresh_guest),
         *_check_gpu_sharing(host, guests, files),
         *_check_dependencies(guests, files),
         *_check_capacity(host, chain, guests, files),
@@ -596,7 +605,7 @@ def _cycles(layers: Mapping[str, Layer]) -> list[list[str]]:
 
 
 def _check_guests(
-    host: Host, chain: Chain, guests: Guests, scripts: set[str], files: _Files
+    host: Host, chain: Chain, guests: Guests, scripts: set[str], files: _Files, fresh_guest: frozenset[str]
 ) -> Iterator[Problem]:
     f = files.guests
     entries: list[tuple[str, Container | Vm]] = [
@@ -637,6 +646,16 @@ def _check_guests(
         for i, feature in enumerate(guest.features):
             if feature not in scripts:
                 yield Problem(f, f"{path}.features[{i}]", f"no feature script features/{feature}.sh")
+            elif feature in fresh_guest and isinstance(guest, Container) and (guest.adopt or guest.retained):
+                # Its change replaces the container, and a replacement of a container Phoenix keeps on
+                # destroy (or adopts again) would either collide with the old one's vmid or be the old one.
+                kept = "adopt: true" if guest.adopt else "retain_on_delete: true"
+                yield Problem(
+                    f,
+                    f"{path}.features[{i}]",
+                    f"{feature} needs a fresh guest when it changes ({FRESH_GUEST}), and Phoenix cannot "
+                    f"replace this container ({kept}); run it in a guest Phoenix makes and may destroy",
+                )
         yield from _listed_twice(f, f"{path}.features", guest.features, "feature")
         yield from _check_firewall(guest, path, f)
         if isinstance(guest, Vm):

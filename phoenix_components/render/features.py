@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import json
 
-from phoenix_components.config.features import Target, feature_pins, version_variable
+from phoenix_components.config.features import (
+    FRESH_GUEST,
+    Target,
+    feature_pins,
+    needs_fresh_guest,
+    version_variable,
+)
 from phoenix_components.config.features import feature_env as one_feature_env
 from phoenix_components.config.load import Environment
 from phoenix_components.config.models import Container
@@ -17,6 +23,7 @@ from providers.channels.command import sha256_text
 from providers.channels.pct import script_argv
 
 __all__ = [
+    "FRESH_GUEST",
     "Target",
     "chain_feature_env",
     "container_feature_inputs",
@@ -25,11 +32,6 @@ __all__ = [
     "needs_fresh_guest",
     "version_variable",
 ]
-
-FRESH_GUEST = "# phoenix: fresh-guest"
-"""The line a feature script carries in its leading comments when it must run in a new guest: its change
-replaces the container (say, a feature that partitions a disk or sets up a CA), instead of running again
-in the one that is there."""
 
 
 def chain_feature_env(env: Environment, features: list[str], target: Target) -> dict[str, str]:
@@ -42,17 +44,6 @@ def chain_feature_env(env: Environment, features: list[str], target: Target) -> 
         versions = pins[feature].versions if feature in pins else {}
         variables |= one_feature_env(target, feature, versions, env.host.nvidia)
     return dict(sorted(variables.items()))
-
-
-def needs_fresh_guest(script: str) -> bool:
-    """Whether ``script`` says :data:`FRESH_GUEST` among its leading comment lines (the shebang included)."""
-    for line in script.splitlines():
-        stripped = line.strip()
-        if not stripped.startswith("#"):
-            return False
-        if stripped == FRESH_GUEST:
-            return True
-    return False
 
 
 def fresh_guest_key(env: Environment, spec: Container) -> str | None:

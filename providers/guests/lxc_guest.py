@@ -43,8 +43,10 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 
 from providers.base import (
     Inputs,
+    as_int,
     attach_cleanup,
     convert,
+    is_unknown,
     require,
 )
 from providers.channels.pve import parse_property_string, size_gib
@@ -130,6 +132,12 @@ class GuestError(HostError):
 
 class AdoptionError(GuestError):
     """The container to adopt is missing, or is not the one declared (hostname, MAC): nothing was changed."""
+
+
+class UnreplaceableGuestError(GuestError):
+    """A change needs a new container where Phoenix cannot make one in place of the old: the old one is
+    kept on destroy and holds the vmid, or the new one would be adopted, i.e. be the old one again. Raised
+    by ``diff``, so ``pulumi preview`` reports it and nothing on the host is touched."""
 
 
 ADOPTED = "adopted"  # the ``origin`` output of a guest taken in rather than cloned
@@ -276,6 +284,36 @@ def adoption_changes(
             )
         resize = size != inputs.disk_gib
     return Adoption(sets, raw_write, raw_cold, resize, running)
+
+
+def replacement_refusal(
+    olds: Mapping[str, Any], news: Mapping[str, Any], replaces: Sequence[str]
+) -> str | None:
+    """Why the replacement ``replaces`` asks for cannot be made, or None when it can.
+
+    A replacement deletes the old container (from ``olds``, the stored outputs), then creates the new one
+    from ``news``. With the same vmid, a retained old container (``retain_on_delete``: only forgotten)
+    still holds it, so the create would fail with the state already rid of the guest; and an ``adopt``
+    create would take in the container the delete just forgot (nothing rebuilt, the change silently not
+    made) or look for the one it just destroyed. A new vmid is a new container either way.
+    """
+    if not replaces or (not is_unknown(news.get("vmid")) and olds.get("vmid") != news.get("vmid")):
+        return None
+    who = f"CT {as_int(olds['vmid'])} ({olds.get('hostname')})"
+    change = f"{', '.join(replaces)} changed, which needs a new container"
+    if olds.get("retain_on_delete"):
+        return (
+            f"{who}: {change}, but the old one is kept on destroy (retain_on_delete) and holds the vmid, so "
+            "no new one can be made. Nothing was changed. To rebuild it, first set retain_on_delete: false "
+            "(and remove adopt) and run up, then make this change; or revert it"
+        )
+    if news.get("adopt"):
+        return (
+            f"{who}: {change}, but adopt is set, so the new one would be an adoption of the container the "
+            "replacement destroys first. Nothing was changed. Remove adopt, so that Phoenix clones it from "
+            "its layer; or revert the change"
+        )
+    return None
 
 
 def adopt_read_steps(inputs: LxcGuestInputs) -> list[Step]:
@@ -531,9 +569,15 @@ class LxcGuestProvider(GuestProvider):
     delete_before_replace = True  # the vmid is fixed: two guests cannot hold it at once
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """State from before an input existed lacks it: it holds the default, so it is no change."""
+        """State from before an input existed lacks it: it holds the default, so it is no change. A
+        replacement that cannot be made (:func:`replacement_refusal`) is refused here, before any step."""
         defaults = LxcGuestInputs.defaults()
-        return super().diff(_id, {**defaults, **olds}, {**defaults, **news})
+        olds, news = {**defaults, **olds}, {**defaults, **news}
+        result = super().diff(_id, olds, news)
+        refusal = replacement_refusal(olds, news, result.replaces or [])
+        if refusal is not None:
+            raise UnreplaceableGuestError(str(olds["node"]), refusal)  # the node: no client is opened
+        return result
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         required = ["node", "vmid", "hostname", "params", "storage", "pool"]

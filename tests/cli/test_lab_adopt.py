@@ -13,6 +13,8 @@ they go into the environment's guests.json as they came out, and the real progra
   applies, goes to the config file over SSH);
 - the second ``up`` changes nothing;
 - a declared change (memory) sends that key alone, in one PUT;
+- a change that needs a new container in place of a kept one (a layer for an adopted guest) is refused
+  at preview, before anything reaches the host;
 - removing them from guests.json: the one with the default ``retain_on_delete`` (adopted: keep) still runs,
   the one declared ``retain_on_delete: false`` is stopped and destroyed.
 
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pulumi.automation.errors import CommandError
 
 from providers.channels.pve import PveClient
 from tests.cli.test_lab_e2e import dynamic_ops
@@ -294,6 +297,26 @@ def test_a_declared_change_sends_only_that_key(stack: LabStack) -> None:
     live = live_config(stack, 811)
     assert live is not None and live["memory"] == 768 and live["_status"] == "running"
     IMPORTED[:] = changed
+
+
+def test_a_change_that_needs_a_new_container_is_refused_at_preview(stack: LabStack) -> None:
+    """A layer for 811 means a clone of it in 811's place, but 811 is kept on destroy (adopted): the old
+    container would hold the vmid, or be adopted again with nothing rebuilt. The guest's diff refuses it,
+    so ``pulumi preview`` fails naming the guest and what to do, and nothing reaches the host."""
+    layered = [dict(e, layer="base") if e["vmid"] == 811 else e for e in IMPORTED]
+    write_containers(stack, layered)
+    since = request_count(stack)
+    try:
+        with pytest.raises(CommandError) as refused:
+            stack.engine.preview()
+    finally:
+        write_containers(stack, IMPORTED)
+    message = str(refused.value)
+    print(f"preview refused: {message[-600:]}")
+    assert "CT 811 (hand-web): template_vmid changed, which needs a new container" in message
+    assert "kept on destroy (retain_on_delete)" in message and "Nothing was changed" in message
+    assert mutations(requests_since(stack, since)) == []
+    assert stack.engine.preview(expect_no_changes=True) is not None, "state and host as they were"
 
 
 def test_removing_them_follows_retain_on_delete(stack: LabStack) -> None:

@@ -118,3 +118,25 @@ def test_the_plan_orders_each_server_after_its_guest_and_the_guests_features(env
     assert plan["ollama-203"].depends_on == ("ct-203", "ct-203-features")
     assert plan["llamacpp-204"].depends_on == ("ct-204",)
     assert plan["ollama-203"].kind == "ModelServer" and plan["ollama-203"].label == "llama3.2:3b"
+
+
+def test_every_model_server_is_in_the_model_endpoints_export_by_hostname(env: Environment) -> None:
+    exports: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def program() -> Any:
+        exports.update(build(env))
+        return pulumi.Output.from_input(True)
+
+    install("dev", {"phoenix:environment": "dev"})
+    program()
+    served = {
+        ct.hostname: (key, engine.served_name, f"http://{ct.network.address}:{engine.listen_port}/v1")
+        for ct in env.guests.containers
+        if (found := ct.engine()) is not None
+        for key, engine in [found]
+    }
+    assert {"ollama-a", "llama-a"} <= set(served) and any(key == "vllm" for key, _m, _u in served.values())
+    got = {host: (e["engine"], e["model"], e["url"]) for host, e in exports["model_endpoints"].items()}
+    assert got == served
+    assert got["ollama-a"] == ("ollama", "llama3.2:3b", "http://10.0.10.203:11434/v1")

@@ -15,6 +15,7 @@ from providers.guests.lxc_guest import (
     AdoptionError,
     LxcGuestInputs,
     LxcGuestProvider,
+    UnreplaceableGuestError,
     adopt_steps,
     adoption_changes,
     identity_problem,
@@ -238,3 +239,48 @@ def test_check_needs_a_template_unless_adopting() -> None:
 def test_an_absent_template_reads_as_none_as_pulumi_leaves_a_none_input_out() -> None:
     props = {k: v for k, v in PROPS.items() if k != "template_vmid"}
     assert LxcGuestInputs.from_props(props).template_vmid is None
+
+
+# ------------------------------------------------------------------ replacing a guest Phoenix keeps
+
+
+def test_a_change_that_needs_a_new_container_is_refused_for_a_retained_guest() -> None:
+    provider = LxcGuestProvider()
+    olds = {**PROPS, "origin": ADOPTED}  # adopted, so retained by default
+    with pytest.raises(
+        UnreplaceableGuestError, match=r"CT 205 \(web\): template_vmid changed.*retain_on_delete"
+    ):
+        provider.diff("205", olds, {**PROPS, "template_vmid": 9003})
+    created_but_kept = {**PROPS, "adopt": False, "template_vmid": 9001}
+    with pytest.raises(UnreplaceableGuestError, match="kept on destroy"):
+        provider.diff("205", created_but_kept, {**created_but_kept, "storage": "tank"})
+
+
+def test_flipping_retain_on_delete_in_the_same_up_as_the_replacement_is_still_refused() -> None:
+    # The delete runs from the stored outputs, which still say retained: the old container would stay.
+    provider = LxcGuestProvider()
+    with pytest.raises(UnreplaceableGuestError, match="first set retain_on_delete: false"):
+        provider.diff(
+            "205", dict(PROPS), {**PROPS, "adopt": False, "retain_on_delete": False, "template_vmid": 9003}
+        )
+
+
+def test_an_adopting_replacement_is_refused_even_when_the_old_guest_would_be_destroyed() -> None:
+    provider = LxcGuestProvider()
+    olds = {**PROPS, "retain_on_delete": False}
+    with pytest.raises(UnreplaceableGuestError, match="adopt is set"):
+        provider.diff("205", olds, {**olds, "template_vmid": 9003})
+
+
+def test_what_a_kept_guest_can_still_do_update_in_place_or_move_to_another_vmid() -> None:
+    provider = LxcGuestProvider()
+    updated = provider.diff("205", dict(PROPS), {**PROPS, "params": params(memory=2048)})
+    assert (updated.changes, updated.replaces) == (True, [])
+    moved = provider.diff("205", dict(PROPS), {**PROPS, "vmid": 206})
+    assert moved.replaces == ["vmid"], "another vmid is another container: nothing collides"
+    rebuilt = provider.diff(
+        "205",
+        {**PROPS, "retain_on_delete": False},
+        {**PROPS, "adopt": False, "retain_on_delete": False, "template_vmid": 9003},
+    )
+    assert rebuilt.replaces == ["template_vmid"], "adoption given up and not retained: a normal replacement"
