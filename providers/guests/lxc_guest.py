@@ -369,6 +369,13 @@ def device_check(inputs: LxcGuestInputs) -> DeviceCheck | None:
     return DeviceCheck(guest, paths, inputs.dev_root) if paths else None
 
 
+def before_clone(inputs: LxcGuestInputs) -> list[Step]:
+    """What a create runs before its clone: the device check, when the guest is declared running (a guest
+    that could not start is not made)."""
+    check = device_check(inputs) if inputs.start else None
+    return [check] if check is not None else []
+
+
 def checked_devices(inputs: LxcGuestInputs, steps: list[Step]) -> list[Step]:
     """``steps``, with the device check first when they start the guest: before a shutdown, so a guest
     whose nodes are gone is never stopped for a start that cannot succeed."""
@@ -451,8 +458,7 @@ def plan_steps(inputs: LxcGuestInputs, template: int | str | None = None) -> lis
             AdoptConfigure(inputs.path, dict(inputs.params)),
             RawLines(inputs.conf_path, list(inputs.raw_lines)),
         ]
-    check = device_check(inputs) if inputs.start else None
-    return [*([check] if check else []), clone_step(inputs, template), *create_steps(inputs, template)]
+    return [*before_clone(inputs), clone_step(inputs, template), *create_steps(inputs, template)]
 
 
 @dataclass(frozen=True)
@@ -594,9 +600,8 @@ class LxcGuestProvider(GuestProvider):
         runner = self.runner(inputs.task_timeout_s)
         api = runner.api
         api.require_root_for(inputs.params)  # before the clone: nothing is made that cannot be finished
-        check = device_check(inputs) if inputs.start else None
-        if check is not None:  # likewise: a guest that could not start is not made
-            runner.one(check)
+        for step in before_clone(inputs):  # likewise: a guest that could not start is not made
+            runner.one(step)
         runner.one(clone_step(inputs))
         try:
             answers = runner.run(create_steps(inputs))
