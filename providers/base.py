@@ -24,7 +24,7 @@ import pickle
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias
@@ -97,6 +97,34 @@ def diff_inputs(
         replaces=replaces,
         delete_before_replace=delete_before_replace if replaces else False,
     )
+
+
+def kept_replacement_refusal(
+    who: str, noun: str, replaces: Sequence[str], *, retained: bool, adopting: bool
+) -> str | None:
+    """Why a replacement in the same place (the same vmid, the same dataset name) cannot be made, or None.
+
+    A replacement there deletes the old one first (from the stored outputs), then creates the new one. A
+    ``retained`` old one is only forgotten and still holds the place, so the create would fail with the
+    state already rid of it; an ``adopting`` create would take in what the delete just forgot (the change
+    silently not made) or look for what it just destroyed.
+    """
+    if not replaces:
+        return None
+    change = f"{who}: {', '.join(replaces)} changed, which needs a new {noun} in its place"
+    if retained:
+        return (
+            f"{change}, but the old one is kept on destroy (retain_on_delete) and would still be there, so "
+            "no new one can be made. Nothing was changed. To rebuild it, first set retain_on_delete: false "
+            "(and remove adopt) and run up, then make this change; or revert it"
+        )
+    if adopting:
+        return (
+            f"{change}, but adopt is set, so the new one would be an adoption of the {noun} the replacement "
+            "destroys first. Nothing was changed. Remove adopt, so that Phoenix makes it anew; or revert the "
+            "change"
+        )
+    return None
 
 
 def require(news: Mapping[str, Any], keys: Iterable[str]) -> list[CheckFailure]:
@@ -365,6 +393,13 @@ class HostProvider(ResourceProvider):
 
     def configure(self, req: ConfigureRequest) -> None:
         self._credentials = Credentials.from_sources(req.config)
+
+    @property
+    def host_name(self) -> str:
+        """The host an error names when no channel is open (a refusal in ``diff``): the SSH target's."""
+        if self.ssh_target is not None:
+            return self.ssh_target.host
+        return self.api_target.node if self.api_target is not None else "no host"
 
     @property
     def credentials(self) -> Credentials:

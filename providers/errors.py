@@ -169,3 +169,10 @@ class MissingDeviceNodeError(HostError):
             "phoenix-nvidia-nodes.service (nvidia-modprobe -u -c=N) at boot; run it, or `pulumi up` the "
             "host baseline first",
         )
+
+
+class UnreplaceableError(HostError):
+    """A change needs a new resource in place of one Phoenix keeps on destroy (``retain_on_delete``) or
+    adopts: the kept one would still hold its vmid or name, or the new one would be an adoption of the
+    old one, nothing rebuilt. Raised by ``diff``, so ``pulumi preview`` reports it and nothing on the host
+    is touched."""

@@ -47,11 +47,12 @@ from providers.base import (
     attach_cleanup,
     convert,
     is_unknown,
+    kept_replacement_refusal,
     require,
 )
 from providers.channels.pve import parse_property_string, size_gib
 from providers.channels.steps import ApiCall, HostCommand
-from providers.errors import HostError, PhoenixError
+from providers.errors import HostError, PhoenixError, UnreplaceableError
 from providers.guests.common import (
     DeviceCheck,
     GuestProvider,
@@ -132,12 +133,6 @@ class GuestError(HostError):
 
 class AdoptionError(GuestError):
     """The container to adopt is missing, or is not the one declared (hostname, MAC): nothing was changed."""
-
-
-class UnreplaceableGuestError(GuestError):
-    """A change needs a new container where Phoenix cannot make one in place of the old: the old one is
-    kept on destroy and holds the vmid, or the new one would be adopted, i.e. be the old one again. Raised
-    by ``diff``, so ``pulumi preview`` reports it and nothing on the host is touched."""
 
 
 ADOPTED = "adopted"  # the ``origin`` output of a guest taken in rather than cloned
@@ -289,31 +284,14 @@ def adoption_changes(
 def replacement_refusal(
     olds: Mapping[str, Any], news: Mapping[str, Any], replaces: Sequence[str]
 ) -> str | None:
-    """Why the replacement ``replaces`` asks for cannot be made, or None when it can.
-
-    A replacement deletes the old container (from ``olds``, the stored outputs), then creates the new one
-    from ``news``. With the same vmid, a retained old container (``retain_on_delete``: only forgotten)
-    still holds it, so the create would fail with the state already rid of the guest; and an ``adopt``
-    create would take in the container the delete just forgot (nothing rebuilt, the change silently not
-    made) or look for the one it just destroyed. A new vmid is a new container either way.
-    """
-    if not replaces or (not is_unknown(news.get("vmid")) and olds.get("vmid") != news.get("vmid")):
+    """Why the replacement ``replaces`` asks for cannot be made (:func:`kept_replacement_refusal`), or None.
+    ``olds`` are the stored outputs, whose ``retain_on_delete`` the delete follows; a new vmid is a new
+    container, which collides with nothing."""
+    if not is_unknown(news.get("vmid")) and olds.get("vmid") != news.get("vmid"):
         return None
     who = f"CT {as_int(olds['vmid'])} ({olds.get('hostname')})"
-    change = f"{', '.join(replaces)} changed, which needs a new container"
-    if olds.get("retain_on_delete"):
-        return (
-            f"{who}: {change}, but the old one is kept on destroy (retain_on_delete) and holds the vmid, so "
-            "no new one can be made. Nothing was changed. To rebuild it, first set retain_on_delete: false "
-            "(and remove adopt) and run up, then make this change; or revert it"
-        )
-    if news.get("adopt"):
-        return (
-            f"{who}: {change}, but adopt is set, so the new one would be an adoption of the container the "
-            "replacement destroys first. Nothing was changed. Remove adopt, so that Phoenix clones it from "
-            "its layer; or revert the change"
-        )
-    return None
+    retained, adopting = bool(olds.get("retain_on_delete")), bool(news.get("adopt"))
+    return kept_replacement_refusal(who, "container", replaces, retained=retained, adopting=adopting)
 
 
 def adopt_read_steps(inputs: LxcGuestInputs) -> list[Step]:
@@ -582,7 +560,7 @@ class LxcGuestProvider(GuestProvider):
         result = super().diff(_id, olds, news)
         refusal = replacement_refusal(olds, news, result.replaces or [])
         if refusal is not None:
-            raise UnreplaceableGuestError(str(olds["node"]), refusal)  # the node: no client is opened
+            raise UnreplaceableError(str(olds["node"]), refusal)  # the node: no client is opened
         return result
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:

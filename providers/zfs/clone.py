@@ -120,7 +120,7 @@ class ZfsCloneProvider(ZfsDatasetProvider):
         return CheckResult(inputs, validate_clone(inputs))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return diff_filesystem(olds, news, identity=["origin", "name"])
+        return diff_filesystem(olds, news, identity=["origin", "name"], host=self.host_name)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         want = ZfsCloneInputs.from_props(props)

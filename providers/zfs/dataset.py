@@ -46,11 +46,13 @@ from providers.base import (
     convert,
     diff_inputs,
     is_unknown,
+    kept_replacement_refusal,
     require,
     stored,
 )
 from providers.channels.command import Executor
 from providers.channels.steps import HostCommand
+from providers.errors import UnreplaceableError
 from providers.zfs.common import (
     BUSY_TIMEOUT,
     COMMAND_TIMEOUT,
@@ -122,14 +124,18 @@ def checked_filesystem(news: Mapping[str, Any], version: str) -> dict[str, Any]:
     return inputs
 
 
-def diff_filesystem(olds: Mapping[str, Any], news: Mapping[str, Any], *, identity: list[str]) -> DiffResult:
+def diff_filesystem(
+    olds: Mapping[str, Any], news: Mapping[str, Any], *, identity: list[str], host: str = "zfs"
+) -> DiffResult:
     """The diff table for a filesystem (dataset or clone). ``olds`` are stored outputs, ``news`` inputs.
 
     - an ``identity`` key (``name``; a clone's ``origin`` too) changed -> replace;
     - a create-only property changed -> replace (``properties``);
     - any other property, or ``version``, changed -> update in place;
     - the replacement is created first unless it keeps the name (then the old one is destroyed first:
-      two datasets cannot share a name, and create would otherwise adopt the very dataset about to go).
+      two datasets cannot share a name, and create would otherwise adopt the very dataset about to go);
+    - a replacement under the same name of a dataset kept on destroy, or by an adoption, is refused
+      (:func:`providers.base.kept_replacement_refusal`: ``UnreplaceableError``, ``host`` in it).
     """
     # retain_on_delete is only ever false in state from before it existed (and for clones): compare as bools
     # so that state sees no change; a flip is an update, so delete reads the choice from stored outputs.
@@ -145,6 +151,15 @@ def diff_filesystem(olds: Mapping[str, Any], news: Mapping[str, Any], *, identit
         replaces.append("properties")
     name = news.get("name")
     keeps_name = not is_unknown(name) and olds.get("name") == name
+    refusal = kept_replacement_refusal(
+        f"dataset {olds.get('name')}",
+        "dataset",
+        replaces if keeps_name else [],  # another name is another dataset: nothing collides
+        retained=bool(olds.get("retain_on_delete")),
+        adopting=bool(news.get("adopt")),
+    )
+    if refusal is not None:
+        raise UnreplaceableError(host, refusal)
     return DiffResult(
         changes=base.changes, replaces=replaces, delete_before_replace=bool(replaces) and keeps_name
     )
@@ -236,7 +251,7 @@ class ZfsDatasetProvider(HostProvider):
         return CheckResult(inputs, validate_filesystem(inputs))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return diff_filesystem(olds, news, identity=["name"])
+        return diff_filesystem(olds, news, identity=["name"], host=self.host_name)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         want = ZfsDatasetInputs.from_props(props)

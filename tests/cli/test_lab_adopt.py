@@ -313,7 +313,8 @@ def test_a_change_that_needs_a_new_container_is_refused_at_preview(stack: LabSta
         write_containers(stack, IMPORTED)
     message = str(refused.value)
     print(f"preview refused: {message[-600:]}")
-    assert "CT 811 (hand-web): template_vmid changed, which needs a new container" in message
+    assert "UnreplaceableError" in message
+    assert "CT 811 (hand-web): template_vmid changed, which needs a new container in its place" in message
     assert "kept on destroy (retain_on_delete)" in message and "Nothing was changed" in message
     assert mutations(requests_since(stack, since)) == []
     assert stack.engine.preview(expect_no_changes=True) is not None, "state and host as they were"

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
+from providers.errors import UnreplaceableError
 from providers.guests.common import plan_lines
 from providers.guests.lxc_guest import (
     ADOPTED,
     AdoptionError,
     LxcGuestInputs,
     LxcGuestProvider,
-    UnreplaceableGuestError,
     adopt_steps,
     adoption_changes,
     identity_problem,
@@ -248,18 +248,19 @@ def test_a_change_that_needs_a_new_container_is_refused_for_a_retained_guest() -
     provider = LxcGuestProvider()
     olds = {**PROPS, "origin": ADOPTED}  # adopted, so retained by default
     with pytest.raises(
-        UnreplaceableGuestError, match=r"CT 205 \(web\): template_vmid changed.*retain_on_delete"
+        UnreplaceableError,
+        match=r"CT 205 \(web\): template_vmid changed, which needs a new container.*retain_on_delete",
     ):
         provider.diff("205", olds, {**PROPS, "template_vmid": 9003})
     created_but_kept = {**PROPS, "adopt": False, "template_vmid": 9001}
-    with pytest.raises(UnreplaceableGuestError, match="kept on destroy"):
+    with pytest.raises(UnreplaceableError, match="kept on destroy"):
         provider.diff("205", created_but_kept, {**created_but_kept, "storage": "tank"})
 
 
 def test_flipping_retain_on_delete_in_the_same_up_as_the_replacement_is_still_refused() -> None:
     # The delete runs from the stored outputs, which still say retained: the old container would stay.
     provider = LxcGuestProvider()
-    with pytest.raises(UnreplaceableGuestError, match="first set retain_on_delete: false"):
+    with pytest.raises(UnreplaceableError, match="first set retain_on_delete: false"):
         provider.diff(
             "205", dict(PROPS), {**PROPS, "adopt": False, "retain_on_delete": False, "template_vmid": 9003}
         )
@@ -268,7 +269,7 @@ def test_flipping_retain_on_delete_in_the_same_up_as_the_replacement_is_still_re
 def test_an_adopting_replacement_is_refused_even_when_the_old_guest_would_be_destroyed() -> None:
     provider = LxcGuestProvider()
     olds = {**PROPS, "retain_on_delete": False}
-    with pytest.raises(UnreplaceableGuestError, match="adopt is set"):
+    with pytest.raises(UnreplaceableError, match="adopt is set"):
         provider.diff("205", olds, {**olds, "template_vmid": 9003})
 
 

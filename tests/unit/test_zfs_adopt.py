@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from providers.errors import UnreplaceableError
 from providers.zfs.common import apply_argv, filesystem_props, get_argv
 from providers.zfs.dataset import (
     PROVIDER_VERSION,
@@ -91,3 +92,28 @@ def test_state_from_before_the_inputs_sees_no_change_and_a_flip_is_an_update() -
 def test_the_plan_of_an_adoption_is_the_read() -> None:
     steps = create_steps(plan_inputs({"name": NAME, "properties": PROPS, "adopt": True}))
     assert [step.argv for step in steps] == [READ]
+
+
+def test_a_create_only_change_of_a_kept_dataset_is_refused_and_a_rename_is_not() -> None:
+    kept = {
+        "name": NAME,
+        "properties": PROPS,
+        "version": PROVIDER_VERSION,
+        "adopt": True,
+        "retain_on_delete": True,
+    }
+    recased = {**kept, "properties": {**PROPS, "casesensitivity": "insensitive"}}
+    with pytest.raises(UnreplaceableError, match=f"dataset {NAME}: properties changed.*retain_on_delete"):
+        diff_filesystem(kept, recased, identity=["name"], host="pve1")
+    destroyed_then_adopted = {**kept, "retain_on_delete": False}
+    with pytest.raises(UnreplaceableError, match="adopt is set"):
+        diff_filesystem(destroyed_then_adopted, {**recased, "retain_on_delete": False}, identity=["name"])
+    renamed = diff_filesystem(kept, {**kept, "name": f"{NAME}-2"}, identity=["name"])
+    assert (renamed.replaces, renamed.delete_before_replace) == (["name"], False), (
+        "another name: no collision"
+    )
+    given_up = {**kept, "adopt": False, "retain_on_delete": False}
+    rebuilt = diff_filesystem(
+        given_up, {**recased, "adopt": False, "retain_on_delete": False}, identity=["name"]
+    )
+    assert rebuilt.replaces == ["properties"]
