@@ -125,7 +125,7 @@ def checked_filesystem(news: Mapping[str, Any], version: str) -> dict[str, Any]:
 
 
 def diff_filesystem(
-    olds: Mapping[str, Any], news: Mapping[str, Any], *, identity: list[str], host: str = "zfs"
+    olds: Mapping[str, Any], news: Mapping[str, Any], *, identity: list[str], host: str
 ) -> DiffResult:
     """The diff table for a filesystem (dataset or clone). ``olds`` are stored outputs, ``news`` inputs.
 

@@ -82,10 +82,12 @@ def test_a_retained_dataset_is_only_forgotten_and_another_destroyed(monkeypatch:
 def test_state_from_before_the_inputs_sees_no_change_and_a_flip_is_an_update() -> None:
     old = {"name": NAME, "properties": PROPS, "version": PROVIDER_VERSION}
     assert (
-        diff_filesystem(old, {**old, "retain_on_delete": False, "adopt": False}, identity=["name"]).changes
+        diff_filesystem(
+            old, {**old, "retain_on_delete": False, "adopt": False}, identity=["name"], host="pve1"
+        ).changes
         is False
     )
-    flipped = diff_filesystem(old, {**old, "retain_on_delete": True}, identity=["name"])
+    flipped = diff_filesystem(old, {**old, "retain_on_delete": True}, identity=["name"], host="pve1")
     assert (flipped.changes, flipped.replaces) == (True, [])
 
 
@@ -107,13 +109,15 @@ def test_a_create_only_change_of_a_kept_dataset_is_refused_and_a_rename_is_not()
         diff_filesystem(kept, recased, identity=["name"], host="pve1")
     destroyed_then_adopted = {**kept, "retain_on_delete": False}
     with pytest.raises(UnreplaceableError, match="adopt is set"):
-        diff_filesystem(destroyed_then_adopted, {**recased, "retain_on_delete": False}, identity=["name"])
-    renamed = diff_filesystem(kept, {**kept, "name": f"{NAME}-2"}, identity=["name"])
+        diff_filesystem(
+            destroyed_then_adopted, {**recased, "retain_on_delete": False}, identity=["name"], host="pve1"
+        )
+    renamed = diff_filesystem(kept, {**kept, "name": f"{NAME}-2"}, identity=["name"], host="pve1")
     assert (renamed.replaces, renamed.delete_before_replace) == (["name"], False), (
         "another name: no collision"
     )
     given_up = {**kept, "adopt": False, "retain_on_delete": False}
     rebuilt = diff_filesystem(
-        given_up, {**recased, "adopt": False, "retain_on_delete": False}, identity=["name"]
+        given_up, {**recased, "adopt": False, "retain_on_delete": False}, identity=["name"], host="pve1"
     )
     assert rebuilt.replaces == ["properties"]

@@ -84,7 +84,7 @@ def news(**changes: Any) -> dict[str, Any]:
     ids=["same", "property", "new-origin", "new-name", "both", "unknown-origin"],
 )
 def test_diff_table(new: dict[str, Any], changes: bool, replaces: list[str], delete_first: bool) -> None:
-    result = diff_filesystem(STORED, new, identity=["origin", "name"])
+    result = diff_filesystem(STORED, new, identity=["origin", "name"], host="pve1")
     assert (result.changes, result.replaces, result.delete_before_replace) == (
         changes,
         replaces,

@@ -115,7 +115,7 @@ def news(**changes: Any) -> dict[str, Any]:
     ],
 )
 def test_diff_table(new: dict[str, Any], changes: bool, replaces: list[str], delete_first: bool) -> None:
-    result = diff_filesystem(STORED, new, identity=["name"])
+    result = diff_filesystem(STORED, new, identity=["name"], host="pve1")
     assert (result.changes, result.replaces, result.delete_before_replace) == (
         changes,
         replaces,
