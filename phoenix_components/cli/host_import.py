@@ -3,8 +3,9 @@ Phoenix does not manage yet, as guests.json entries to adopt.
 
 Read-only, on both channels: the PVE API (``GET /nodes/{node}/lxc``, each container's ``config`` and its
 firewall ``options`` and ``rules``) and, over SSH with the pinned host key, ``cat /etc/pve/lxc/<vmid>.conf``
-(the raw ``lxc.*`` lines are only there). Nothing on the host changes: no POST, PUT or DELETE is sent and
-no command but ``cat`` runs.
+(the raw ``lxc.*`` lines are only there); on a host whose NVIDIA driver Phoenix manages (host.json then
+declares no GPU minors), the driver resource's own read-only inventory, for the minors devN lines are
+mapped by. Nothing on the host changes: no POST, PUT or DELETE is sent and no command but those reads runs.
 
 Which containers: every one on the stack's node that is not declared in the environment's guests.json
 (containers and VMs), not a template, and not in host.json's layers vmid range. Each is mapped by
@@ -34,6 +35,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,14 +55,16 @@ from phoenix_components.config.load import (
     check_environment,
     load_environment,
 )
-from phoenix_components.config.models import Container
+from phoenix_components.config.models import Container, HostGpu
 from phoenix_components.config.stacks import stack_environment
 from phoenix_components.render.from_host import Imported, adoption_sends, container_from_pve
+from phoenix_components.render.lxc import inventory_minors
 from providers.channels.command import Executor
 from providers.channels.pve import PveClient
 from providers.channels.ssh import executor_for
 from providers.channels.targets import Credentials
 from providers.errors import PhoenixError
+from providers.nvidia_driver import NvidiaHostPaths, parse_read, read_step
 
 EXIT_INVALID = 2
 
@@ -145,6 +149,28 @@ def read_host(api: PveClient, ssh: Executor, env: Environment) -> tuple[list[Liv
     return found, skipped
 
 
+def host_gpus(env: Environment, ssh: Executor) -> list[HostGpu]:
+    """host.json's GPUs with the device minors a guest's devN lines are mapped by.
+
+    As declared, unless Phoenix manages the host's driver: host.json declares no minors then, and they are
+    read as the NvidiaHostDriver resource reads them (its one batched read: nvidia-smi's queries and the
+    kernel's ``/proc`` files; nothing is changed). With no driver installed yet there are none, and a
+    devN line is reported unmapped.
+    """
+    nvidia = env.host.nvidia
+    if nvidia is None or not nvidia.manage or not env.host.gpus:
+        return list(env.host.gpus)
+    step = read_step(NvidiaHostPaths())
+    facts = parse_read(ssh.run(step.argv, timeout=step.timeout_s).stdout)
+    if not facts.installed:
+        return list(env.host.gpus)
+    minors = inventory_minors(env.host.gpus, [gpu.to_props() for gpu in facts.gpus])
+    return [
+        gpu.model_copy(update={"minor": int(minors[str(gpu.index)])}) if str(gpu.index) in minors else gpu
+        for gpu in env.host.gpus
+    ]
+
+
 # ------------------------------------------------------------------ the report
 
 
@@ -158,13 +184,17 @@ class GuestReport:
     invalid: list[str]
 
 
-def import_guest(live: LiveGuest, env: Environment) -> tuple[Imported, GuestReport]:
-    """Map one guest, validate its entry against the model and say what adopting it would send."""
+def import_guest(
+    live: LiveGuest, env: Environment, gpus: Sequence[HostGpu] | None = None
+) -> tuple[Imported, GuestReport]:
+    """Map one guest, validate its entry against the model and say what adopting it would send.
+    ``gpus``: :func:`host_gpus` (default: host.json's as declared)."""
+    gpus = env.host.gpus if gpus is None else gpus
     result = container_from_pve(
         live.vmid,
         live.config,
         live.conf,
-        gpus=env.host.gpus,
+        gpus=gpus,
         firewall_options=live.firewall_options,
         firewall_rules=live.firewall_rules,
     )
@@ -179,9 +209,7 @@ def import_guest(live: LiveGuest, env: Environment) -> tuple[Imported, GuestRepo
                 for e in error.errors(include_url=False)
             ]
         else:
-            sends = {
-                k: list(v) for k, v in adoption_sends(ct, live.config, live.conf, gpus=env.host.gpus).items()
-            }
+            sends = {k: list(v) for k, v in adoption_sends(ct, live.config, live.conf, gpus=gpus).items()}
     report = GuestReport(
         live.vmid,
         result.hostname,
@@ -257,7 +285,9 @@ def import_from_host(args: argparse.Namespace) -> int:
     try:
         api = PveClient(api_target(env.host), creds)
         try:
-            live, skipped = read_host(api, executor_for(ssh_target(env.host), creds), env)
+            ssh = executor_for(ssh_target(env.host), creds)
+            live, skipped = read_host(api, ssh, env)
+            gpus = host_gpus(env, ssh) if live else list(env.host.gpus)
         finally:
             api.close()
     except PhoenixError as error:
@@ -267,7 +297,7 @@ def import_from_host(args: argparse.Namespace) -> int:
     reports: list[GuestReport] = []
     valid: list[Container] = []
     for guest in live:
-        result, report = import_guest(guest, env)
+        result, report = import_guest(guest, env, gpus)
         reports.append(report)
         if result.entry is not None:
             entries.append(result.entry)

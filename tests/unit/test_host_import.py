@@ -10,12 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from phoenix_components.cli.host_import import environment_problems, import_guest, read_host, stack_config
+from phoenix_components.cli.host_import import (
+    environment_problems,
+    host_gpus,
+    import_guest,
+    read_host,
+    stack_config,
+)
 from phoenix_components.config.load import load_environment
 from phoenix_components.config.models import Container
-from tests.support.fakes import FakePve
+from tests.support.fakes import Answer, FakePve, ScriptedExecutor
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
+NVIDIA = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia" / "2gpu"
 NET = "name=eth0,bridge=vmbr0,firewall=1,hwaddr=BC:24:11:00:00:AA,ip=10.0.10.77/24,type=veth"
 
 
@@ -95,3 +102,53 @@ def test_an_entry_validation_would_refuse_beside_the_declared_guests_is_reported
     address = taken.split("/")[0]
     assert by_vmid == {130: [f"network.ip: IP address {address} is already used at containers[0].network.ip"]}
     assert rest == []
+
+
+def managed_driver_read() -> str:
+    """The NVIDIA driver resource's batched read on the dev host (its GPUs at host.json's PCI addresses),
+    from the 2-GPU fixture, with the kernel's minors the other way round from nvidia-smi's index."""
+    buses = {"0000:01:00.0": "0000:41:00.0", "0000:08:00.0": "0000:42:00.0"}
+    query = (NVIDIA / "query-gpu.csv").read_text().replace("00000000:01:00.0", "00000000:41:00.0")
+    query = query.replace("00000000:08:00.0", "00000000:42:00.0")
+    infos = []
+    for old, new in buses.items():
+        text = (NVIDIA / "gpus" / old / "information").read_text().replace(old, new)
+        minor = "1" if new.endswith("41:00.0") else "0"
+        infos.append(
+            "\n".join(
+                f"Device Minor: \t {minor}" if line.startswith("Device Minor") else line
+                for line in text.splitlines()
+            )
+            + "\n"
+        )
+    parts = [
+        f"@@driver_version 0\n{(NVIDIA / 'driver-version.txt').read_text()}",
+        f"@@gpus 0\n{query}",
+        f"@@devices\n{(NVIDIA / 'devices').read_text()}",
+        *(f"@@information\n{text}" for text in infos),
+    ]
+    return "".join(parts)
+
+
+def test_on_a_managed_driver_host_devn_is_mapped_by_the_minors_the_driver_reads() -> None:
+    env = load_environment(CONFIG, "dev")
+    assert env.host.nvidia is not None and env.host.nvidia.manage, "dev's driver is Phoenix's"
+    assert all(gpu.minor is None for gpu in env.host.gpus), "so host.json declares no minors"
+    ssh = ScriptedExecutor([Answer(["sh", "-c"], stdout=managed_driver_read())])
+    gpus = host_gpus(env, ssh)  # type: ignore[arg-type]  # the fake's surface
+    assert [(g.index, g.minor) for g in gpus] == [(0, 1), (1, 0)]
+    assert len(ssh.calls) == 1 and "phoenix-nvidia-read" in ssh.calls[0].argv, "the driver's read only"
+    pve = host()
+    pve.guests[120].config["dev0"] = "/dev/nvidia0,mode=0666"
+    live, _skipped = read_host(pve, pve.shell(), env)  # type: ignore[arg-type]
+    web, report = import_guest(live[0], env, gpus)
+    assert web.entry is not None and web.entry["gpus"] == [1], "/dev/nvidia0 is minor 0: GPU index 1"
+    assert all(u["key"] != "dev0" for u in report.unmapped)
+    _unmapped, before = import_guest(live[0], env)
+    assert any(u["key"] == "dev0" for u in before.unmapped), "without the read it cannot be mapped"
+
+
+def test_with_no_driver_installed_yet_the_gpus_stay_as_declared() -> None:
+    env = load_environment(CONFIG, "dev")
+    ssh = ScriptedExecutor([Answer(["sh", "-c"], stdout="@@absent\n")])
+    assert host_gpus(env, ssh) == list(env.host.gpus)  # type: ignore[arg-type]
