@@ -294,15 +294,14 @@ def _profiled(program: Callable[[], Any]) -> pstats.Stats:
     return pstats.Stats(profiler)
 
 
-def profile(guests: int) -> tuple[dict[str, float], dict[str, float], tuple[int, int]]:
+def profile(
+    env: Environment, floor_inputs: list[dict[str, Any]]
+) -> tuple[dict[str, float], dict[str, float], tuple[int, int]]:
     """One profiled run of Phoenix and one of the same-inputs floor: Phoenix's owners' shares, the named
     SDK steps' inclusive shares, and the Python calls each program made (cProfile's count, which unlike
     wall time hardly moves from run to run or with the machine's load)."""
-    env = scaled(load_environment(ROOT / "config", "dev"), guests)
-    mocks = _Mocks()
-    _run(lambda: build(env), mocks)
     stats = _profiled(lambda: build(env))
-    floor_stats = _profiled(same_inputs_floor(_same_inputs(registered_keys(env), mocks)))
+    floor_stats = _profiled(same_inputs_floor(floor_inputs))
     raw: dict[_Func, tuple[int, int, float, float, object]] = getattr(stats, "stats")  # noqa: B009
     total = sum(entry[2] for entry in raw.values())
     steps = {
@@ -350,7 +349,11 @@ def main(quick: bool = False) -> None:
             f"phoenix/same-inputs = {phoenix / same:.2f}x (target <= 1.2x)"
         )
     guests = sizes[0] if quick else sizes[-1]
-    owners, steps, (calls, floor_calls) = profile(guests)
+    env = scaled(load_environment(ROOT / "config", "dev"), guests)
+    mocks = _Mocks()
+    _run(lambda: build(env), mocks)
+    floor_inputs = _same_inputs(registered_keys(env), mocks)
+    owners, steps, (calls, floor_calls) = profile(env, floor_inputs)
     print(
         f"  Python calls ({guests} guests, one cProfile run each): phoenix {calls}, same-inputs floor "
         f"{floor_calls}, phoenix/same-inputs = {calls / floor_calls:.3f}x (a steadier measure than wall time)"
@@ -360,11 +363,8 @@ def main(quick: bool = False) -> None:
         "callers): " + ", ".join(f"{who} {share:.0%}" for who, share in owners.items())
     )
     print("    SDK steps (inclusive): " + ", ".join(f"{step} {share:.0%}" for step, share in steps.items()))
-    env = scaled(load_environment(ROOT / "config", "dev"), guests)
-    mocks = _Mocks()
     phoenix_gc = gc_share(lambda: build(env))
-    _run(lambda: build(env), mocks)
-    floor_gc = gc_share(same_inputs_floor(mocks.inputs))
+    floor_gc = gc_share(same_inputs_floor(floor_inputs))
     print(
         f"    cyclic GC (unprofiled runs): {phoenix_gc:.0%} of Phoenix's time, {floor_gc:.0%} of the "
         "same-inputs floor's (the SDK keeps every resource's Outputs, futures and tasks alive)"
