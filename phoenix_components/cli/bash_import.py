@@ -34,6 +34,7 @@ from phoenix_components.config.bash_import import (
     convert,
 )
 from phoenix_components.config.errors import ConfigError
+from phoenix_components.config.features import fresh_guest_scripts
 from phoenix_components.config.load import (
     APPARMOR_DIR,
     CHAIN_FILE,
@@ -104,7 +105,8 @@ def reference(config: Path) -> Reference:
             [f"{chain_path}: $: the chain the import maps templates onto is not valid ({exc})"]
         ) from None
     features = config / FEATURES_DIR
-    scripts = frozenset(p.stem for p in features.glob("*.sh")) if features.is_dir() else frozenset()
+    texts = {p.stem: p.read_text() for p in features.glob("*.sh")} if features.is_dir() else {}
+    scripts = frozenset(texts)
     apparmor = config / APPARMOR_DIR
     profiles = (
         frozenset(p.name for p in apparmor.iterdir() if p.is_file()) if apparmor.is_dir() else frozenset()
@@ -124,7 +126,7 @@ def reference(config: Path) -> Reference:
         nvidia = host.get("nvidia")
         if isinstance(nvidia, dict) and isinstance(nvidia.get("sha256"), str):
             checksums.setdefault(str(nvidia.get("runfile_url")), (nvidia["sha256"], source))
-    return Reference(chain, scripts, profiles, templates, image, checksums)
+    return Reference(chain, scripts, fresh_guest_scripts(texts), profiles, templates, image, checksums)
 
 
 def _schema_ref(out: Path, config: Path, name: str) -> str:

@@ -127,6 +127,7 @@ class Reference:
 
     chain: Chain
     scripts: frozenset[str]  # feature scripts under config/features/
+    fresh_guest: frozenset[str]  # those of them that need a fresh guest (config.features.fresh_guest_scripts)
     profiles: frozenset[str]  # AppArmor profile files under apparmor/
     # OS templates and a cloud image of an existing environment, with the file they come from.
     os_templates: Mapping[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
@@ -1751,6 +1752,12 @@ def _problems(host: dict[str, Any], guests: dict[str, Any], state: _State, files
     except ValidationError as exc:
         return [Problem("guests.json", json_path(e["loc"], guests), e["msg"]) for e in exc.errors()]
     found = check_environment(
-        host_model, state.ref.chain, guests_model, set(state.ref.scripts), set(state.ref.profiles), files
+        host_model,
+        state.ref.chain,
+        guests_model,
+        set(state.ref.scripts),
+        set(state.ref.profiles),
+        files,
+        fresh_guest=state.ref.fresh_guest,
     )
     return name_guests(found, "guests.json", guest_labels(guests_model))

@@ -435,7 +435,7 @@ def check_environment(
     profiles: set[str],
     files: _Files,
     *,
-    fresh_guest: frozenset[str] = frozenset(),
+    fresh_guest: frozenset[str],
 ) -> list[Problem]:
     """Every cross-record fact config/README.md lists. Pure: the inputs are already-parsed documents.
     ``fresh_guest``: the scripts among ``scripts`` that need a fresh guest (``# phoenix: fresh-guest``)."""

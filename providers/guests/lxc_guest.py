@@ -560,7 +560,7 @@ class LxcGuestProvider(GuestProvider):
         result = super().diff(_id, olds, news)
         refusal = replacement_refusal(olds, news, result.replaces or [])
         if refusal is not None:
-            raise UnreplaceableError(str(olds["node"]), refusal)  # the node: no client is opened
+            raise UnreplaceableError(self.host_name, refusal)
         return result
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
