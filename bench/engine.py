@@ -68,11 +68,12 @@ class Echo(ResourceProvider):
 
 
 class Plain(DynamicResource, module="bench", name="Plain"):
-    pass
+    def __init__(self, name, props):
+        self._register(Echo(), name, props)
 
 
 for i in range(pulumi.Config("bench").require_int("count")):
-    Plain(Echo(), f"r{i}", {"n": i, "name": f"r{i}"})
+    Plain(f"r{i}", {"n": i, "name": f"r{i}"})
 '''
 
 

@@ -312,17 +312,31 @@ class DynamicResource(Resource):
 
     Outputs are declared once, as ``pulumi.Output[...]`` class annotations: each one the props leave out
     is registered as ``None`` (to be filled by the provider), so it becomes an attribute of the resource.
+
+    A subclass's ``__init__`` registers through :meth:`_register`, not ``super().__init__``. The SDK
+    records, for every resource, the stack above the *third* ``__init__`` frame (``Resource``,
+    ``CustomResource``, then the concrete class), and takes the first frame of it as the resource's source
+    position, the line of user code that made it. A registering ``__init__`` here would be that third
+    frame, so every Phoenix resource's source position would be its own class's ``super().__init__`` line
+    in ``providers/`` and its stack one frame deeper (the trace is the SDK's largest per-resource step,
+    bench/eval_scale). With :meth:`_register` the subclass's ``__init__`` is the third frame: the source
+    position is the component line that built the resource.
     """
 
     _serialized: dict[tuple[type, str], tuple[str, bool]] = {}
 
-    def __init__(
+    def __init__(self, *_args: object, **_kwargs: object) -> None:
+        # The SDK's own constructor would run here otherwise, dill pickle and all (see the class docstring).
+        raise TypeError(f"{type(self).__name__}.__init__ must register through self._register(...)")
+
+    def _register(
         self,
         provider: ResourceProvider,
         name: str,
         props: dict[str, Any],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """Register the resource: what ``pulumi.dynamic.Resource.__init__`` does, once per resource."""
         if PROVIDER_KEY in props:
             raise ValueError("a dynamic resource must not define the __provider key")
         outputs = declared_outputs(type(self))

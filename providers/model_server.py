@@ -439,4 +439,4 @@ class ModelServer(DynamicResource, module="phoenix", name="ModelServer"):
         self, name: str, args: ModelServerArgs, *, ssh_target: SshTarget, opts: Options = None
     ) -> None:
         props = {**vars(args), VERSION_KEY: PROVIDER_VERSION}
-        super().__init__(ModelServerProvider(ssh_target=ssh_target), name, props, opts)
+        self._register(ModelServerProvider(ssh_target=ssh_target), name, props, opts)

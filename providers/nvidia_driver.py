@@ -1218,4 +1218,4 @@ class NvidiaHostDriver(DynamicResource, module="phoenix", name="NvidiaHostDriver
         # did before they existed.
         given = {k: v for k, v in vars(args).items() if k not in PREPARATION or v not in (None, False, [])}
         props = {**given, "host": ssh_target.host, "version": PROVIDER_VERSION}
-        super().__init__(provider, name, props, opts)
+        self._register(provider, name, props, opts)

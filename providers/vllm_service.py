@@ -224,4 +224,4 @@ class VllmService(DynamicResource, module="phoenix", name="VllmService"):
         self, name: str, args: VllmServiceArgs, *, ssh_target: SshTarget, opts: Options = None
     ) -> None:
         props = {**vars(args), VERSION_KEY: PROVIDER_VERSION}
-        super().__init__(VllmServiceProvider(ssh_target=ssh_target), name, props, opts)
+        self._register(VllmServiceProvider(ssh_target=ssh_target), name, props, opts)

@@ -428,7 +428,7 @@ class GuestResource(DynamicResource, Generic[ArgsT]):
     ) -> None:
         provider = self.provider_class(ssh_target=ssh_target, api_target=api_target)
         props = {f.name: getattr(args, f.name) for f in fields(args)}  # type: ignore[arg-type]
-        super().__init__(provider, name, {**props, VERSION_KEY: self.provider_version}, opts)
+        self._register(provider, name, {**props, VERSION_KEY: self.provider_version}, opts)
 
 
 class LinkedCloneResource(GuestResource[ArgsT]):

@@ -515,7 +515,7 @@ class ComposeStack(DynamicResource, module="phoenix", name="ComposeStack"):
         props = {**props, "state": RUNNING, VERSION_KEY: PROVIDER_VERSION}
         # The secrets are an output too: without this the engine would store them in plain text.
         secret = pulumi.ResourceOptions(additional_secret_outputs=["secrets"])
-        super().__init__(
+        self._register(
             ComposeStackProvider(ssh_target=ssh_target),
             name,
             props,

@@ -457,4 +457,4 @@ class AppArmorProfile(DynamicResource, module="phoenix", name="AppArmorProfile")
     ) -> None:
         provider = AppArmorProfileProvider(ssh_target=ssh_target, load_mode=load_mode)
         props = {**vars(args), VERSION_KEY: PROVIDER_VERSION}
-        super().__init__(provider, resource_name, props, opts)
+        self._register(provider, resource_name, props, opts)

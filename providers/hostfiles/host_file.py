@@ -163,4 +163,4 @@ class HostFile(DynamicResource, module="phoenix", name="HostFile"):
 
     def __init__(self, name: str, args: HostFileArgs, *, ssh_target: SshTarget, opts: Options = None) -> None:
         props = {**vars(args), VERSION_KEY: PROVIDER_VERSION}
-        super().__init__(HostFileProvider(ssh_target=ssh_target), name, props, opts)
+        self._register(HostFileProvider(ssh_target=ssh_target), name, props, opts)

@@ -671,4 +671,4 @@ class ZfsResource(DynamicResource, Generic[ArgsT]):
         opts: Options = None,
     ) -> None:
         provider = self.provider_type(ssh_target=ssh_target, busy_timeout=busy_timeout)
-        super().__init__(provider, resource_name, {**vars(args), VERSION_KEY: self.logic_version}, opts)
+        self._register(provider, resource_name, {**vars(args), VERSION_KEY: self.logic_version}, opts)

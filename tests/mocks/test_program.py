@@ -138,6 +138,37 @@ def test_main_builds_for_every_stack(stack: str) -> None:
     )
 
 
+@pytest.mark.parametrize("stack", ["dev", "lab"])
+def test_each_resource_s_source_position_is_the_component_line_that_built_it(stack: str) -> None:
+    """The SDK records the frame above a resource's constructor as its source position. Phoenix's resources
+    register through DynamicResource._register, so that frame is the component's line, not providers/."""
+    env_name = stack_environment(ROOT, stack)
+    monitor = install(stack, {"phoenix:environment": env_name})
+    env = load_environment(ROOT / "config", env_name)
+
+    run_program(lambda: build(env))
+
+    components = (ROOT / "phoenix_components").as_uri()
+    dynamic = [r for r in monitor.registrations if r.type.startswith("pulumi-python:dynamic/")]
+    assert len(dynamic) > 10
+    for reg in dynamic:
+        assert reg.source is not None, f"{reg.name}: no source position"
+        uri, line = reg.source
+        assert uri.startswith(components + "/components/"), f"{reg.name} ({reg.type}): {uri}:{line}"
+        built = Path(uri.removeprefix("file://")).read_text().splitlines()[line - 1]
+        assert "(" in built, f"{reg.name}: {uri}:{line} is not a call: {built!r}"
+
+
+def test_a_dynamic_resource_cannot_register_through_the_base_constructor() -> None:
+    from providers.base import DynamicResource
+
+    class _Bare(DynamicResource, module="test", name="Bare"):
+        pass
+
+    with pytest.raises(TypeError, match="_register"):
+        _Bare("name", {})
+
+
 def test_layer_keys_are_the_same_in_every_environment() -> None:
     """Promotion compares keys: the shared chain must hash identically for every host."""
     keys = {

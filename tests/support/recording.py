@@ -25,6 +25,8 @@ class Registration:
     """The ``replacement_trigger`` option's value (the engine replaces the resource when it changes)."""
     retain_on_delete: bool = False
     """The ``retain_on_delete`` option: a destroy only forgets the resource."""
+    source: tuple[str, int] | None = None
+    """The source position the SDK sent (file URI, line): the user code that built the resource."""
 
 
 class EchoMocks(pulumi.runtime.Mocks):
@@ -93,6 +95,11 @@ class RecordingMonitor(MockMonitor):
                     inputs=rpc.deserialize_properties(request.object),
                     delete_before_replace=bool(request.deleteBeforeReplace),
                     retain_on_delete=bool(request.retainOnDelete),
+                    source=(
+                        (request.sourcePosition.uri, request.sourcePosition.line)
+                        if request.HasField("sourcePosition")
+                        else None
+                    ),
                     replacement_trigger=(
                         json_format.MessageToDict(request.replacement_trigger)
                         if request.HasField("replacement_trigger")
