@@ -11,7 +11,8 @@ Every provider file (one per resource noun) follows the same shape:
    ``diff`` via :func:`diff_inputs`, ``update`` returning every output, ``read`` for ``pulumi refresh``
    and ``delete`` from stored outputs alone;
 4. the resource (a :class:`DynamicResource`, named by the plain noun) with typed ``Args`` and its outputs
-   declared once, as ``pulumi.Output[...]`` annotations.
+   declared once, as ``pulumi.Output[...]`` annotations; its ``__init__`` registers through
+   :meth:`DynamicResource._register`.
 
 After a failed operation, cleanup goes through :func:`cleanup_on_failure` / :func:`attach_cleanup`: the
 original error is what the user sees, a cleanup failure rides along as a note on it.
