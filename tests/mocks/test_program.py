@@ -138,7 +138,7 @@ def test_main_builds_for_every_stack(stack: str) -> None:
     )
 
 
-@pytest.mark.parametrize("stack", ["dev", "lab"])
+@pytest.mark.parametrize("stack", STACKS)
 def test_each_resource_s_source_position_is_the_component_line_that_built_it(stack: str) -> None:
     """The SDK records the frame above a resource's constructor as its source position. Phoenix's resources
     register through DynamicResource._register, so that frame is the component's line, not providers/."""
