@@ -244,6 +244,16 @@ def _same_inputs(keys: dict[tuple[str, str], list[str]], mocks: _Mocks) -> list[
     ]
 
 
+def prepared(guests: int) -> tuple[Environment, list[dict[str, Any]], int]:
+    """The scaled environment, the same-inputs floor's props read from one untimed run of Phoenix's
+    program (which also warms it up), and the number of resources it registers."""
+    env = scaled(load_environment(ROOT / "config", "dev"), guests)
+    keys = registered_keys(env)
+    mocks = _Mocks()
+    _run(lambda: build(env), mocks)
+    return env, _same_inputs(keys, mocks), mocks.count
+
+
 def measure(guests: int, rounds: int) -> tuple[float, float, float, int, float]:
     """Best-of-rounds wall times of Phoenix, the bare floor and the same-inputs floor, the resource count,
     and the median over rounds of each round's Phoenix/same-inputs ratio.
@@ -252,11 +262,7 @@ def measure(guests: int, rounds: int) -> tuple[float, float, float, int, float]:
     slows down during the run weighs on both; the median of the rounds' own ratios is the steadier figure
     when the best Phoenix and the best floor would come from different moments.
     """
-    env = scaled(load_environment(ROOT / "config", "dev"), guests)
-    keys = registered_keys(env)
-    mocks = _Mocks()
-    _run(lambda: build(env), mocks)  # untimed: the floors' inputs, and the first run's warm-up
-    count, same = mocks.count, _same_inputs(keys, mocks)
+    env, same, count = prepared(guests)
     times: dict[str, list[float]] = {"phoenix": [], "bare": [], "same": []}
     programs: list[tuple[str, Callable[[], Any]]] = [
         ("phoenix", lambda: build(env)),
@@ -440,10 +446,7 @@ def main(quick: bool = False) -> None:
             "(target <= 1.2x)"
         )
     guests = sizes[0] if quick else sizes[-1]
-    env = scaled(load_environment(ROOT / "config", "dev"), guests)
-    mocks = _Mocks()
-    _run(lambda: build(env), mocks)
-    floor_inputs = _same_inputs(registered_keys(env), mocks)
+    env, floor_inputs, _ = prepared(guests)
     owners, steps, (calls, floor_calls) = profile(env, floor_inputs)
     print(
         f"  Python calls ({guests} guests, one cProfile run each): phoenix {calls}, same-inputs floor "
@@ -464,10 +467,7 @@ def main(quick: bool = False) -> None:
         return
     # Under valgrind a program runs ~50x slower: 50 guests keep this to a few minutes.
     guests = sizes[0]
-    env = scaled(load_environment(ROOT / "config", "dev"), guests)
-    mocks = _Mocks()
-    _run(lambda: build(env), mocks)
-    counted = instructions(guests, _same_inputs(registered_keys(env), mocks))
+    counted = instructions(guests, prepared(guests)[1])
     if counted is None:
         print("  instructions: skipped, valgrind is not installed (apt-get install valgrind)")
         return
